@@ -1,0 +1,78 @@
+"""Cluster tier: a real kube-apiserver/etcd/controller-manager/scheduler, kwok nodes and the LWS controller,
+started by hack/testcluster (or reused when already up).
+
+When the rig cannot start, the tier is skipped with a loud reason — except under CI (CI=true) or with
+MOE_REQUIRE_CLUSTER=1, where that is a failure: CI must really run this tier."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from kube import Cluster, wait_for
+from kubernetes_asyncio import client, config
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))
+
+
+def _required() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("MOE_REQUIRE_CLUSTER") == "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/cluster/" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    status = subprocess.run([str(ROOT / "hack/testcluster"), "status"], capture_output=True, text=True)
+    already_up = status.returncode == 0
+    if not already_up:
+        r = subprocess.run([str(ROOT / "hack/testcluster"), "up"], capture_output=True, text=True)
+        if r.returncode != 0:
+            msg = (
+                "\n" + "!" * 100 + "\nCLUSTER TIER NOT RUN: `hack/testcluster up` failed "
+                f"(exit {r.returncode}).\n{r.stderr[-4000:]}\n" + "!" * 100
+            )
+            if _required():
+                pytest.fail(msg, pytrace=False)
+            pytest.skip(msg)
+    yield Cluster(kubeconfig=STATE / "kubeconfig", bin_dir=STATE / "bin")
+    if not already_up and os.environ.get("MOE_KEEP_CLUSTER") != "1":
+        subprocess.run([str(ROOT / "hack/testcluster"), "down"], capture_output=True, text=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api(cluster: Cluster) -> AsyncIterator[client.ApiClient]:
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
+    async with client.ApiClient(cfg) as api_client:
+        yield api_client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh namespace per test, with its default ServiceAccount present; deleted afterwards."""
+    core = client.CoreV1Api(api)
+    base = request.node.name.lower().replace("_", "-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    async def has_sa() -> bool:
+        sas = await core.list_namespaced_service_account(name)
+        return any(sa.metadata.name == "default" for sa in sas.items)
+
+    await wait_for(has_sa, timeout=30, what=f"default ServiceAccount in {name}")
+    yield name
+    if os.environ.get("MOE_KEEP_NAMESPACES") != "1":
+        await core.delete_namespace(name)
+        await asyncio.sleep(0)
