@@ -170,8 +170,7 @@ def spec_from_config(
     if missing:
         raise ModelConfigError(
             f"config.json for architecture {arch} (model_type {model_type}) lacks the fields the planner needs: "
-            f"{', '.join(missing)}"
-            + (" (looked in text_config)" if "text_config" in top else "")
+            f"{', '.join(missing)}" + (" (looked in text_config)" if "text_config" in top else "")
         )
 
     layers = int(text["num_hidden_layers"])

@@ -26,8 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost-per-node-hour", type=float, help="USD per node-hour (default: the pool's list price)")
     p.add_argument("--serve-mtp", action="store_true", help="serve the MTP layers (EAGLE speculative decoding)")
     p.add_argument("--model-path", help="HF repo id or path for --model-path (default: the catalog checkpoint)")
-    p.add_argument("--objective", default="min-group", choices=("min-group", "min-nodes"),
-                   help="min-group: smallest group that fits (default); min-nodes: smallest fleet")
+    p.add_argument(
+        "--objective",
+        default="min-group",
+        choices=("min-group", "min-nodes"),
+        help="min-group: smallest group that fits (default); min-nodes: smallest fleet",
+    )
     p.add_argument("-o", "--output", default="table", choices=("table", "json"))
 
 
@@ -71,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     ok = all(not isinstance(r, PlanError) for _, r in results)
     if args.output == "json":
         if args.compare:
-            doc: Any = {pool: (r.to_dict() if not isinstance(r, PlanError) else {"error": r.to_dict()})
-                        for pool, r in results}
+            doc: Any = {
+                pool: (r.to_dict() if not isinstance(r, PlanError) else {"error": r.to_dict()}) for pool, r in results
+            }
         else:
             r = results[0][1]
             doc = r.to_dict() if not isinstance(r, PlanError) else {"error": r.to_dict()}
@@ -129,30 +134,54 @@ def render_table(p: Any) -> str:
         ("model", f"{p.model_name} [{p.model}]"),
         ("precision / KV dtype", f"{p.precision} / {p.kv_dtype}"),
         ("accelerator", p.accelerator),
-        ("target", f"{p.sessions} sessions x {p.context:,} tokens"
-         + (f" (expected mean {p.avg_context:,})" if p.avg_context else " (worst case: all at full context)")),
-        ("weights (served)", f"{_gb(p.weights_bytes)} ({p.weights_params / 1e9:,.0f} B params; checkpoint "
-         f"{_gb(p.checkpoint_bytes)})"),
+        (
+            "target",
+            f"{p.sessions} sessions x {p.context:,} tokens"
+            + (f" (expected mean {p.avg_context:,})" if p.avg_context else " (worst case: all at full context)"),
+        ),
+        (
+            "weights (served)",
+            f"{_gb(p.weights_bytes)} ({p.weights_params / 1e9:,.0f} B params; checkpoint {_gb(p.checkpoint_bytes)})",
+        ),
         ("KV per token (model)", _kv(p.kv_bytes_per_token_model)),
         ("KV per token per GPU", f"{_kv(p.kv_bytes_per_token)} (attention TP {p.attn_tp_size}, page {p.page_size})"),
         ("KV per session", f"{_gb(p.kv_bytes_per_session)} (per GPU {_gb(p.kv_bytes_per_session_per_gpu)})"),
-        ("KV all sessions", f"{_gb(p.kv_bytes_all_sessions)} logical, {_gb(p.kv_bytes_all_sessions_physical)} "
-         "physical incl. attention-TP replication"),
-        ("layout", f"{p.nodes_per_group} node(s) x {p.gpus_per_group // p.nodes_per_group} = {p.gpus_per_group} "
-         f"devices: TP{p.tp_size} EP{p.ep_size} attn-DP{p.attn_dp_size} a2a={p.moe_a2a_backend}"),
-        ("per-GPU memory", f"{_gb(g['usable_bytes'])} = runtime {_gb(g['runtime_overhead_bytes'])} + reserved "
-         f"{_gb(g['reserved_bytes'])} + weights {_gb(g['weights_bytes'])} + KV pool {_gb(g['kv_pool_bytes'])}"),
-        ("mem-fraction-static", f"{p.mem_fraction_static:.3f} (chunked prefill {p.chunked_prefill_size}, decode "
-         f"graph max bs {p.cuda_graph_max_bs})"),
+        (
+            "KV all sessions",
+            f"{_gb(p.kv_bytes_all_sessions)} logical, {_gb(p.kv_bytes_all_sessions_physical)} "
+            "physical incl. attention-TP replication",
+        ),
+        (
+            "layout",
+            f"{p.nodes_per_group} node(s) x {p.gpus_per_group // p.nodes_per_group} = {p.gpus_per_group} "
+            f"devices: TP{p.tp_size} EP{p.ep_size} attn-DP{p.attn_dp_size} a2a={p.moe_a2a_backend}",
+        ),
+        (
+            "per-GPU memory",
+            f"{_gb(g['usable_bytes'])} = runtime {_gb(g['runtime_overhead_bytes'])} + reserved "
+            f"{_gb(g['reserved_bytes'])} + weights {_gb(g['weights_bytes'])} + KV pool {_gb(g['kv_pool_bytes'])}",
+        ),
+        (
+            "mem-fraction-static",
+            f"{p.mem_fraction_static:.3f} (chunked prefill {p.chunked_prefill_size}, decode "
+            f"graph max bs {p.cuda_graph_max_bs})",
+        ),
         ("KV tokens per DP group", f"{p.max_total_tokens_per_dp:,}"),
         ("sessions", f"{p.sessions_per_dp} per DP group x {p.attn_dp_size} = {p.sessions_per_group} per group"),
-        ("groups", f"{p.groups} -> {p.total_nodes} nodes, {p.total_gpus} devices, capacity {p.capacity_sessions} "
-         "sessions"),
+        (
+            "groups",
+            f"{p.groups} -> {p.total_nodes} nodes, {p.total_gpus} devices, capacity {p.capacity_sessions} sessions",
+        ),
         ("fits", "yes"),
     ]
     if p.cost_per_node_hour is not None:
-        rows.append(("cost", f"${p.cost_per_hour:,.2f}/h fleet, ${p.cost_per_session_hour:,.4f} per session-hour "
-                     f"(${p.cost_per_node_hour:,.2f}/node-h: {p.cost_source})"))
+        rows.append(
+            (
+                "cost",
+                f"${p.cost_per_hour:,.2f}/h fleet, ${p.cost_per_session_hour:,.4f} per session-hour "
+                f"(${p.cost_per_node_hour:,.2f}/node-h: {p.cost_source})",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     out = [f"{k.ljust(width)}  {v}" for k, v in rows]
     out.append("")

@@ -274,8 +274,9 @@ def plan(req: PlanRequest) -> Plan:
 
     per_nodes: dict[int, list[Candidate]] = {}
     for n in range(1, max_nodes + 1):
-        per_nodes[n] = sorted((_evaluate(spec, prec, acc, lay, kv_dtype, req) for lay in _layouts(spec, acc, n)),
-                              key=_rank)
+        per_nodes[n] = sorted(
+            (_evaluate(spec, prec, acc, lay, kv_dtype, req) for lay in _layouts(spec, acc, n)), key=_rank
+        )
 
     def best_at(n: int) -> Candidate | None:
         feas = [c for c in per_nodes[n] if c.feasible]
@@ -426,8 +427,11 @@ def _build_plan(
         elif not c.feasible:
             why = f"infeasible: {c.reason}"
         else:
-            why = f"fewer sessions per group ({spg_c} < {spg})" if (spg_c := c.sessions_per_group) < spg else (
-                f"same {spg} sessions per group with a more complex layout")
+            why = (
+                f"fewer sessions per group ({spg_c} < {spg})"
+                if (spg_c := c.sessions_per_group) < spg
+                else (f"same {spg} sessions per group with a more complex layout")
+            )
         alternatives.append(_alt(c, req, why))
     for n, cands in per_nodes.items():
         if n == lay.nodes:

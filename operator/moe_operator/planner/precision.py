@@ -47,9 +47,7 @@ _W8A8 = 1.0 + 8.0 / 2048
 _W4 = 0.5 + 8.0 / 256
 
 PRECISIONS: dict[str, Precision] = {
-    "bf16": Precision(
-        "bf16", "BF16 weights everywhere", {}, 1, None, "model dtype"
-    ),
+    "bf16": Precision("bf16", "BF16 weights everywhere", {}, 1, None, "model dtype"),
     "fp8": Precision(
         "fp8",
         "FP8 e4m3 block-128x128 (DeepSeek/Kimi-K2/GLM-FP8 format): all attention, indexer, dense, shared and"
@@ -73,7 +71,8 @@ PRECISIONS: dict[str, Precision] = {
         {g: _W8A8 for g in _LINEAR},
         1,
         "modelslim",
-        "sglang Ascend docs: --quantization modelslim W8A8 weights from modelers.cn (sglang.md §1.3) [overhead inferred]",
+        "sglang Ascend docs: --quantization modelslim W8A8 weights from modelers.cn (sglang.md §1.3)"
+        " [overhead inferred]",
     ),
     "w4a8": Precision(
         "w4a8",

@@ -125,13 +125,24 @@ def components(spec: ModelSpec) -> list[Component]:
     mtp = spec.num_nextn_predict_layers
     if mtp:
         add(mtp, _attention(spec), "mtp.attn.", mtp=True)
-        add(mtp, _moe(spec) if spec.n_routed_experts else [("mlp", "dense", 3 * h * spec.intermediate_size, "tp")],
-            "mtp.moe.", mtp=True)
-        add(mtp, [("eh_proj", "norm", 2 * h * h, "rep"), ("enorm+hnorm+head_norm", "norm", 3 * h, "rep")],
-            "mtp.", mtp=True)
+        add(
+            mtp,
+            _moe(spec) if spec.n_routed_experts else [("mlp", "dense", 3 * h * spec.intermediate_size, "tp")],
+            "mtp.moe.",
+            mtp=True,
+        )
+        add(
+            mtp,
+            [("eh_proj", "norm", 2 * h * h, "rep"), ("enorm+hnorm+head_norm", "norm", 3 * h, "rep")],
+            "mtp.",
+            mtp=True,
+        )
         if spec.mtp_checkpoint_duplicates_embeddings:
-            comps.append(Component("mtp.embed_tokens+shared_head", "embed", mtp * 2 * V * h, "rep",
-                                   mtp=True, checkpoint_only=True))
+            comps.append(
+                Component(
+                    "mtp.embed_tokens+shared_head", "embed", mtp * 2 * V * h, "rep", mtp=True, checkpoint_only=True
+                )
+            )
     if spec.vision_num_layers:
         vh, vi = spec.vision_hidden_size, spec.vision_intermediate_size
         tower = spec.vision_num_layers * (4 * vh * vh + 2 * vh * vi + 4 * vh)

@@ -1,0 +1,194 @@
+"""`moe-operator plan` end to end (in-process), plus the cold-start import budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from moe_operator.cli import main
+from moe_operator.planner import ACCELERATORS, CATALOG
+
+KIMI = [
+    "plan",
+    "--model",
+    "kimi-k2.5",
+    "--precision",
+    "int4",
+    "--kv-dtype",
+    "fp8_e4m3",
+    "--sessions",
+    "100",
+    "--context",
+    "131072",
+    "--accelerator",
+    "h200",
+]
+
+
+def test_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(KIMI) == 0
+    out = capsys.readouterr().out
+    for needle in (
+        "weights (served)",
+        "KV per session",
+        "KV all sessions",
+        "per-GPU memory",
+        "groups",
+        "fits",
+        "alternatives considered",
+        "sglang args: --model-path moonshotai/Kimi-K2.5",
+    ):
+        assert needle in out
+
+
+def test_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*KIMI, "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == "kimi-k2.5" and d["attn_dp_size"] == 8 and d["kv_bytes_per_token"] == 35_136
+    assert d["sglang_args"][:2] == ["--model-path", "moonshotai/Kimi-K2.5"]
+    assert d["cost_per_hour"] == pytest.approx(d["total_nodes"] * ACCELERATORS["h200"].cost_per_node_hour)
+
+
+def test_infeasible_exits_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "plan",
+        "--model",
+        "glm-5",
+        "--precision",
+        "fp8",
+        "--sessions",
+        "1",
+        "--context",
+        "4096",
+        "--accelerator",
+        "ascend-910b",
+    ]
+    assert main(argv) == 1
+    assert "precision_unsupported" in capsys.readouterr().err
+    assert main([*argv, "-o", "json"]) == 1
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["error"]["constraint"] == "precision_unsupported"
+    assert "fp8" in cap.err
+
+
+def test_compare(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "plan",
+        "--model",
+        "glm-5",
+        "--precision",
+        "fp8",
+        "--sessions",
+        "100",
+        "--context",
+        "131072",
+        "--compare",
+        "h200,b200,ascend-910c",
+    ]
+    assert main(argv) == 1  # one pool cannot run FP8
+    out = capsys.readouterr().out
+    assert "h200" in out and "b200" in out and "precision_unsupported" in out
+    main([*argv, "-o", "json"])
+    d = json.loads(capsys.readouterr().out)
+    assert d["b200"]["kv_dtype"] == "fp8_e4m3" and d["h200"]["kv_dtype"] == "bfloat16"
+    assert d["ascend-910c"]["error"]["constraint"] == "precision_unsupported"
+
+
+def test_model_config_and_flags(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = {
+        "architectures": ["Glm4MoeForCausalLM"],
+        "model_type": "glm4_moe",
+        "num_hidden_layers": 92,
+        "hidden_size": 5120,
+        "intermediate_size": 12288,
+        "num_attention_heads": 96,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "n_routed_experts": 160,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3,
+        "moe_intermediate_size": 1536,
+        "vocab_size": 151552,
+        "max_position_embeddings": 202752,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    argv = [
+        "plan",
+        "--model-config",
+        str(path),
+        "--sessions",
+        "10",
+        "--context",
+        "32768",
+        "--accelerator",
+        "b200",
+        "--model-path",
+        "/models/glm",
+        "--avg-context",
+        "8192",
+        "--max-groups",
+        "4",
+        "--cost-per-node-hour",
+        "10",
+        "-o",
+        "json",
+    ]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["precision"] == "bf16" and d["model_path"] == "/models/glm" and d["mode"] == "expected_occupancy"
+    assert d["cost_per_node_hour"] == 10 and d["groups"] <= 4
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"architectures": ["Foo"]}))
+    assert main(["plan", "--model-config", str(bad), "--sessions", "1", "--context", "1", "-o", "json"]) == 1
+    assert "num_hidden_layers" in json.loads(capsys.readouterr().out)["error"]["message"]
+
+
+def test_every_feasible_catalog_combo_has_json(capsys: pytest.CaptureFixture[str]) -> None:
+    n_ok = 0
+    for m, spec in CATALOG.items():
+        for a, acc in ACCELERATORS.items():
+            for p in acc.supported_precisions:
+                ctx = str(min(32768, spec.max_position_embeddings))
+                rc = main(
+                    [
+                        "plan",
+                        "--model",
+                        m,
+                        "--precision",
+                        p,
+                        "--accelerator",
+                        a,
+                        "--sessions",
+                        "16",
+                        "--context",
+                        ctx,
+                        "-o",
+                        "json",
+                    ]
+                )
+                d = json.loads(capsys.readouterr().out)
+                if rc == 0:
+                    n_ok += 1
+                    assert d["sglang_args"][0] == "--model-path" and all(isinstance(x, str) for x in d["sglang_args"])
+                else:
+                    assert d["error"]["constraint"]
+    assert n_ok >= 80
+
+
+def test_plan_path_imports_no_heavy_modules() -> None:
+    code = (
+        "import sys, moe_operator.cli as c; c.main(['plan','--model','glm-4.7','--sessions','1','--context','4096',"
+        "'-o','json']); heavy = [m for m in ('pydantic', 'kopf', 'kubernetes_asyncio', 'aiohttp') if m in sys.modules];"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - t
+    assert "HEAVY []" in r.stderr
+    assert elapsed < 3.0  # measured ~0.15 s; loose bound for a loaded CI machine
