@@ -1,0 +1,34 @@
+"""Validating admission: schema/CEL catch shapes; this catches what needs the planner or other objects —
+a pool that does not exist, a precision the pool cannot run, sessions x context that cannot fit, SGLang flags
+that SGLang would reject. The message names the field and the number that does not fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from moe_operator import metrics
+from moe_operator.admission import check_moedeployment, check_pool
+
+
+@kopf.on.validate("moe-operator.io", "v1alpha1", "moedeployments", id="validate-moedeployment",
+                  operation=["CREATE", "UPDATE"])
+async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def get_pool(name: str) -> Mapping[str, Any] | None:
+        return await memo.kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", name)
+
+    error = await check_moedeployment(body, get_pool)
+    metrics.ADMISSION.labels("MoEDeployment", "denied" if error else "allowed").inc()
+    if error:
+        raise kopf.AdmissionError(error, code=422)
+
+
+@kopf.on.validate("moe-operator.io", "v1alpha1", "acceleratorpools", id="validate-acceleratorpool",
+                  operation=["CREATE", "UPDATE"])
+async def validate_acceleratorpool(body: kopf.Body, **_: Any) -> None:
+    error = check_pool(body)
+    metrics.ADMISSION.labels("AcceleratorPool", "denied" if error else "allowed").inc()
+    if error:
+        raise kopf.AdmissionError(error, code=422)

@@ -1,0 +1,47 @@
+"""Operator start-up: kopf settings under our own prefix, the shared API client, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from moe_operator.kube import Kube
+
+PREFIX = "moe-operator.io"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Finalizer, progress and diff-base annotations under our own prefix, not kopf.zalando.org.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration", v1=False)
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "moe-operator"
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 4
+    settings.batching.error_delays = (1, 2, 5, 10, 30)  # type: ignore[assignment]
+    memo.kube = await Kube.connect(os.environ.get("MOE_OPERATOR_KUBECONFIG") or None)
+    memo.locks = {}
+    webhook = getattr(memo, "webhook", None)
+    if webhook is not None:  # set by `moe-operator run`
+        settings.admission.server = webhook.server
+        settings.admission.managed = webhook.managed
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.close()
+
+
+def lock_for(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
+    """Serialize reconciles of one MoEDeployment across its own handlers, its timer and pod events."""
+    locks: dict[tuple[str, str], asyncio.Lock] = memo.locks
+    return locks.setdefault((namespace, name), asyncio.Lock())

@@ -1,0 +1,147 @@
+"""A small async Kubernetes client for the objects the operator writes: server-side apply under one field manager,
+plus get/list/delete/patch on plain dicts. Built on kubernetes_asyncio's ApiClient (auth, TLS, kubeconfig and
+in-cluster config) so every call goes to the real API; kopf keeps its own client for watching."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+FIELD_MANAGER = "moe-operator"
+
+# (apiVersion, kind) -> (plural, namespaced)
+RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
+    ("v1", "Pod"): ("pods", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "Event"): ("events", True),
+    ("v1", "Node"): ("nodes", False),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("apps/v1", "StatefulSet"): ("statefulsets", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): ("leaderworkersets", True),
+    ("moe-operator.io/v1alpha1", "MoEDeployment"): ("moedeployments", True),
+    ("moe-operator.io/v1alpha1", "AcceleratorPool"): ("acceleratorpools", False),
+}
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, reason: str, body: Any = None):
+        super().__init__(f"{status} {reason}: {body}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    plural, namespaced = RESOURCES[(api_version, kind)]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespaced and namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{name}"
+    return base
+
+
+@dataclass
+class Kube:
+    api: client.ApiClient
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        cfg = client.Configuration()
+        if kubeconfig or os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            config.load_incluster_config(client_configuration=cfg)
+        return cls(client.ApiClient(cfg))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
+                      content_type: str = "application/json") -> Any:
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        try:
+            resp = await self.api.call_api(
+                path, method, header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body, auth_settings=["BearerToken"], response_types_map={}, _preload_content=False,
+                _return_http_data_only=True,
+            )
+            raw = await resp.read()
+            status = resp.status
+        except ApiException as exc:
+            try:
+                detail = json.loads(exc.body) if exc.body else None
+            except ValueError:
+                detail = exc.body
+            raise KubeError(exc.status or 0, exc.reason or "", detail) from None
+        data = json.loads(raw) if raw else None
+        if status >= 400:
+            raise KubeError(status, (data or {}).get("reason", "") if isinstance(data, dict) else "", data)
+        return data
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        try:
+            obj: dict = await self.request("GET", resource_path(api_version, kind, namespace, name))
+            return obj
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None,
+                   label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+        query = {k: v for k, v in {"labelSelector": label_selector, "fieldSelector": field_selector}.items() if v}
+        try:
+            out = await self.request("GET", resource_path(api_version, kind, namespace), query=query)
+        except KubeError as exc:
+            if exc.status == 404:  # e.g. the LWS CRD is not installed
+                return []
+            raise
+        items: list[dict] = out.get("items", [])
+        return items
+
+    async def apply(self, obj: dict, *, subresource: str | None = None, force: bool = True) -> dict:
+        """Server-side apply under FIELD_MANAGER: idempotent, conflict-free with other managers' fields."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        if subresource:
+            path += f"/{subresource}"
+        out: dict = await self.request(
+            "PATCH", path, obj, query={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
+            content_type="application/apply-patch+yaml",
+        )
+        return out
+
+    async def patch(self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None,
+                    *, subresource: str | None = None, content_type: str = "application/merge-patch+json") -> dict:
+        path = resource_path(api_version, kind, namespace, name)
+        if subresource:
+            path += f"/{subresource}"
+        out: dict = await self.request("PATCH", path, patch, query={"fieldManager": FIELD_MANAGER},
+                                       content_type=content_type)
+        return out
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+                     *, propagation: str = "Background") -> bool:
+        try:
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name),
+                               {"propagationPolicy": propagation})
+            return True
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise

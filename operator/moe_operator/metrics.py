@@ -1,0 +1,27 @@
+"""The operator's own Prometheus metrics (served by `moe-operator run` on --metrics-port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("moe_operator_reconcile_total", "Reconcile runs by result", ["result"])
+RECONCILE_ERRORS = Counter("moe_operator_reconcile_errors_total", "Reconcile runs that raised", ["kind"])
+RECONCILE_SECONDS = Histogram("moe_operator_reconcile_duration_seconds", "Reconcile duration",
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+API_WRITES = Counter("moe_operator_api_writes_total", "Create/apply/patch/delete calls made by reconcile")
+GROUPS_DESIRED = Gauge("moe_operator_groups_desired", "Desired SGLang groups", ["namespace", "name"])
+GROUPS_READY = Gauge("moe_operator_groups_ready", "Ready SGLang groups", ["namespace", "name"])
+ADMISSION = Counter("moe_operator_admission_total", "Admission reviews by verdict", ["kind", "verdict"])
+
+
+def observe_groups(namespace: str, name: str, *, desired: int, ready: int) -> None:
+    GROUPS_DESIRED.labels(namespace, name).set(desired)
+    GROUPS_READY.labels(namespace, name).set(ready)
+
+
+def forget(namespace: str, name: str) -> None:
+    for g in (GROUPS_DESIRED, GROUPS_READY):
+        try:
+            g.remove(namespace, name)
+        except KeyError:
+            pass

@@ -1,0 +1,209 @@
+"""One idempotent, level-based reconcile for a MoEDeployment (create, update, resume and the periodic timer).
+
+Order: validate -> plan (first fitting pool) -> render children -> server-side apply only what changed ->
+delete our own orphans -> observe -> status. A spec that is invalid or cannot be planned never touches the running
+children: the groups keep serving the last good spec and the status says why nothing changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from moe_operator import metrics
+from moe_operator.kube import Kube, KubeError
+from moe_operator.planning import PlannedDeployment, SpecProblem, plan_deployment, plan_summary, weights_source
+from moe_operator.render import children as render_children
+from moe_operator.render.inputs import Owner, RenderInput
+from moe_operator.render.meta import spec_hash
+from moe_operator.status import Capacity, Observed, compute_status, status_changed
+
+API_VERSION = "moe-operator.io/v1alpha1"
+KIND = "MoEDeployment"
+DEPLOYMENT_LABEL = "moe-operator.io/deployment"
+APPLIED_HASH = "moe-operator.io/applied-hash"
+# Kinds we create for a MoEDeployment, listed to find orphans (objects we made that the spec no longer wants).
+CHILD_KINDS = [
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
+]
+
+
+@dataclass
+class Outcome:
+    writes: int
+    status: dict
+    problem: SpecProblem | None
+
+
+def validate_spec(body: Mapping[str, Any]) -> None:
+    """Schema-level validation with the same pydantic models that generate the CRD."""
+    from moe_operator.api import validate_moedeployment
+
+    errors = validate_moedeployment(body)
+    if errors:
+        field, message = errors[0]
+        raise SpecProblem(field, "InvalidSpec", message)
+
+
+def desired_groups(spec: Mapping[str, Any], planned: PlannedDeployment, status: Mapping[str, Any]) -> int:
+    """spec.replicas (kubectl scale / HPA / KEDA via the scale subresource) wins; with built-in autoscaling the
+    operator's own decision in status.desiredGroups; otherwise the planner's group count."""
+    auto = spec.get("autoscaling") or {}
+    if spec.get("replicas") is not None:
+        return int(spec["replicas"])
+    if auto.get("enabled"):
+        lo, hi = int(auto.get("minGroups", 1)), int(auto.get("maxGroups", planned.plan.groups))
+        current = status.get("desiredGroups")
+        return max(lo, min(hi, int(current) if current is not None else planned.plan.groups))
+    return planned.plan.groups
+
+
+def render_input(body: Mapping[str, Any], planned: PlannedDeployment, replicas: int) -> RenderInput:
+    meta, spec = body["metadata"], body["spec"]
+    pool_spec = planned.pool.get("spec", {})
+    sg = spec.get("sglang") or {}
+    router = spec.get("router") or {}
+    rdma = pool_spec.get("rdma") or {}
+    model = spec.get("model", {}) or {}
+    return RenderInput(
+        name=meta["name"], namespace=meta["namespace"],
+        owner=Owner(api_version=API_VERSION, kind=KIND, name=meta["name"], uid=meta["uid"]),
+        model_id=model.get("catalog") or "custom",
+        sglang_args=tuple(planned.plan.sglang_args),
+        nodes_per_group=planned.plan.nodes_per_group,
+        devices_per_node=planned.profile.devices_per_node,
+        device_resource=planned.profile.resource_name,
+        replicas=replicas,
+        image=sg.get("image") or planned.profile.default_image,
+        extra_args=tuple(sg.get("extraArgs") or ()),
+        env=tuple((e["name"], e.get("value", "")) for e in sg.get("env") or ()),
+        port=int(sg.get("port") or 30000),
+        node_selector=dict(pool_spec.get("nodeSelector") or {}),
+        tolerations=tuple(pool_spec.get("tolerations") or ()),
+        rdma_resource=rdma.get("resourceName"),
+        rdma_count=int(rdma.get("count") or 0),
+        exclusive_topology_key=(spec.get("placement") or {}).get("exclusiveTopologyKey"),
+        weights=weights_source(spec.get("weights") or {}),
+        router_enabled=router.get("enabled", True),
+        router_policy=router.get("policy") or "cache_aware",
+        router_replicas=int(router.get("replicas") or 1),
+        **({"router_image": router["image"]} if router.get("image") else {}),
+        drain_timeout_seconds=int((spec.get("drain") or {}).get("timeoutSeconds") or 600),
+        pool=planned.pool_name, accelerator=planned.profile.name,
+        spec_hash=spec_hash({"spec": {k: v for k, v in spec.items() if k != "replicas"},
+                             "pool": pool_spec}),
+    )
+
+
+async def _existing_children(kube: Kube, namespace: str, name: str) -> dict[tuple[str, str, str], dict]:
+    out: dict[tuple[str, str, str], dict] = {}
+    for api_version, kind in CHILD_KINDS:
+        for obj in await kube.list(api_version, kind, namespace, label_selector=f"{DEPLOYMENT_LABEL}={name}"):
+            if _owned_by(obj, name):
+                out[(api_version, kind, obj["metadata"]["name"])] = obj
+    return out
+
+
+def _owned_by(obj: Mapping[str, Any], name: str) -> bool:
+    return any(r.get("kind") == KIND and r.get("name") == name for r in obj["metadata"].get("ownerReferences", []))
+
+
+async def apply_children(kube: Kube, inp: RenderInput, logger: logging.Logger) -> int:
+    """Apply what differs from what we applied last time (hash annotation), delete orphans. Returns API writes."""
+    desired = render_children(inp)
+    existing = await _existing_children(kube, inp.namespace, inp.name)
+    writes = 0
+    for obj in desired:
+        h = spec_hash(obj)
+        obj["metadata"].setdefault("annotations", {})[APPLIED_HASH] = h
+        key = (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+        cur = existing.get(key)
+        if cur is not None and cur["metadata"].get("annotations", {}).get(APPLIED_HASH) == h:
+            continue
+        await kube.apply(obj)
+        writes += 1
+        logger.info(f"applied {obj['kind']} {obj['metadata']['name']}")
+    wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in desired}
+    for key in existing.keys() - wanted:
+        await kube.delete(key[0], key[1], key[2], inp.namespace)
+        writes += 1
+        logger.info(f"deleted orphan {key[1]} {key[2]}")
+    return writes
+
+
+async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
+    """Free devices in the pool, for InsufficientCapacity messages. Only called when pods are unschedulable."""
+    sel = ",".join(f"{k}={v}" for k, v in (planned.pool.get("spec", {}).get("nodeSelector") or {}).items())
+    res = planned.profile.resource_name
+    nodes = await kube.list("v1", "Node", label_selector=sel or None)
+    names = {n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get(res, 0) or 0) for n in nodes}
+    used: dict[str, int] = dict.fromkeys(names, 0)
+    pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
+    for p in pods:
+        node = p.get("spec", {}).get("nodeName")
+        if node in used:
+            for c in p["spec"].get("containers", []):
+                used[node] += int(((c.get("resources") or {}).get("limits") or {}).get(res, 0) or 0)
+    free = {n: names[n] - used[n] for n in names}
+    per = planned.profile.devices_per_node
+    return Capacity(pool=planned.pool_name, resource=res, nodes=len(names), devices_per_node=per,
+                    free_devices=sum(free.values()), nodes_with_room=sum(1 for v in free.values() if v >= per))
+
+
+async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger) -> Outcome:
+    meta, spec = body["metadata"], body.get("spec", {})
+    name, ns, gen = meta["name"], meta["namespace"], int(meta.get("generation", 1))
+    prev_status = dict(body.get("status") or {})
+    selector = f"{DEPLOYMENT_LABEL}={name},leaderworkerset.sigs.k8s.io/worker-index=0"
+    writes = 0
+    problem: SpecProblem | None = None
+    planned: PlannedDeployment | None = None
+    replicas = int(prev_status.get("desiredGroups", 0) or 0)
+    try:
+        validate_spec(body)
+
+        async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
+            return await kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", pool_name)
+
+        async def get_config_map(cm_name: str) -> Mapping[str, Any] | None:
+            return await kube.get("v1", "ConfigMap", cm_name, ns)
+
+        planned = await plan_deployment(spec, get_pool, get_config_map)
+        replicas = desired_groups(spec, planned, prev_status)
+        writes += await apply_children(kube, render_input(body, planned, replicas), logger)
+    except SpecProblem as exc:
+        problem = exc
+        logger.warning(f"not changing children: {exc}")
+    lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
+    pods = [p for p in await kube.list("v1", "Pod", ns, label_selector=f"{DEPLOYMENT_LABEL}={name}")
+            if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]
+    capacity = None
+    if planned and any(c.get("reason") == "Unschedulable" for p in pods
+                       for c in p.get("status", {}).get("conditions", [])):
+        capacity = await observe_capacity(kube, planned)
+    obs = Observed(
+        generation=gen,
+        pool=planned.pool_name if planned else None,
+        plan=plan_summary(planned.plan) if planned else None,
+        problem=(problem.reason, f"{problem.field}: {problem.message}") if problem else None,
+        desired_groups=replicas, lws=lws, pods=pods, capacity=capacity, selector=selector,
+    )
+    if planned:
+        prev_status["plan"] = obs.plan  # the fresh plan replaces the carried one
+    new_status = compute_status(obs, prev_status)
+    if status_changed(body.get("status"), new_status):
+        try:
+            await kube.patch(API_VERSION, KIND, name, {"status": new_status}, ns, subresource="status")
+            writes += 1
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise
+    metrics.observe_groups(ns, name, desired=replicas, ready=new_status["readyGroups"])
+    return Outcome(writes=writes, status=new_status, problem=problem)

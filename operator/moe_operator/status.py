@@ -1,0 +1,189 @@
+"""MoEDeployment status as a pure function of what was observed (azimuth style).
+
+Conditions follow the Kubernetes convention (type/status/reason/message/lastTransitionTime/observedGeneration) and
+are kstatus-compatible: `Reconciling` mirrors `Progressing` and `Stalled` marks states that will not resolve without
+intervention, so Argo CD / Flux health checks read them without custom Lua."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CONDITION_TYPES = ("Ready", "Progressing", "Reconciling", "Degraded", "Stalled")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the pool can offer when group pods are unschedulable (numbers for InsufficientCapacity)."""
+
+    pool: str
+    resource: str
+    nodes: int
+    devices_per_node: int
+    free_devices: int
+    nodes_with_room: int  # nodes that can take one more group pod
+
+
+@dataclass(frozen=True)
+class Observed:
+    generation: int
+    pool: str | None = None
+    plan: Mapping[str, Any] | None = None
+    problem: tuple[str, str] | None = None  # (reason, message): invalid spec, infeasible plan, missing pool
+    desired_groups: int = 0
+    lws: Mapping[str, Any] | None = None
+    pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    capacity: Capacity | None = None
+    selector: str = ""
+
+
+def _pod_ready(p: Mapping[str, Any]) -> bool:
+    st = p.get("status", {})
+    return st.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
+
+
+def _unschedulable(p: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+               for c in p.get("status", {}).get("conditions", []))
+
+
+def _image_pull_failure(p: Mapping[str, Any]) -> str | None:
+    for cs in p.get("status", {}).get("containerStatuses", []) or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+            return f"{waiting['reason']}: {cs.get('image')} ({waiting.get('message', '')})".strip()
+    return None
+
+
+def _restarting(p: Mapping[str, Any]) -> bool:
+    return bool(p.get("metadata", {}).get("deletionTimestamp")) or p.get("status", {}).get("phase") == "Failed"
+
+
+def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now: str | None = None) -> dict:
+    """The whole `.status` for a MoEDeployment. `previous` keeps lastTransitionTime stable and carries fields that
+    other writers own (the autoscaler's)."""
+    previous = previous or {}
+    now = now or now_iso()
+    plan = dict(obs.plan) if obs.plan else None
+    lws_status = (obs.lws or {}).get("status", {}) or {}
+    ready = int(lws_status.get("readyReplicas", 0) or 0)
+    current = int(lws_status.get("replicas", 0) or 0)
+    desired = obs.desired_groups
+    spg = int(plan["sessions_per_group"]) if plan else 0
+
+    conds: dict[str, tuple[str, str, str]] = {}
+    if obs.problem:
+        reason, message = obs.problem
+        conds["Ready"] = ("False", reason, message)
+        conds["Stalled"] = ("True", reason, message)
+        conds["Progressing"] = ("False", reason, "waiting for a valid, feasible spec")
+        if ready and ready < desired:
+            conds["Degraded"] = ("True", "ServingPreviousSpec",
+                                 f"{ready} group(s) keep serving the last valid spec; nothing was removed")
+        else:
+            conds["Degraded"] = ("False", "NoDegradation", "")
+    else:
+        unsched = [p for p in obs.pods if _unschedulable(p)]
+        pull = next((m for p in obs.pods if (m := _image_pull_failure(p))), None)
+        restarting = [p for p in obs.pods if _restarting(p)]
+        lws_gen = (obs.lws or {}).get("metadata", {}).get("generation")
+        lws_observed = lws_status.get("observedGeneration", lws_gen)
+        rolling = obs.lws is not None and lws_gen is not None and lws_observed != lws_gen
+        groups_msg = f"{ready}/{desired} groups ready, capacity {ready * spg} sessions"
+
+        if pull:
+            conds["Stalled"] = ("True", "ImagePullFailed", pull)
+        elif unsched:
+            c = obs.capacity
+            if c:
+                msg = (f"{len(unsched)} group pod(s) Pending: pool {c.pool} has {c.free_devices} free {c.resource} "
+                       f"on {c.nodes} node(s) ({c.nodes_with_room} can take a {c.devices_per_node}-device pod); "
+                       f"{desired} group(s) x {plan['nodes_per_group'] if plan else '?'} node(s) wanted")
+            else:
+                msg = f"{len(unsched)} group pod(s) Pending: not enough free devices in the pool"
+            conds["Stalled"] = ("True", "InsufficientCapacity", msg)
+        else:
+            conds["Stalled"] = ("False", "NotStalled", "")
+
+        stalled = conds["Stalled"][0] == "True"
+        if desired == 0:
+            conds["Ready"] = ("True", "ScaledToZero", "0 groups desired")
+        elif ready >= desired and not rolling:
+            conds["Ready"] = ("True", "AllGroupsReady", groups_msg)
+        else:
+            conds["Ready"] = ("False", conds["Stalled"][1] if stalled else "GroupsNotReady", groups_msg)
+
+        if restarting and ready < desired:
+            conds["Degraded"] = ("True", "GroupRestarting",
+                                 f"{len(restarting)} pod(s) failed or terminating; LWS is recreating the group; "
+                                 + groups_msg)
+        elif 0 < ready < desired and int(previous.get("readyGroups", 0) or 0) > ready:
+            conds["Degraded"] = ("True", "GroupRestarting", groups_msg)
+        elif (previous_degraded := _cond(previous, "Degraded")) and previous_degraded.get("status") == "True" \
+                and ready < desired:
+            conds["Degraded"] = ("True", previous_degraded.get("reason", "GroupRestarting"), groups_msg)
+        else:
+            conds["Degraded"] = ("False", "NoDegradation", "")
+
+        if stalled:
+            conds["Progressing"] = ("False", conds["Stalled"][1], conds["Stalled"][2])
+        elif rolling or ready < desired or current != desired:
+            reason = "RollingUpdate" if rolling else ("ScalingUp" if current < desired else
+                                                      "ScalingDown" if current > desired else "GroupsStarting")
+            conds["Progressing"] = ("True", reason, groups_msg)
+        else:
+            conds["Progressing"] = ("False", "Reconciled", groups_msg)
+    conds["Reconciling"] = conds["Progressing"]
+
+    status: dict[str, Any] = {k: v for k, v in previous.items() if k in _CARRIED}
+    status.update({
+        "observedGeneration": obs.generation,
+        "replicas": current,
+        "readyGroups": ready,
+        "desiredGroups": desired,
+        "sessionCapacity": ready * spg,
+        "selector": obs.selector,
+        "groupSummary": f"{ready}/{desired}",
+        "conditions": [_condition(t, *conds[t], obs.generation, previous, now) for t in CONDITION_TYPES],
+    })
+    if obs.pool:
+        status["pool"] = obs.pool
+    if plan:
+        status["plan"] = plan
+    return status
+
+
+# Fields owned by other writers (the autoscaler) that a status recompute must not drop.
+_CARRIED = ("kvUtilization", "liveSessions", "lastScaleTime", "lastScaleReason", "plan", "pool")
+
+
+def _cond(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions", []) or [] if c.get("type") == ctype), None)
+
+
+def _condition(ctype: str, status: str, reason: str, message: str, generation: int,
+               previous: Mapping[str, Any], now: str) -> dict:
+    prev = _cond(previous, ctype)
+    changed = not prev or prev.get("status") != status
+    return {
+        "type": ctype, "status": status, "reason": reason, "message": message[:32768],
+        "observedGeneration": generation,
+        "lastTransitionTime": now if changed else prev.get("lastTransitionTime", now),  # type: ignore[union-attr]
+    }
+
+
+def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """True when a write is needed (timestamps alone never trigger one)."""
+    def strip(s: Mapping[str, Any] | None) -> Any:
+        s = dict(s or {})
+        s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                           for c in s.get("conditions", []) or []]
+        return s
+    return strip(old) != strip(new)

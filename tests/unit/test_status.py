@@ -1,0 +1,106 @@
+"""Status is a pure function of observed state: conditions, reasons and kstatus semantics."""
+
+from __future__ import annotations
+
+from moe_operator.status import Capacity, Observed, compute_status, status_changed
+
+PLAN = {"sessions_per_group": 50, "nodes_per_group": 2}
+
+
+def pod(phase: str = "Running", ready: bool = True, unschedulable: bool = False, failed: bool = False,
+        waiting: str | None = None) -> dict:
+    conds = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if unschedulable:
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable"})
+    st: dict = {"phase": "Failed" if failed else phase, "conditions": conds}
+    if waiting:
+        st["containerStatuses"] = [{"image": "img:1", "state": {"waiting": {"reason": waiting, "message": "nope"}}}]
+    return {"metadata": {"name": "p"}, "status": st}
+
+
+def lws(ready: int, replicas: int, gen: int = 1, observed: int = 1) -> dict:
+    return {"metadata": {"generation": gen}, "status": {"readyReplicas": ready, "replicas": replicas,
+                                                        "observedGeneration": observed}}
+
+
+def conds(status: dict) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_all_groups_ready_is_ready_and_reconciled() -> None:
+    s = compute_status(Observed(generation=3, plan=PLAN, desired_groups=2, lws=lws(2, 2), pods=[pod()] * 4))
+    c = conds(s)
+    assert c["Ready"] == ("True", "AllGroupsReady")
+    assert c["Progressing"] == ("False", "Reconciled") and c["Reconciling"] == c["Progressing"]
+    assert c["Stalled"][0] == "False" and c["Degraded"][0] == "False"
+    assert s["sessionCapacity"] == 100 and s["groupSummary"] == "2/2" and s["observedGeneration"] == 3
+    assert all(x["observedGeneration"] == 3 for x in s["conditions"])
+
+
+def test_plan_infeasible_is_stalled_with_the_message() -> None:
+    s = compute_status(Observed(generation=2, problem=("PlanInfeasible", "spec.sessions.target: needs 12 groups > 4")))
+    c = conds(s)
+    assert c["Ready"] == ("False", "PlanInfeasible") and c["Stalled"] == ("True", "PlanInfeasible")
+    assert "12 groups" in next(x["message"] for x in s["conditions"] if x["type"] == "Stalled")
+
+
+def test_infeasible_update_keeps_serving_and_says_so() -> None:
+    prev = compute_status(Observed(generation=1, plan=PLAN, desired_groups=2, lws=lws(2, 2)))
+    s = compute_status(Observed(generation=2, problem=("PlanInfeasible", "x"), desired_groups=2, lws=lws(1, 2)), prev)
+    assert conds(s)["Degraded"] == ("True", "ServingPreviousSpec")
+    assert s["plan"] == prev["plan"]  # the last good plan is still what runs
+
+
+def test_unschedulable_pods_report_insufficient_capacity_with_numbers() -> None:
+    cap = Capacity(pool="h200", resource="nvidia.com/gpu", nodes=8, devices_per_node=8, free_devices=8,
+                   nodes_with_room=1)
+    s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(0, 1),
+                                pods=[pod("Pending", False, unschedulable=True)], capacity=cap))
+    c = conds(s)
+    assert c["Stalled"] == ("True", "InsufficientCapacity") and c["Ready"] == ("False", "InsufficientCapacity")
+    msg = next(x["message"] for x in s["conditions"] if x["type"] == "Stalled")
+    assert "8 free nvidia.com/gpu" in msg and "8 node(s)" in msg and "1 can take" in msg
+
+
+def test_image_pull_failure_is_stalled() -> None:
+    s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(0, 1),
+                                pods=[pod("Pending", False, waiting="ImagePullBackOff")]))
+    assert conds(s)["Stalled"] == ("True", "ImagePullFailed")
+
+
+def test_failed_pod_is_degraded_group_restarting_then_recovers() -> None:
+    ok = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1), pods=[pod()]))
+    bad = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(0, 1),
+                                  pods=[pod(failed=True, ready=False)]), ok)
+    assert conds(bad)["Degraded"] == ("True", "GroupRestarting") and conds(bad)["Ready"][0] == "False"
+    back = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1), pods=[pod()]), bad)
+    assert conds(back)["Degraded"][0] == "False" and conds(back)["Ready"][0] == "True"
+
+
+def test_rolling_update_is_progressing() -> None:
+    s = compute_status(Observed(generation=2, plan=PLAN, desired_groups=2, lws=lws(2, 2, gen=5, observed=4)))
+    assert conds(s)["Progressing"] == ("True", "RollingUpdate") and conds(s)["Ready"][0] == "False"
+
+
+def test_scaling_up_is_progressing() -> None:
+    s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=3, lws=lws(2, 2)))
+    assert conds(s)["Progressing"] == ("True", "ScalingUp")
+
+
+def test_transition_time_only_moves_on_change_and_no_write_without_change() -> None:
+    a = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)), now="2026-01-01T00:00:00Z")
+    b = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)), a,
+                       now="2026-01-01T00:05:00Z")
+    assert a["conditions"] == b["conditions"]
+    assert not status_changed(a, b)
+    c = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(0, 1)), b,
+                       now="2026-01-01T00:06:00Z")
+    assert status_changed(b, c)
+    ready = next(x for x in c["conditions"] if x["type"] == "Ready")
+    assert ready["lastTransitionTime"] == "2026-01-01T00:06:00Z"
+
+
+def test_autoscaler_fields_are_carried() -> None:
+    prev = {"kvUtilization": "0.5", "lastScaleTime": "2026-01-01T00:00:00Z", "liveSessions": 9}
+    s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)), prev)
+    assert s["kvUtilization"] == "0.5" and s["liveSessions"] == 9
