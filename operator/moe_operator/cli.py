@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from moe_operator import __version__
-
-# name -> (help, module path, function that adds arguments, function that runs); filled by _register
-Runner = Callable[[argparse.Namespace], int]
-
 
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"moe-operator {__version__}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moe-operator",
         description="Plan, serve and autoscale Mixture-of-Experts models on SGLang multi-node groups.",
@@ -25,22 +21,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=_cmd_version)
-    _add_lazy_commands(sub)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    _add_lazy_commands(sub, chosen)
     return parser
 
 
-def _add_lazy_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Each subcommand module exposes add_arguments(parser) and run(args) -> int."""
+def _add_lazy_commands(sub: argparse._SubParsersAction, chosen: str | None) -> None:  # type: ignore[type-arg]
+    """Each subcommand module exposes add_arguments(parser) and run(args) -> int. Only the chosen command's module
+    is imported, so `plan` never pays for pydantic or kopf."""
     import importlib
+    import importlib.util
 
     for name, module, help_text in _COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a subcommand whose module is not written yet
-            if exc.name != module:
-                raise
+        if importlib.util.find_spec(module) is None:  # a command whose module is not part of this build
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != chosen:
+            continue
+        mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
 
@@ -55,7 +53,8 @@ _COMMANDS: list[tuple[str, str, str]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
