@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from moe_operator import __version__
 
+
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"moe-operator {__version__}")
     return 0
