@@ -1,0 +1,603 @@
+"""MoEDeployment (namespaced): one MoE model served on multi-node SGLang groups, sized from a sessions target."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from moe_operator import API_GROUP, API_VERSION
+from moe_operator.api.base import (
+    ABS_PATH,
+    DNS_SUBDOMAIN,
+    IMAGE,
+    QUALIFIED_NAME,
+    ApiModel,
+    Fraction,
+    InvalidResource,
+    Rule,
+    StatusModel,
+    Timestamp,
+    format_validation_error,
+)
+from moe_operator.api.v1alpha1.common import (
+    Condition,
+    ConfigMapKeyRef,
+    EnvVar,
+    ObjectMeta,
+    SecretKeyRef,
+    conditions_field,
+)
+
+CatalogModel = Literal["kimi-k2.5", "kimi-k2", "glm-5", "glm-4.7", "deepseek-v3", "deepseek-v3.2", "qwen3-235b-a22b"]
+CATALOG_MODELS: tuple[str, ...] = CatalogModel.__args__  # type: ignore[attr-defined]
+Precision = Literal["bf16", "fp8", "int4", "w8a8", "w4a8", "nvfp4"]
+PRECISIONS: tuple[str, ...] = Precision.__args__  # type: ignore[attr-defined]
+KVCacheDtype = Literal["auto", "bf16", "fp8_e4m3", "fp8_e5m2"]
+RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
+
+Arg = Annotated[str, StringConstraints(max_length=1024)]
+PoolName = Annotated[str, StringConstraints(max_length=253, pattern=DNS_SUBDOMAIN)]
+
+MAX_GROUPS = 1000
+MAX_NODES_PER_GROUP = 64
+MAX_POOLS = 8
+MAX_EXTRA_ARGS = 64
+MAX_ENV = 64
+# metadata.name: DNS-1035 label (Service names) short enough for LWS/StatefulSet/pod names and label values:
+# the StatefulSet "<name>-<group>" plus the 11-character controller-revision-hash suffix must stay within 63.
+MAX_NAME_LENGTH = 45
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+# SGLang flags the operator derives from the plan or the group layout; overriding them in extraArgs would make the
+# pods disagree with the plan (a wrong --nnodes hangs the group at rendezvous).
+MANAGED_SGLANG_FLAGS: tuple[str, ...] = (
+    "--model-path",
+    "--model",
+    "--tp-size",
+    "--tp",
+    "--tensor-parallel-size",
+    "--ep-size",
+    "--ep",
+    "--expert-parallel-size",
+    "--dp-size",
+    "--dp",
+    "--attn-dp-size",
+    "--nnodes",
+    "--node-rank",
+    "--dist-init-addr",
+    "--host",
+    "--port",
+)
+
+
+def _cel_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
+def _count_set(*values: object) -> int:
+    return sum(v is not None for v in values)
+
+
+# ------------------------------------------------------------------------------------------------ model source
+class ModelSource(ApiModel):
+    """Which model to serve: a catalog id, or a Hugging Face config.json (inline or in a ConfigMap). Exactly one."""
+
+    cel_rules = (
+        Rule(
+            rule="(has(self.catalog) ? 1 : 0) + (has(self.config) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) == 1",
+            message="model: exactly one of model.catalog, model.config or model.configMapRef must be set",
+            check=lambda m: _count_set(m.catalog, m.config, m.config_map_ref) == 1,
+        ),
+    )
+
+    catalog: CatalogModel | None = Field(
+        default=None,
+        description="Built-in model id whose geometry the planner knows: kimi-k2.5, kimi-k2, glm-5, glm-4.7, "
+        "deepseek-v3, deepseek-v3.2 or qwen3-235b-a22b.",
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="Inline Hugging Face config.json content (layers, heads, experts, ...) for a model outside the "
+        "catalog; kept verbatim.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "maxProperties": 1024},
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the Hugging Face config.json of a model outside the catalog."
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[^\s]+$",
+        description="Model name exposed by the OpenAI-compatible API (--served-model-name); defaults to the catalog "
+        "id or the config's name.",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def _safe_subpath(p: str) -> bool:
+    return not (p.startswith("/") or p == ".." or p.startswith("../") or p.endswith("/..") or "/../" in p)
+
+
+class PVCWeights(ApiModel):
+    """Weights on a PersistentVolumeClaim (mounted read-only on every node of every group)."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.subPath) || (!self.subPath.startsWith('/') && self.subPath != '..' && "
+            "!self.subPath.startsWith('../') && !self.subPath.endsWith('/..') && !self.subPath.contains('/../'))",
+            message="weights.pvc.subPath must be a relative path without '..' segments",
+            check=lambda m: m.sub_path is None or _safe_subpath(m.sub_path),
+            field_path=".subPath",
+        ),
+    )
+
+    claim_name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="PersistentVolumeClaim name in the same namespace."
+    )
+    sub_path: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Directory inside the volume holding the model."
+    )
+
+
+class HostPathWeights(ApiModel):
+    """Weights already present on every node at the same path (pre-staged local NVMe)."""
+
+    path: str = Field(max_length=1024, pattern=ABS_PATH, description="Absolute directory path on the node.")
+
+
+class HuggingFaceWeights(ApiModel):
+    """Weights downloaded from the Hugging Face Hub when a group starts."""
+
+    repo: str = Field(
+        max_length=256,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Repository id, e.g. moonshotai/Kimi-K2.5.",
+    )
+    revision: str = Field(
+        default="main",
+        max_length=256,
+        pattern=r"^[^\s]+$",
+        description="Branch, tag or commit; pin a commit for reproducible rollouts.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a Hugging Face token (HF_TOKEN) for gated repositories."
+    )
+
+
+class WeightsSource(ApiModel):
+    """Where the model weights come from. Exactly one of pvc, hostPath or huggingFace."""
+
+    cel_rules = (
+        Rule(
+            rule="(has(self.pvc) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) + (has(self.huggingFace) ? 1 : 0) == 1",
+            message="weights: exactly one of weights.pvc, weights.hostPath or weights.huggingFace must be set",
+            check=lambda m: _count_set(m.pvc, m.host_path, m.hugging_face) == 1,
+        ),
+    )
+
+    pvc: PVCWeights | None = Field(default=None, description="Weights on a PersistentVolumeClaim.")
+    host_path: HostPathWeights | None = Field(default=None, description="Weights at a path on every node.")
+    hugging_face: HuggingFaceWeights | None = Field(default=None, description="Weights pulled from Hugging Face.")
+
+
+# ------------------------------------------------------------------------------------------------ sessions
+class Sessions(ApiModel):
+    """The capacity target: how many concurrent sessions of how many context tokens must fit in the KV cache."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.averageContextTokens) || self.averageContextTokens <= self.contextTokens",
+            message="sessions.averageContextTokens must be <= sessions.contextTokens",
+            message_expression="'sessions.averageContextTokens (%d) must be <= sessions.contextTokens (%d)'"
+            ".format([self.averageContextTokens, self.contextTokens])",
+            field_path=".averageContextTokens",
+            check=lambda m: m.average_context_tokens is None or m.average_context_tokens <= m.context_tokens,
+            py_message=lambda m: f"sessions.averageContextTokens ({m.average_context_tokens}) must be <= "
+            f"sessions.contextTokens ({m.context_tokens})",
+        ),
+    )
+
+    target: int = Field(ge=1, le=1_000_000, description="Concurrent sessions the deployment must hold (1..1000000).")
+    context_tokens: int = Field(
+        ge=1, le=10_485_760, description="Maximum context length of one session in tokens (1..10485760)."
+    )
+    average_context_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_485_760,
+        description="Average context a session actually uses; when set, capacity is planned on it instead of the "
+        "worst case contextTokens (must be <= contextTokens).",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ autoscaling
+class Autoscaling(ApiModel):
+    """KV-cache-occupancy autoscaling in whole groups."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.maxGroups) || !has(self.minGroups) || self.minGroups <= self.maxGroups",
+            message="autoscaling.minGroups must be <= autoscaling.maxGroups",
+            message_expression="'autoscaling.minGroups (%d) must be <= autoscaling.maxGroups (%d)'"
+            ".format([self.minGroups, self.maxGroups])",
+            field_path=".minGroups",
+            check=lambda m: m.max_groups is None or m.min_groups <= m.max_groups,
+            py_message=lambda m: f"autoscaling.minGroups ({m.min_groups}) must be <= autoscaling.maxGroups "
+            f"({m.max_groups})",
+        ),
+    )
+
+    enabled: bool = Field(
+        default=False,
+        description="Let the operator set spec.replicas from KV-cache occupancy. Leave false when an HPA or KEDA "
+        "drives the scale subresource instead.",
+    )
+    min_groups: int = Field(default=1, ge=0, le=MAX_GROUPS, description="Fewest groups to keep (0 allows scale to zero).")
+    max_groups: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GROUPS,
+        description="Most groups to scale to; required (here or as spec.maxGroups) when enabled.",
+    )
+    target_kv_utilization: float = Field(
+        default=0.7,
+        ge=0.1,
+        le=0.95,
+        alias="targetKVUtilization",
+        description="KV-cache occupancy (0.1..0.95) the autoscaler steers the average group towards.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="How long demand must stay low before a group is removed (0..86400 s).",
+    )
+    cold_start_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="Override of the expected time for a new group to become ready; scale-up decisions credit "
+        "pending groups for this long.",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the SGLang /metrics endpoint; defaults to sglang.port."
+    )
+
+
+# ------------------------------------------------------------------------------------------------ sglang, router
+class SGLangSpec(ApiModel):
+    """SGLang server container settings."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.extraArgs) || self.extraArgs.all(a, !(a in " + _cel_list(MANAGED_SGLANG_FLAGS) + ") && "
+            "!" + _cel_list(MANAGED_SGLANG_FLAGS) + ".exists(f, a.startsWith(f + '=')))",
+            message="sglang.extraArgs must not set flags the operator manages: " + ", ".join(MANAGED_SGLANG_FLAGS),
+            field_path=".extraArgs",
+            reason="FieldValueForbidden",
+            check=lambda m: all(a.split("=", 1)[0] not in MANAGED_SGLANG_FLAGS for a in m.extra_args),
+        ),
+    )
+
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=IMAGE,
+        description="SGLang image; defaults to the pool's sglangImage, then the operator's default for the profile.",
+    )
+    extra_args: list[Arg] = Field(
+        default_factory=list,
+        max_length=MAX_EXTRA_ARGS,
+        description="Extra sglang.launch_server arguments appended after the planned ones (parallelism, model path, "
+        "host and port flags are managed and rejected here).",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=MAX_ENV,
+        description="Extra environment variables for every SGLang container (e.g. NCCL_IB_GID_INDEX).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    port: int = Field(default=30000, ge=1, le=65535, description="HTTP port of the SGLang server on the group leader.")
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, v: list[EnvVar]) -> list[EnvVar]:
+        seen: set[str] = set()
+        for e in v:
+            if e.name in seen:
+                raise ValueError(f"sglang.env: duplicate name {e.name!r}")
+            seen.add(e.name)
+        return v
+
+
+class RouterSpec(ApiModel):
+    """The sglang-router in front of the groups."""
+
+    enabled: bool = Field(default=True, description="Deploy a router in front of the groups.")
+    policy: RouterPolicy = Field(
+        default="cache_aware",
+        description="Load-balancing policy: cache_aware (prefix-cache affinity), round_robin, random, power_of_two.",
+    )
+    replicas: int = Field(default=1, ge=1, le=16, description="Router pods (1..16).")
+    image: str | None = Field(
+        default=None, max_length=512, pattern=IMAGE, description="Router image; defaults to the operator's."
+    )
+
+
+class Placement(ApiModel):
+    """Where the nodes of one group go."""
+
+    exclusive_topology_key: str | None = Field(
+        default=None,
+        max_length=317,
+        pattern=QUALIFIED_NAME,
+        description="Node label key (e.g. moe-operator.io/nvlink-domain) whose value a group owns exclusively; "
+        "defaults to the pool's topologyKey.",
+    )
+
+
+class Drain(ApiModel):
+    """How a group is retired (scale-down, rollout): unrouted first, then deleted."""
+
+    timeout_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="Longest wait for in-flight requests on an unrouted group before it is deleted (0..86400 s).",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ spec
+class MoEDeploymentSpec(ApiModel):
+    """Desired state: model, precision, weights, session target and accelerator pool(s)."""
+
+    cel_rules = (
+        Rule(
+            rule="has(self.pool) != has(self.pools)",
+            message="exactly one of spec.pool or spec.pools must be set",
+            check=lambda m: (m.pool is None) != (m.pools is None),
+        ),
+        Rule(
+            rule="!has(self.replicas) || !has(self.maxGroups) || self.replicas <= self.maxGroups",
+            message="spec.replicas must be <= spec.maxGroups",
+            message_expression="'spec.replicas (%d) must be <= spec.maxGroups (%d)'"
+            ".format([self.replicas, self.maxGroups])",
+            field_path=".replicas",
+            check=lambda m: m.replicas is None or m.max_groups is None or m.replicas <= m.max_groups,
+            py_message=lambda m: f"spec.replicas ({m.replicas}) must be <= spec.maxGroups ({m.max_groups})",
+        ),
+        Rule(
+            rule="!has(self.maxGroups) || !has(self.autoscaling) || !has(self.autoscaling.maxGroups) || "
+            "self.autoscaling.maxGroups <= self.maxGroups",
+            message="autoscaling.maxGroups must be <= spec.maxGroups",
+            message_expression="'autoscaling.maxGroups (%d) must be <= spec.maxGroups (%d)'"
+            ".format([self.autoscaling.maxGroups, self.maxGroups])",
+            field_path=".autoscaling.maxGroups",
+            check=lambda m: m.max_groups is None
+            or m.autoscaling.max_groups is None
+            or m.autoscaling.max_groups <= m.max_groups,
+            py_message=lambda m: f"autoscaling.maxGroups ({m.autoscaling.max_groups}) must be <= spec.maxGroups "
+            f"({m.max_groups})",
+        ),
+        Rule(
+            rule="!has(self.maxGroups) || !has(self.autoscaling) || !has(self.autoscaling.minGroups) || "
+            "self.autoscaling.minGroups <= self.maxGroups",
+            message="autoscaling.minGroups must be <= spec.maxGroups",
+            message_expression="'autoscaling.minGroups (%d) must be <= spec.maxGroups (%d)'"
+            ".format([self.autoscaling.minGroups, self.maxGroups])",
+            field_path=".autoscaling.minGroups",
+            check=lambda m: m.max_groups is None or m.autoscaling.min_groups <= m.max_groups,
+            py_message=lambda m: f"autoscaling.minGroups ({m.autoscaling.min_groups}) must be <= spec.maxGroups "
+            f"({m.max_groups})",
+        ),
+        Rule(
+            rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || "
+            "has(self.autoscaling.maxGroups) || has(self.maxGroups)",
+            message="autoscaling.maxGroups (or spec.maxGroups) is required when autoscaling.enabled is true",
+            field_path=".autoscaling.maxGroups",
+            reason="FieldValueRequired",
+            check=lambda m: not m.autoscaling.enabled or m.autoscaling.max_groups is not None or m.max_groups is not None,
+        ),
+    )
+
+    model: ModelSource = Field(description="The model to serve (catalog id or Hugging Face config).")
+    weights: WeightsSource = Field(description="Where the weights come from (pvc, hostPath or huggingFace).")
+    precision: Precision = Field(
+        description="Weight precision: bf16, fp8, int4, w8a8, w4a8 or nvfp4; must be supported by the pool's "
+        "accelerator."
+    )
+    kv_cache_dtype: KVCacheDtype = Field(
+        default="auto",
+        description="KV-cache element type (--kv-cache-dtype): auto (the model's dtype), bf16, fp8_e4m3, fp8_e5m2.",
+    )
+    sessions: Sessions = Field(description="Capacity target in concurrent sessions x context tokens.")
+    pool: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="AcceleratorPool to run on. Exactly one of pool or pools.",
+    )
+    pools: list[PoolName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_POOLS,
+        description="Candidate AcceleratorPools in order of preference: the first one the plan fits on is used. "
+        "Exactly one of pool or pools.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_GROUPS,
+        description="Number of groups (the scale subresource). Unset: as many as the plan needs for "
+        "sessions.target. Written by the autoscaler when autoscaling.enabled, or by an HPA/KEDA through /scale.",
+    )
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling,
+        description="KV-occupancy autoscaling of whole groups.",
+        json_schema_extra={"default": {}},
+    )
+    sglang: SGLangSpec = Field(
+        default_factory=SGLangSpec, description="SGLang server settings.", json_schema_extra={"default": {}}
+    )
+    router: RouterSpec = Field(
+        default_factory=RouterSpec, description="sglang-router settings.", json_schema_extra={"default": {}}
+    )
+    placement: Placement | None = Field(default=None, description="Topology placement of each group.")
+    drain: Drain = Field(
+        default_factory=Drain, description="Graceful retirement of groups.", json_schema_extra={"default": {}}
+    )
+    max_groups: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_GROUPS,
+        description="Hard cap on groups for the planner and every scaler (a cost guard).",
+    )
+    max_nodes_per_group: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_NODES_PER_GROUP,
+        description="Largest group the planner may choose, in nodes; more, smaller groups are planned instead.",
+    )
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_pools(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            dupes = sorted({p for p in v if v.count(p) > 1})
+            if dupes:
+                raise ValueError(f"spec.pools: duplicate pool names {dupes}")
+        return v
+
+    @property
+    def candidate_pools(self) -> list[str]:
+        """The pools to try, in order."""
+        return [self.pool] if self.pool is not None else list(self.pools or [])
+
+
+# ------------------------------------------------------------------------------------------------ status
+class PlanStatus(StatusModel):
+    """The part of the planner's result the operator records (sizes in bytes, parallelism per group)."""
+
+    nodes_per_group: int | None = Field(default=None, ge=0, description="Nodes in one group (LWS size).")
+    gpus_per_group: int | None = Field(default=None, ge=0, description="Accelerator devices in one group.")
+    tp_size: int | None = Field(default=None, ge=0, description="Tensor-parallel size (--tp-size).")
+    ep_size: int | None = Field(default=None, ge=0, description="Expert-parallel size (--ep-size).")
+    attn_dp_size: int | None = Field(default=None, ge=0, description="Attention data-parallel size (--attn-dp-size).")
+    sessions_per_group: int | None = Field(
+        default=None, ge=0, description="Sessions of contextTokens one group holds in its KV cache."
+    )
+    groups: int | None = Field(default=None, ge=0, description="Groups needed for sessions.target.")
+    kv_bytes_per_session: int | None = Field(
+        default=None, ge=0, description="KV-cache bytes one session needs.", json_schema_extra={"format": "int64"}
+    )
+    weights_bytes: int | None = Field(
+        default=None, ge=0, description="Weight bytes of one model replica.", json_schema_extra={"format": "int64"}
+    )
+    max_total_tokens_per_dp: int | None = Field(
+        default=None, ge=0, description="KV-cache token capacity per attention-DP rank (--max-total-tokens)."
+    )
+    mem_fraction_static: Fraction | None = Field(
+        default=None, description="Fraction of device memory for weights + KV cache (--mem-fraction-static)."
+    )
+    sglang_args: list[Arg] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Planned sglang.launch_server arguments (without per-node rank flags).",
+    )
+
+
+class MoEDeploymentStatus(StatusModel):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation this status reflects."
+    )
+    pool: str | None = Field(default=None, max_length=253, description="The AcceleratorPool chosen.")
+    plan: PlanStatus | None = Field(default=None, description="The capacity plan in force.")
+    replicas: int | None = Field(
+        default=None, ge=0, description="Groups that exist now (the scale subresource's status replicas)."
+    )
+    ready_groups: int | None = Field(default=None, ge=0, description="Groups whose every node is ready and routed.")
+    desired_groups: int | None = Field(default=None, ge=0, description="Groups the operator is converging to.")
+    group_summary: str | None = Field(
+        default=None,
+        max_length=32,
+        description='"ready/desired" groups for kubectl get; derived from readyGroups and desiredGroups.',
+    )
+    session_capacity: int | None = Field(
+        default=None, ge=0, description="Sessions of contextTokens the ready groups can hold."
+    )
+    kv_utilization: Fraction | None = Field(
+        default=None, description="Average KV-cache occupancy of the ready groups, 0..1 (a decimal string)."
+    )
+    kv_utilization_percent: int | None = Field(
+        default=None, ge=0, le=100, description="kvUtilization in whole percent, for kubectl get; derived."
+    )
+    live_sessions: int | None = Field(default=None, ge=0, description="Requests running on the groups now.")
+    last_scale_time: Timestamp | None = Field(default=None, description="When the number of groups last changed.")
+    last_scale_reason: str | None = Field(
+        default=None, max_length=1024, description="Why the number of groups last changed."
+    )
+    selector: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Label selector (string form) of the group leader pods, for the scale subresource (HPA/KEDA).",
+    )
+    conditions: list[Condition] = conditions_field("MoEDeployment")
+
+    @model_validator(mode="after")
+    def _derive_display_fields(self) -> Self:
+        # written through __dict__: a normal assignment would re-run this validator (validate_assignment)
+        if self.desired_groups is not None:
+            self.__dict__["group_summary"] = f"{self.ready_groups or 0}/{self.desired_groups}"
+        if self.kv_utilization is not None:
+            self.__dict__["kv_utilization_percent"] = round(float(self.kv_utilization) * 100)
+        return self
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+# ------------------------------------------------------------------------------------------------ the object
+class MoEDeployment(BaseModel):
+    """A MoEDeployment object as stored by the apiserver (or as a kopf body)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True, extra="ignore"
+    )
+
+    KIND: ClassVar[str] = "MoEDeployment"
+    PLURAL: ClassVar[str] = "moedeployments"
+
+    api_version: Literal["moe-operator.io/v1alpha1"] = f"{API_GROUP}/{API_VERSION}"  # type: ignore[assignment]
+    kind: Literal["MoEDeployment"] = "MoEDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: MoEDeploymentSpec
+    status: MoEDeploymentStatus | None = None
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Self:
+        name = self.metadata.name
+        if name is not None and (len(name) > MAX_NAME_LENGTH or not re.match(NAME_PATTERN, name)):
+            raise ValueError(
+                f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+                "(lowercase letters, digits, '-', starting with a letter)"
+            )
+        return self
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> MoEDeployment:
+        """Validate a full object; raises InvalidResource whose `errors` name each bad field."""
+        try:
+            return cls.model_validate(dict(body))
+        except ValidationError as exc:
+            name = (body.get("metadata") or {}).get("name")
+            raise InvalidResource(cls.KIND, name, format_validation_error(exc)) from None
+
+    def to_k8s(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
