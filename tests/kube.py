@@ -39,7 +39,8 @@ async def wait_for(
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
             state = await describe() if describe else ""
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last probe result: {last!r}\n{state}")
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; "
+                              f"last probe result: {last!r}\n{state}")
         await asyncio.sleep(interval)
 
 

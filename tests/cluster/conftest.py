@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from kube import Cluster, wait_for
 from kubernetes_asyncio import client, config
+
+from kube import Cluster, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))

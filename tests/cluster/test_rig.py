@@ -6,8 +6,9 @@ import ipaddress
 import os
 from pathlib import Path
 
-from kube import Cluster, wait_for
 from kubernetes_asyncio import client
+
+from kube import Cluster, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
@@ -50,7 +51,8 @@ def lws_manifest(name: str, size: int, gpus: int, product: str = "NVIDIA-H200") 
 
 
 async def group_pods(api: client.ApiClient, ns: str, name: str) -> list[client.V1Pod]:
-    pods = await client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"leaderworkerset.sigs.k8s.io/name={name}")
+    pods = await client.CoreV1Api(api).list_namespaced_pod(
+        ns, label_selector=f"leaderworkerset.sigs.k8s.io/name={name}")
     return [p for p in pods.items if not p.metadata.deletion_timestamp]
 
 
@@ -75,8 +77,8 @@ async def test_simulated_node_pools(cluster: Cluster) -> None:
     by_pool: dict[str, list[dict]] = {}
     for n in nodes:
         by_pool.setdefault(n["metadata"]["labels"]["moe-operator.io/pool"], []).append(n)
-    expected = {"h200": int(os.environ.get("MOE_RIG_H200_NODES", 8)), "b200": int(os.environ.get("MOE_RIG_B200_NODES", 8)),
-                "ascend": int(os.environ.get("MOE_RIG_ASCEND_NODES", 4))}
+    expected = {pool: int(os.environ.get(f"MOE_RIG_{pool.upper()}_NODES", n))
+                for pool, n in (("h200", 8), ("b200", 8), ("ascend", 4))}
     for pool, count in expected.items():
         assert len(by_pool.get(pool, [])) >= count, f"{pool}: {len(by_pool.get(pool, []))} nodes"
     assert by_pool.get("cpu"), "no CPU nodes for the operator and routers"
