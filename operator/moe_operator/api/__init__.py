@@ -2,40 +2,44 @@
 
     from moe_operator.api import MoEDeployment, AcceleratorPool, validate_object, crd_manifests
 
-`cli.py` (the `crds` subcommand) stays import-light; everything else here imports pydantic.
+Names are resolved lazily (PEP 562): importing `moe_operator.api.cli` (which the CLI does for every command, to
+find the `crds` subcommand) must not pull in pydantic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from moe_operator.api.base import InvalidResource, Rule, format_validation_error
-from moe_operator.api.v1alpha1 import *  # noqa: F403
-from moe_operator.api.v1alpha1 import AcceleratorPool, MoEDeployment
-from moe_operator.api.v1alpha1 import __all__ as _v1alpha1_all
+if TYPE_CHECKING:
+    from moe_operator.api.base import InvalidResource as InvalidResource
+    from moe_operator.api.base import Rule as Rule
+    from moe_operator.api.base import format_validation_error as format_validation_error
+    from moe_operator.api.crd import crd_manifests as crd_manifests
+    from moe_operator.api.v1alpha1 import *  # noqa: F403
+    from moe_operator.api.validation import KINDS as KINDS
+    from moe_operator.api.validation import validate_object as validate_object
 
-KINDS: dict[str, type[MoEDeployment] | type[AcceleratorPool]] = {
-    MoEDeployment.KIND: MoEDeployment,
-    AcceleratorPool.KIND: AcceleratorPool,
+_V1ALPHA1 = "moe_operator.api.v1alpha1"
+_WHERE = {
+    "InvalidResource": "moe_operator.api.base",
+    "Rule": "moe_operator.api.base",
+    "format_validation_error": "moe_operator.api.base",
+    "crd_manifests": "moe_operator.api.crd",
+    "KINDS": "moe_operator.api.validation",
+    "validate_object": "moe_operator.api.validation",
 }
 
 
-def validate_object(body: Mapping[str, Any]) -> MoEDeployment | AcceleratorPool:
-    """Validate a MoEDeployment or AcceleratorPool body (dispatch on `kind`); raises InvalidResource."""
-    kind = body.get("kind")
-    cls = KINDS.get(kind)  # type: ignore[arg-type]
-    if cls is None:
-        raise InvalidResource(str(kind), None, [f"kind: expected one of {sorted(KINDS)}, got {kind!r}"])
-    return cls.from_body(body)
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        v1 = importlib.import_module(_V1ALPHA1)
+        if name in v1.__all__:
+            return getattr(v1, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
-def crd_manifests() -> list[dict[str, Any]]:
-    """Every CRD, generated from the models (see moe_operator.api.crd)."""
-    from moe_operator.api.crd import crd_manifests as _crd_manifests
-
-    return _crd_manifests()
-
-
-__all__ = [*_v1alpha1_all, "KINDS", "InvalidResource", "Rule", "crd_manifests", "format_validation_error",
-           "validate_object"]
+def __dir__() -> list[str]:
+    return sorted([*_WHERE, *importlib.import_module(_V1ALPHA1).__all__])

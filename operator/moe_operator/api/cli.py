@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         if problems:
-            print("CRDs are out of date: run `moe-operator crds" + (f" --chart {args.chart}" if args.chart else "")
-                  + "`", file=sys.stderr)
+            print(
+                "CRDs are out of date: run `moe-operator crds" + (f" --chart {args.chart}" if args.chart else "") + "`",
+                file=sys.stderr,
+            )
             return 1
         print("CRDs up to date: " + ", ".join(str(d) for d in dirs))
         return 0

@@ -30,8 +30,21 @@ class SchemaError(ValueError):
 
 
 _DROP = {"title", "propertyNames", "examples", "uniqueItems", "$schema", "$id", "readOnly", "writeOnly"}
-_FORBIDDEN = {"allOf", "oneOf", "not", "prefixItems", "patternProperties", "dependentSchemas", "if", "then", "else",
-              "discriminator", "const", "$defs", "definitions"}
+_FORBIDDEN = {
+    "allOf",
+    "oneOf",
+    "not",
+    "prefixItems",
+    "patternProperties",
+    "dependentSchemas",
+    "if",
+    "then",
+    "else",
+    "discriminator",
+    "const",
+    "$defs",
+    "definitions",
+}
 _ORDER_FIRST = ["description", "type", "format", "enum", "default", "nullable"]
 
 
@@ -44,9 +57,9 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def _resolve(ref: str, defs: dict[str, Any], path: str) -> dict[str, Any]:
     prefix = "#/$defs/"
-    if not ref.startswith(prefix) or ref[len(prefix):] not in defs:
+    if not ref.startswith(prefix) or ref[len(prefix) :] not in defs:
         raise SchemaError(f"{path or '<root>'}: unresolvable $ref {ref}")
-    return copy.deepcopy(defs[ref[len(prefix):]])
+    return copy.deepcopy(defs[ref[len(prefix) :]])
 
 
 def _merge(inner: dict[str, Any], outer: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +172,10 @@ def _order(node: Any) -> Any:
         elif k in ("default", "enum", "x-kubernetes-list-map-keys", "required"):
             out[k] = v
         elif k == "x-kubernetes-validations":
-            out[k] = [{kk: r[kk] for kk in ("rule", "message", "messageExpression", "fieldPath", "reason") if kk in r}
-                      for r in v]
+            out[k] = [
+                {kk: r[kk] for kk in ("rule", "message", "messageExpression", "fieldPath", "reason") if kk in r}
+                for r in v
+            ]
         else:
             out[k] = _order(v)
     return out

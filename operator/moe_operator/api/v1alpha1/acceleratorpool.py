@@ -49,8 +49,9 @@ class AcceleratorSpec(ApiModel):
             "has(self.supportedPrecisions) && has(self.vendor))",
             message="accelerator: profile 'custom' requires memoryGB, devicesPerNode, supportedPrecisions and vendor",
             reason="FieldValueRequired",
-            check=lambda m: m.profile != "custom"
-            or None not in (m.memory_gb, m.devices_per_node, m.supported_precisions, m.vendor),
+            check=lambda m: (
+                m.profile != "custom" or None not in (m.memory_gb, m.devices_per_node, m.supported_precisions, m.vendor)
+            ),
         ),
         Rule(
             rule="!has(self.vendor) || self.profile == 'custom' || "
@@ -153,9 +154,7 @@ class AcceleratorPoolSpec(ApiModel):
 class AcceleratorPoolStatus(StatusModel):
     """Observed state of the pool's nodes, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation this status reflects."
-    )
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status reflects.")
     nodes: int | None = Field(default=None, ge=0, description="Ready nodes matching nodeSelector.")
     allocatable_devices: int | None = Field(
         default=None, ge=0, description="Sum of the device resource allocatable on those nodes."

@@ -196,8 +196,10 @@ class Sessions(ApiModel):
             ".format([self.averageContextTokens, self.contextTokens])",
             field_path=".averageContextTokens",
             check=lambda m: m.average_context_tokens is None or m.average_context_tokens <= m.context_tokens,
-            py_message=lambda m: f"sessions.averageContextTokens ({m.average_context_tokens}) must be <= "
-            f"sessions.contextTokens ({m.context_tokens})",
+            py_message=lambda m: (
+                f"sessions.averageContextTokens ({m.average_context_tokens}) must be <= "
+                f"sessions.contextTokens ({m.context_tokens})"
+            ),
         ),
     )
 
@@ -226,8 +228,9 @@ class Autoscaling(ApiModel):
             ".format([self.minGroups, self.maxGroups])",
             field_path=".minGroups",
             check=lambda m: m.max_groups is None or m.min_groups <= m.max_groups,
-            py_message=lambda m: f"autoscaling.minGroups ({m.min_groups}) must be <= autoscaling.maxGroups "
-            f"({m.max_groups})",
+            py_message=lambda m: (
+                f"autoscaling.minGroups ({m.min_groups}) must be <= autoscaling.maxGroups ({m.max_groups})"
+            ),
         ),
     )
 
@@ -236,7 +239,9 @@ class Autoscaling(ApiModel):
         description="Let the operator set spec.replicas from KV-cache occupancy. Leave false when an HPA or KEDA "
         "drives the scale subresource instead.",
     )
-    min_groups: int = Field(default=1, ge=0, le=MAX_GROUPS, description="Fewest groups to keep (0 allows scale to zero).")
+    min_groups: int = Field(
+        default=1, ge=0, le=MAX_GROUPS, description="Fewest groups to keep (0 allows scale to zero)."
+    )
     max_groups: int | None = Field(
         default=None,
         ge=1,
@@ -377,11 +382,12 @@ class MoEDeploymentSpec(ApiModel):
             message_expression="'autoscaling.maxGroups (%d) must be <= spec.maxGroups (%d)'"
             ".format([self.autoscaling.maxGroups, self.maxGroups])",
             field_path=".autoscaling.maxGroups",
-            check=lambda m: m.max_groups is None
-            or m.autoscaling.max_groups is None
-            or m.autoscaling.max_groups <= m.max_groups,
-            py_message=lambda m: f"autoscaling.maxGroups ({m.autoscaling.max_groups}) must be <= spec.maxGroups "
-            f"({m.max_groups})",
+            check=lambda m: (
+                m.max_groups is None or m.autoscaling.max_groups is None or m.autoscaling.max_groups <= m.max_groups
+            ),
+            py_message=lambda m: (
+                f"autoscaling.maxGroups ({m.autoscaling.max_groups}) must be <= spec.maxGroups ({m.max_groups})"
+            ),
         ),
         Rule(
             rule="!has(self.maxGroups) || !has(self.autoscaling) || !has(self.autoscaling.minGroups) || "
@@ -391,8 +397,9 @@ class MoEDeploymentSpec(ApiModel):
             ".format([self.autoscaling.minGroups, self.maxGroups])",
             field_path=".autoscaling.minGroups",
             check=lambda m: m.max_groups is None or m.autoscaling.min_groups <= m.max_groups,
-            py_message=lambda m: f"autoscaling.minGroups ({m.autoscaling.min_groups}) must be <= spec.maxGroups "
-            f"({m.max_groups})",
+            py_message=lambda m: (
+                f"autoscaling.minGroups ({m.autoscaling.min_groups}) must be <= spec.maxGroups ({m.max_groups})"
+            ),
         ),
         Rule(
             rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || "
@@ -400,7 +407,9 @@ class MoEDeploymentSpec(ApiModel):
             message="autoscaling.maxGroups (or spec.maxGroups) is required when autoscaling.enabled is true",
             field_path=".autoscaling.maxGroups",
             reason="FieldValueRequired",
-            check=lambda m: not m.autoscaling.enabled or m.autoscaling.max_groups is not None or m.max_groups is not None,
+            check=lambda m: (
+                not m.autoscaling.enabled or m.autoscaling.max_groups is not None or m.max_groups is not None
+            ),
         ),
     )
 
@@ -514,9 +523,7 @@ class PlanStatus(StatusModel):
 class MoEDeploymentStatus(StatusModel):
     """Observed state, written by the operator."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation this status reflects."
-    )
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status reflects.")
     pool: str | None = Field(default=None, max_length=253, description="The AcceleratorPool chosen.")
     plan: PlanStatus | None = Field(default=None, description="The capacity plan in force.")
     replicas: int | None = Field(
