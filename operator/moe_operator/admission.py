@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from moe_operator.planning import PoolGetter, SpecProblem, plan_deployment, profile_for_pool
+from moe_operator.planning import ConfigMapGetter, PoolGetter, SpecProblem, plan_deployment, profile_for_pool
 
 
-async def check_moedeployment(body: Mapping[str, Any], get_pool: PoolGetter) -> str | None:
+async def check_moedeployment(body: Mapping[str, Any], get_pool: PoolGetter,
+                             get_config_map: ConfigMapGetter | None = None) -> str | None:
     """None when admissible, else the reason."""
     try:
-        from moe_operator.api import validate_moedeployment
+        from moe_operator.api import InvalidResource, validate_object
 
-        errors = validate_moedeployment(body)
-        if errors:
-            return "; ".join(f"{f}: {m}" for f, m in errors[:5])
+        try:
+            validate_object({**body, "kind": "MoEDeployment"})
+        except InvalidResource as exc:
+            return "; ".join(exc.errors[:5]) or str(exc)
         spec = body.get("spec", {})
         extra = (spec.get("sglang") or {}).get("extraArgs") or []
         if extra:
@@ -25,7 +27,7 @@ async def check_moedeployment(body: Mapping[str, Any], get_pool: PoolGetter) -> 
             flag_errors = validate_extra_args(list(extra))
             if flag_errors:
                 return "spec.sglang.extraArgs: " + "; ".join(flag_errors)
-        await plan_deployment(spec, get_pool)
+        await plan_deployment(spec, get_pool, get_config_map)
     except SpecProblem as exc:
         return f"{exc.field}: {exc.message}"
     except Exception as exc:  # noqa: BLE001 - admission must answer, never crash, on any input
@@ -35,11 +37,12 @@ async def check_moedeployment(body: Mapping[str, Any], get_pool: PoolGetter) -> 
 
 def check_pool(body: Mapping[str, Any]) -> str | None:
     try:
-        from moe_operator.api import validate_acceleratorpool
+        from moe_operator.api import InvalidResource, validate_object
 
-        errors = validate_acceleratorpool(body)
-        if errors:
-            return "; ".join(f"{f}: {m}" for f, m in errors[:5])
+        try:
+            validate_object({**body, "kind": "AcceleratorPool"})
+        except InvalidResource as exc:
+            return "; ".join(exc.errors[:5]) or str(exc)
         profile_for_pool(body)
     except Exception as exc:  # noqa: BLE001
         return f"spec.accelerator: {exc}"

@@ -91,7 +91,7 @@ def _request(spec: Mapping[str, Any], profile: AcceleratorProfile) -> PlanReques
 
 def model_path_hint(spec: Mapping[str, Any]) -> str | None:
     """--model-path as the pod sees it: the weights mount for PVC/hostPath, the repo id for Hugging Face."""
-    from moe_operator.render.lws import model_path_for  # pure, cheap
+    from moe_operator.render.inputs import model_path_for  # pure, cheap
 
     return model_path_for(weights_source(spec.get("weights") or {}), None)
 

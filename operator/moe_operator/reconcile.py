@@ -15,6 +15,7 @@ from moe_operator import metrics
 from moe_operator.kube import Kube, KubeError
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_deployment, plan_summary, weights_source
 from moe_operator.render import children as render_children
+from moe_operator.render.argv import without_flags_set_by
 from moe_operator.render.inputs import Owner, RenderInput
 from moe_operator.render.meta import spec_hash
 from moe_operator.status import Capacity, Observed, compute_status, status_changed
@@ -44,12 +45,14 @@ class Outcome:
 
 def validate_spec(body: Mapping[str, Any]) -> None:
     """Schema-level validation with the same pydantic models that generate the CRD."""
-    from moe_operator.api import validate_moedeployment
+    from moe_operator.api import InvalidResource, validate_object
 
-    errors = validate_moedeployment(body)
-    if errors:
-        field, message = errors[0]
-        raise SpecProblem(field, "InvalidSpec", message)
+    try:
+        validate_object({**body, "kind": KIND})
+    except InvalidResource as exc:
+        first = exc.errors[0] if exc.errors else str(exc)
+        field, _, message = first.partition(": ")
+        raise SpecProblem(field, "InvalidSpec", message or first) from None
 
 
 def desired_groups(spec: Mapping[str, Any], planned: PlannedDeployment, status: Mapping[str, Any]) -> int:
@@ -76,7 +79,7 @@ def render_input(body: Mapping[str, Any], planned: PlannedDeployment, replicas: 
         name=meta["name"], namespace=meta["namespace"],
         owner=Owner(api_version=API_VERSION, kind=KIND, name=meta["name"], uid=meta["uid"]),
         model_id=model.get("catalog") or "custom",
-        sglang_args=tuple(planned.plan.sglang_args),
+        sglang_args=without_flags_set_by(planned.plan.sglang_args, sg.get("extraArgs") or ()),
         nodes_per_group=planned.plan.nodes_per_group,
         devices_per_node=planned.profile.devices_per_node,
         device_resource=planned.profile.resource_name,

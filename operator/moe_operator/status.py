@@ -76,7 +76,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
     ready = int(lws_status.get("readyReplicas", 0) or 0)
     current = int(lws_status.get("replicas", 0) or 0)
     desired = obs.desired_groups
-    spg = int(plan["sessions_per_group"]) if plan else 0
+    spg = int(plan.get("sessionsPerGroup", 0)) if plan else 0
 
     conds: dict[str, tuple[str, str, str]] = {}
     if obs.problem:
@@ -105,7 +105,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
             if c:
                 msg = (f"{len(unsched)} group pod(s) Pending: pool {c.pool} has {c.free_devices} free {c.resource} "
                        f"on {c.nodes} node(s) ({c.nodes_with_room} can take a {c.devices_per_node}-device pod); "
-                       f"{desired} group(s) x {plan['nodes_per_group'] if plan else '?'} node(s) wanted")
+                       f"{desired} group(s) x {plan.get('nodesPerGroup', '?') if plan else '?'} node(s) wanted")
             else:
                 msg = f"{len(unsched)} group pod(s) Pending: not enough free devices in the pool"
             conds["Stalled"] = ("True", "InsufficientCapacity", msg)

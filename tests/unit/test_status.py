@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moe_operator.status import Capacity, Observed, compute_status, status_changed
 
-PLAN = {"sessions_per_group": 50, "nodes_per_group": 2}
+PLAN = {"sessionsPerGroup": 50, "nodesPerGroup": 2}
 
 
 def pod(phase: str = "Running", ready: bool = True, unschedulable: bool = False, failed: bool = False,

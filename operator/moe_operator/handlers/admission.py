@@ -14,19 +14,22 @@ from moe_operator.admission import check_moedeployment, check_pool
 
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "moedeployments", id="validate-moedeployment",
-                  operation=["CREATE", "UPDATE"])
+                  operations=["CREATE", "UPDATE"])
 async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     async def get_pool(name: str) -> Mapping[str, Any] | None:
         return await memo.kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", name)
 
-    error = await check_moedeployment(body, get_pool)
+    async def get_config_map(name: str) -> Mapping[str, Any] | None:
+        return await memo.kube.get("v1", "ConfigMap", name, body["metadata"].get("namespace"))
+
+    error = await check_moedeployment(body, get_pool, get_config_map)
     metrics.ADMISSION.labels("MoEDeployment", "denied" if error else "allowed").inc()
     if error:
         raise kopf.AdmissionError(error, code=422)
 
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "acceleratorpools", id="validate-acceleratorpool",
-                  operation=["CREATE", "UPDATE"])
+                  operations=["CREATE", "UPDATE"])
 async def validate_acceleratorpool(body: kopf.Body, **_: Any) -> None:
     error = check_pool(body)
     metrics.ADMISSION.labels("AcceleratorPool", "denied" if error else "allowed").inc()

@@ -210,3 +210,18 @@ def router_args(inp: RenderInput) -> list[str]:
         str(inp.drain_timeout_seconds),
     ]
     return args
+
+
+def without_flags_set_by(plan_args: Sequence[str], extra_args: Sequence[str]) -> tuple[str, ...]:
+    """The plan's argv minus every flag (with its values) that ``extra_args`` sets, so a user's
+    ``--tool-call-parser=...`` replaces the catalog default instead of duplicating it. Flags the plan's topology
+    depends on are rejected at admission before they get here."""
+    overridden = set(flags(extra_args))
+    out: list[str] = []
+    skipping = False
+    for tok in plan_args:
+        if is_flag(tok):
+            skipping = canonical_flag(tok) in overridden
+        if not skipping:
+            out.append(tok)
+    return tuple(out)

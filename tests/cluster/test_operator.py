@@ -1,0 +1,307 @@
+"""The operator on the real rig: MoEDeployment -> LeaderWorkerSet groups + router, status, failures, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client, watch
+
+from kube import Cluster, wait_for
+from operator_proc import OperatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+POOLS = {
+    "rig-h200": {"accelerator": {"profile": "h200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
+                 "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1},
+                 "topologyKey": "moe-operator.io/nvlink-domain"},
+    "rig-b200": {"accelerator": {"profile": "b200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
+                 "tolerations": [KWOK_TOLERATION]},
+    "rig-ascend": {"accelerator": {"profile": "ascend-910c"}, "nodeSelector": {"accelerator": "huawei-Ascend910"},
+                   "tolerations": [KWOK_TOLERATION]},
+    # one node only: a 2-node group cannot be placed
+    "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
+                     "tolerations": [KWOK_TOLERATION]},
+}
+
+
+def moed(name: str, pool: str = "rig-h200", model: str = "deepseek-v3", precision: str = "bf16",
+         sessions: int = 16, context: int = 32768, **spec: Any) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": name},
+        "spec": {"model": {"catalog": model}, "weights": {"huggingFace": {"repo": "deepseek-ai/DeepSeek-V3"}},
+                 "precision": precision, "sessions": {"target": sessions, "contextTokens": context}, "pool": pool,
+                 **spec},
+    }
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    for crd in ("moedeployments.moe-operator.io", "acceleratorpools.moe-operator.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    proc = OperatorProcess(cluster.kubeconfig, cluster.kubeconfig.parent / "logs")
+    proc.start()
+    proc.wait_live()
+    # the operator registers its validating webhook by URL itself; wait for it before creating pools
+    for _ in range(100):
+        if cluster.kubectl("get", "validatingwebhookconfiguration", "moe-operator.io", check=False).returncode == 0:
+            break
+        import time
+        time.sleep(0.2)
+    for name, spec in POOLS.items():
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool", "metadata": {"name": name}, "spec": spec}
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(body))
+    yield proc
+    proc.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def moeds(api: client.ApiClient, namespace: str, operator: OperatorProcess) -> AsyncIterator[Any]:
+    """Create MoEDeployments in the test namespace; deleted before the namespace so nothing hangs on finalizers."""
+    co = client.CustomObjectsApi(api)
+    created: list[str] = []
+
+    async def create(body: dict) -> dict:
+        obj = await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        created.append(body["metadata"]["name"])
+        return obj
+
+    yield create
+    for name in created:
+        try:
+            await co.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except client.ApiException:
+            pass
+
+
+async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:
+    return await client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def condition(obj: dict, ctype: str) -> dict:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), {})
+
+
+async def describe(api: client.ApiClient, ns: str, name: str) -> str:
+    try:
+        obj = await get_moed(api, ns, name)
+    except client.ApiException as exc:
+        return f"moed {name}: {exc.status}"
+    pods = await client.CoreV1Api(api).list_namespaced_pod(ns)
+    return (f"status: {json.dumps(obj.get('status'), indent=1)[:3000]}\n"
+            + "\n".join(f"  pod {p.metadata.name} {p.status.phase} node={p.spec.node_name}" for p in pods.items))
+
+
+async def wait_condition(api: client.ApiClient, ns: str, name: str, ctype: str, status: str, reason: str | None = None,
+                         timeout: float = 60) -> dict:
+    async def probe() -> dict | None:
+        obj = await get_moed(api, ns, name)
+        c = condition(obj, ctype)
+        ok = c.get("status") == status and (reason is None or c.get("reason") == reason)
+        ok = ok and obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if ok else None
+
+    return await wait_for(probe, timeout=timeout, what=f"{name} {ctype}={status} ({reason})",
+                          describe=lambda: describe(api, ns, name))
+
+
+async def test_create_renders_groups_and_router_and_becomes_ready(
+        api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    await moeds(moed("dsv3", sessions=16, context=32768))
+    obj = await wait_condition(api, namespace, "dsv3", "Ready", "True", "AllGroupsReady")
+    st = obj["status"]
+    assert st["plan"]["nodesPerGroup"] == 2 and st["plan"]["tpSize"] == 16, st["plan"]
+    assert st["pool"] == "rig-h200" and st["readyGroups"] == st["desiredGroups"] == st["plan"]["groups"]
+    assert st["sessionCapacity"] == st["readyGroups"] * st["plan"]["sessionsPerGroup"] >= 16
+
+    lws = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "leaderworkerset.x-k8s.io", "v1", namespace, "leaderworkersets", "dsv3")
+    tmpl = lws["spec"]["leaderWorkerTemplate"]
+    assert tmpl["size"] == 2 and tmpl["restartPolicy"] == "RecreateGroupOnPodRestart"
+    assert lws["metadata"]["ownerReferences"][0]["kind"] == "MoEDeployment"
+    leader_c = tmpl["leaderTemplate"]["spec"]["containers"][0]
+    worker_c = tmpl["workerTemplate"]["spec"]["containers"][0]
+    argv = leader_c["command"] + leader_c.get("args", [])
+    assert argv == worker_c["command"] + worker_c.get("args", [])  # identical on every pod
+    joined = " ".join(argv)
+    assert "--dist-init-addr $(LWS_LEADER_ADDRESS):20000" in joined
+    assert "--nnodes $(LWS_GROUP_SIZE) --node-rank $(LWS_WORKER_INDEX)" in joined
+    assert "--tp-size 16" in joined and "--enable-metrics" in joined
+    assert leader_c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert leader_c["resources"]["limits"]["rdma/ib"] == "1"
+    assert leader_c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert "IPC_LOCK" in leader_c["securityContext"]["capabilities"]["add"]
+
+    pods = (await client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector="leaderworkerset.sigs.k8s.io/name=dsv3")).items
+    assert len(pods) == 2 * st["readyGroups"]
+    assert all(p.spec.node_name.startswith("h200-") for p in pods)
+    env = {e.name for e in pods[0].spec.containers[0].env}
+    assert {"LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "LWS_WORKER_INDEX"} <= env
+
+    router = await client.AppsV1Api(api).read_namespaced_deployment("dsv3-router", namespace)
+    args = " ".join(router.spec.template.spec.containers[0].command + (router.spec.template.spec.containers[0].args
+                                                                        or []))
+    assert "--service-discovery" in args and "--policy cache_aware" in args
+    assert "moe-operator.io/routable=true" in args
+
+
+async def test_no_api_writes_when_nothing_changed(api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    await moeds(moed("idle", sessions=8, context=16384))
+    await wait_condition(api, namespace, "idle", "Ready", "True")
+    await asyncio.sleep(2)
+
+    async def versions() -> dict[str, str]:
+        co = client.CustomObjectsApi(api)
+        lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace, "leaderworkersets",
+                                                    "idle")
+        dep = await client.AppsV1Api(api).read_namespaced_deployment("idle-router", namespace)
+        me = await get_moed(api, namespace, "idle")
+        return {"lws": lws["metadata"]["resourceVersion"], "router": dep.metadata.resource_version,
+                "moed": me["metadata"]["resourceVersion"]}
+
+    before = await versions()
+    await asyncio.sleep(12)  # two resync periods
+    assert await versions() == before
+
+
+async def test_delete_removes_every_child(api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    await moeds(moed("gone", sessions=8, context=16384))
+    await wait_condition(api, namespace, "gone", "Ready", "True")
+    await client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+
+    async def all_gone() -> bool:
+        lws = await client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "leaderworkerset.x-k8s.io", "v1", namespace, "leaderworkersets")
+        deps = await client.AppsV1Api(api).list_namespaced_deployment(namespace)
+        svcs = await client.CoreV1Api(api).list_namespaced_service(
+            namespace, label_selector="moe-operator.io/deployment")
+        pods = await client.CoreV1Api(api).list_namespaced_pod(namespace)
+        return not (lws["items"] or deps.items or svcs.items or pods.items)
+
+    await wait_for(all_gone, timeout=60, what="every child of 'gone' deleted")
+
+
+async def test_failed_group_pod_degrades_then_recovers(api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    await moeds(moed("chaos", sessions=8, context=16384))
+    await wait_condition(api, namespace, "chaos", "Ready", "True")
+    core = client.CoreV1Api(api)
+    pods = (await core.list_namespaced_pod(namespace, label_selector="leaderworkerset.sigs.k8s.io/name=chaos,"
+                                           "leaderworkerset.sigs.k8s.io/worker-index=1")).items
+    seen: list[tuple[str, str]] = []
+
+    async def watch_degraded() -> None:
+        w = watch.Watch()
+        async with w.stream(client.CustomObjectsApi(api).list_namespaced_custom_object, GROUP, VERSION, namespace,
+                            PLURAL, field_selector="metadata.name=chaos", timeout_seconds=90) as stream:
+            async for ev in stream:
+                c = condition(ev["object"], "Degraded")
+                seen.append((c.get("status", ""), c.get("reason", "")))
+                if c.get("status") == "True":
+                    return
+
+    watcher = asyncio.create_task(watch_degraded())
+    await asyncio.sleep(0.5)
+    await core.patch_namespaced_pod(pods[0].metadata.name, namespace, {"metadata": {"labels": {
+        "pod-container-running-failed.stage.kwok.x-k8s.io": "true"}}})
+    await asyncio.wait_for(watcher, timeout=90)
+    assert ("True", "GroupRestarting") in seen, seen
+    await wait_condition(api, namespace, "chaos", "Ready", "True", timeout=90)
+    assert condition(await get_moed(api, namespace, "chaos"), "Degraded")["status"] == "False"
+
+
+async def test_pool_too_small_reports_insufficient_capacity(api: client.ApiClient, namespace: str,
+                                                            moeds: Any) -> None:
+    await moeds(moed("small", pool="rig-h200-one", sessions=8, context=16384))
+    obj = await wait_condition(api, namespace, "small", "Stalled", "True", "InsufficientCapacity", timeout=60)
+    msg = condition(obj, "Stalled")["message"]
+    assert "pool rig-h200-one" in msg and "nvidia.com/gpu" in msg and "on 1 node(s)" in msg, msg
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+async def test_infeasible_update_is_rejected_and_never_removes_a_group(
+        api: client.ApiClient, namespace: str, moeds: Any, operator: OperatorProcess, cluster: Cluster) -> None:
+    await moeds(moed("keep", sessions=8, context=16384))
+    await wait_condition(api, namespace, "keep", "Ready", "True")
+    co = client.CustomObjectsApi(api)
+    infeasible = {"spec": {"sessions": {"target": 100_000, "contextTokens": 16384}, "maxGroups": 2}}
+    with pytest.raises(client.ApiException) as exc:
+        await co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "keep", infeasible)
+    assert exc.value.status in (400, 422) and "spec.sessions.target" in exc.value.body, exc.value.body
+
+    async def lws() -> dict:
+        return await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace,
+                                                     "leaderworkersets", "keep")
+
+    before = await lws()
+    # With admission out of the way (webhook down or deleted), the same spec reaches reconcile: it must stall with
+    # the planner's numbers and leave the serving group exactly as it was.
+    cluster.kubectl("delete", "validatingwebhookconfiguration", "moe-operator.io")
+    try:
+        await co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "keep", infeasible)
+        obj = await wait_condition(api, namespace, "keep", "Stalled", "True", "PlanInfeasible")
+        assert "spec.sessions.target" in condition(obj, "Stalled")["message"]
+        after = await lws()
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert after["spec"] == before["spec"] and not after["metadata"].get("deletionTimestamp")
+        assert obj["status"]["readyGroups"] >= 1
+    finally:
+        operator.stop()  # a restart re-registers the webhook
+        operator.start()
+        await asyncio.to_thread(operator.wait_live)
+
+
+async def test_operator_killed_during_reconcile_leaves_no_duplicates_or_orphans(
+        api: client.ApiClient, namespace: str, moeds: Any, operator: OperatorProcess, cluster: Cluster) -> None:
+    rnd = random.Random(20261124)
+    names = [f"k{i}" for i in range(3)]
+    for n in names:
+        await moeds(moed(n, pool=rnd.choice(["rig-h200", "rig-b200"]), model="kimi-k2.5", precision="int4",
+                         sessions=4, context=8192))
+    for i in range(20):
+        await asyncio.sleep(rnd.uniform(0.05, 1.5))
+        operator.kill()
+        if i % 4 == 0:  # also change specs while it is down or restarting, so reconciles have work to do
+            await client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, rnd.choice(names),
+                {"spec": {"router": {"replicas": rnd.choice([1, 2])}}})
+        operator.start()
+        await asyncio.to_thread(operator.wait_live)
+    for n in names:
+        await wait_condition(api, namespace, n, "Ready", "True", timeout=120)
+    co = client.CustomObjectsApi(api)
+    lws = (await co.list_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace,
+                                                  "leaderworkersets"))["items"]
+    assert sorted(o["metadata"]["name"] for o in lws) == names
+    deps = (await client.AppsV1Api(api).list_namespaced_deployment(namespace)).items
+    assert sorted(d.metadata.name for d in deps) == sorted(f"{n}-router" for n in names)
+    for kind in ("services", "serviceaccounts", "roles", "rolebindings", "poddisruptionbudgets"):
+        objs = cluster.kubectl_json("-n", namespace, "get", kind, "-l", "moe-operator.io/deployment")["items"]
+        owners = [o["metadata"].get("ownerReferences", []) for o in objs]
+        assert all(len(r) == 1 and r[0]["kind"] == "MoEDeployment" and r[0]["name"] in names for r in owners), kind
+        per_owner: dict[str, list[str]] = {}
+        for o in objs:
+            per_owner.setdefault(o["metadata"]["ownerReferences"][0]["name"], []).append(o["metadata"]["name"])
+        assert len({tuple(sorted(v)) for v in per_owner.values()}) <= len(names)
+        for v in per_owner.values():
+            assert len(v) == len(set(v)), f"duplicate {kind}: {v}"
+
+
+async def test_examples_apply_cleanly_with_server_dry_run(cluster: Cluster, operator: OperatorProcess,
+                                                          namespace: str) -> None:
+    files = sorted((ROOT / "examples").glob("**/*.yaml"))
+    assert files
+    for f in files:
+        r = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(f), check=False)
+        assert r.returncode == 0, f"{f.relative_to(ROOT)}: {r.stderr}"

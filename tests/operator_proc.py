@@ -1,0 +1,70 @@
+"""Start/stop `moe-operator run` as a real process against the rig (the cluster tier's operator under test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, log_dir: Path, *, webhook_port: int = 29445, metrics_port: int = 29446,
+                 liveness_port: int = 29447, extra_env: dict[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.log = log_dir / "operator-under-test.log"
+        self.ports = (webhook_port, metrics_port, liveness_port)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        wh, mp, lp = self.ports
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moe_operator.cli", "run", "--kubeconfig", str(self.kubeconfig),
+             "--webhook-port", str(wh), "--metrics-port", str(mp), "--metrics-host", "127.0.0.1",
+             "--liveness-port", str(lp)],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT), start_new_session=True,
+        )
+        self.starts += 1
+
+    def wait_live(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.ports[2]}/healthz"
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not live after {timeout}s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no finalizer handling — what a node failure or OOM does."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
