@@ -13,7 +13,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    WithJsonSchema,
+    model_serializer,
+)
 from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
@@ -77,6 +87,18 @@ class ApiModel(BaseModel):
         if failed:
             raise ValueError("; ".join(failed))
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_collections(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # A list/map field left at its empty default is omitted, as the apiserver would store it (no `env: []`).
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, f in type(self).model_fields.items():
+                if f.default_factory in (list, dict):
+                    for key in (f.alias, name):
+                        if key in data and data[key] in ([], {}):
+                            del data[key]
+        return data
 
     def to_k8s(self) -> dict[str, Any]:
         """JSON-ready dict with camelCase keys, unset optional fields left out (what goes into a patch or a body)."""
