@@ -79,12 +79,24 @@ BAD_MOED: list[tuple[str, dict[str, Any], str, bool]] = [
     ("weights-two-sources", {"spec.weights.hostPath": {"path": "/models"}}, "weights.hostPath", True),
     ("weights-pvc-absolute-subpath", {"spec.weights.pvc.subPath": "/etc"}, "weights.pvc.subPath", True),
     ("weights-pvc-dotdot", {"spec.weights.pvc.subPath": "a/../../b"}, "weights.pvc.subPath", True),
-    ("weights-hostpath-relative", {"spec.weights": {"hostPath": {"path": "models"}}}, "spec.weights.hostPath.path",
-     False),
-    ("weights-hf-bad-repo", {"spec.weights": {"huggingFace": {"repo": "a/b/c"}}}, "spec.weights.huggingFace.repo",
-     False),
-    ("weights-hf-secret-no-name", {"spec.weights": {"huggingFace": {"repo": "a/b", "tokenSecretRef": {"key": "t"}}}},
-     "spec.weights.huggingFace.tokenSecretRef.name", False),
+    (
+        "weights-hostpath-relative",
+        {"spec.weights": {"hostPath": {"path": "models"}}},
+        "spec.weights.hostPath.path",
+        False,
+    ),
+    (
+        "weights-hf-bad-repo",
+        {"spec.weights": {"huggingFace": {"repo": "a/b/c"}}},
+        "spec.weights.huggingFace.repo",
+        False,
+    ),
+    (
+        "weights-hf-secret-no-name",
+        {"spec.weights": {"huggingFace": {"repo": "a/b", "tokenSecretRef": {"key": "t"}}}},
+        "spec.weights.huggingFace.tokenSecretRef.name",
+        False,
+    ),
     ("precision-unknown", {"spec.precision": "fp16"}, "spec.precision", False),
     ("precision-missing", {"spec.precision": DELETE}, "spec.precision", False),
     ("kv-dtype-unknown", {"spec.kvCacheDtype": "int8"}, "spec.kvCacheDtype", False),
@@ -92,8 +104,12 @@ BAD_MOED: list[tuple[str, dict[str, Any], str, bool]] = [
     ("sessions-target-huge", {"spec.sessions.target": 1_000_001}, "spec.sessions.target", False),
     ("sessions-target-string", {"spec.sessions.target": "many"}, "spec.sessions.target", False),
     ("sessions-context-huge", {"spec.sessions.contextTokens": 10_485_761}, "spec.sessions.contextTokens", False),
-    ("sessions-average-above-context", {"spec.sessions.averageContextTokens": 200_000},
-     "sessions.averageContextTokens", True),
+    (
+        "sessions-average-above-context",
+        {"spec.sessions.averageContextTokens": 200_000},
+        "sessions.averageContextTokens",
+        True,
+    ),
     ("pool-and-pools", {"spec.pools": ["b200"]}, "spec.pool or spec.pools", True),
     ("no-pool", {"spec.pool": DELETE}, "spec.pool or spec.pools", True),
     ("pools-empty", {"spec.pool": DELETE, "spec.pools": []}, "spec.pools", False),
@@ -102,31 +118,59 @@ BAD_MOED: list[tuple[str, dict[str, Any], str, bool]] = [
     ("pool-bad-name", {"spec.pool": "H200_Pool"}, "spec.pool", False),
     ("replicas-negative", {"spec.replicas": -1}, "spec.replicas", False),
     ("replicas-above-max-groups", {"spec.replicas": 5, "spec.maxGroups": 4}, "spec.replicas", True),
-    ("autoscaling-min-above-max", {"spec.autoscaling": {"enabled": True, "minGroups": 5, "maxGroups": 2}},
-     "autoscaling.minGroups", True),
+    (
+        "autoscaling-min-above-max",
+        {"spec.autoscaling": {"enabled": True, "minGroups": 5, "maxGroups": 2}},
+        "autoscaling.minGroups",
+        True,
+    ),
     ("autoscaling-enabled-unbounded", {"spec.autoscaling": {"enabled": True}}, "autoscaling.maxGroups", True),
-    ("autoscaling-max-above-cap", {"spec.autoscaling": {"maxGroups": 9}, "spec.maxGroups": 8},
-     "autoscaling.maxGroups", True),
-    ("autoscaling-min-above-cap", {"spec.autoscaling": {"minGroups": 9}, "spec.maxGroups": 8},
-     "autoscaling.minGroups", True),
-    ("autoscaling-kv-target-high", {"spec.autoscaling": {"targetKVUtilization": 0.99}},
-     "spec.autoscaling.targetKVUtilization", False),
-    ("autoscaling-kv-target-low", {"spec.autoscaling": {"targetKVUtilization": 0.05}},
-     "spec.autoscaling.targetKVUtilization", False),
+    (
+        "autoscaling-max-above-cap",
+        {"spec.autoscaling": {"maxGroups": 9}, "spec.maxGroups": 8},
+        "autoscaling.maxGroups",
+        True,
+    ),
+    (
+        "autoscaling-min-above-cap",
+        {"spec.autoscaling": {"minGroups": 9}, "spec.maxGroups": 8},
+        "autoscaling.minGroups",
+        True,
+    ),
+    (
+        "autoscaling-kv-target-high",
+        {"spec.autoscaling": {"targetKVUtilization": 0.99}},
+        "spec.autoscaling.targetKVUtilization",
+        False,
+    ),
+    (
+        "autoscaling-kv-target-low",
+        {"spec.autoscaling": {"targetKVUtilization": 0.05}},
+        "spec.autoscaling.targetKVUtilization",
+        False,
+    ),
     ("autoscaling-metrics-port", {"spec.autoscaling": {"metricsPort": 70000}}, "spec.autoscaling.metricsPort", False),
     ("drain-too-long", {"spec.drain": {"timeoutSeconds": 86401}}, "spec.drain.timeoutSeconds", False),
     ("sglang-managed-flag", {"spec.sglang": {"extraArgs": ["--tp-size=8"]}}, "sglang.extraArgs", True),
     ("sglang-managed-flag-split", {"spec.sglang": {"extraArgs": ["--nnodes", "2"]}}, "sglang.extraArgs", True),
     ("sglang-too-many-args", {"spec.sglang": {"extraArgs": ["--x"] * 65}}, "spec.sglang.extraArgs", False),
-    ("sglang-env-duplicate", {"spec.sglang": {"env": [{"name": "A", "value": "1"}, {"name": "A"}]}},
-     "sglang.env", False),
+    (
+        "sglang-env-duplicate",
+        {"spec.sglang": {"env": [{"name": "A", "value": "1"}, {"name": "A"}]}},
+        "sglang.env",
+        False,
+    ),
     ("sglang-env-bad-name", {"spec.sglang": {"env": [{"name": "1 BAD"}]}}, "spec.sglang.env[0].name", False),
     ("sglang-port-zero", {"spec.sglang": {"port": 0}}, "spec.sglang.port", False),
     ("sglang-image-space", {"spec.sglang": {"image": "lmsysorg/sglang latest"}}, "spec.sglang.image", False),
     ("router-policy-unknown", {"spec.router": {"policy": "least_load"}}, "spec.router.policy", False),
     ("router-replicas-zero", {"spec.router": {"replicas": 0}}, "spec.router.replicas", False),
-    ("placement-bad-key", {"spec.placement": {"exclusiveTopologyKey": "not a key"}},
-     "spec.placement.exclusiveTopologyKey", False),
+    (
+        "placement-bad-key",
+        {"spec.placement": {"exclusiveTopologyKey": "not a key"}},
+        "spec.placement.exclusiveTopologyKey",
+        False,
+    ),
     ("max-nodes-per-group-zero", {"spec.maxNodesPerGroup": 0}, "spec.maxNodesPerGroup", False),
     ("unknown-spec-field", {"spec.sessionz": {"target": 1}}, "spec.sessionz", False),
     ("name-too-long", {"metadata.name": "k" * 46}, "metadata.name", False),
@@ -138,20 +182,40 @@ BAD_POOL: list[tuple[str, dict[str, Any], str, bool]] = [
     ("profile-unknown", {"spec.accelerator.profile": "h100"}, "spec.accelerator.profile", False),
     ("custom-incomplete", {"spec.accelerator": {"profile": "custom", "memoryGB": 80}}, "accelerator", True),
     ("vendor-mismatch", {"spec.accelerator": {"profile": "h200", "vendor": "huawei"}}, "accelerator.vendor", True),
-    ("supported-precision-unknown", {"spec.accelerator.supportedPrecisions": ["fp16"]},
-     "spec.accelerator.supportedPrecisions[0]", False),
+    (
+        "supported-precision-unknown",
+        {"spec.accelerator.supportedPrecisions": ["fp16"]},
+        "spec.accelerator.supportedPrecisions[0]",
+        False,
+    ),
     ("devices-per-node-zero", {"spec.accelerator.devicesPerNode": 0}, "spec.accelerator.devicesPerNode", False),
-    ("toleration-exists-with-value", {"spec.tolerations": [{"key": "a", "operator": "Exists", "value": "x"}]},
-     "tolerations[].value", True),
-    ("toleration-equal-without-key", {"spec.tolerations": [{"operator": "Equal", "value": "x"}]},
-     "tolerations[].key", True),
-    ("toleration-bad-effect", {"spec.tolerations": [{"key": "a", "effect": "NoRun"}]}, "spec.tolerations[0].effect",
-     False),
+    (
+        "toleration-exists-with-value",
+        {"spec.tolerations": [{"key": "a", "operator": "Exists", "value": "x"}]},
+        "tolerations[].value",
+        True,
+    ),
+    (
+        "toleration-equal-without-key",
+        {"spec.tolerations": [{"operator": "Equal", "value": "x"}]},
+        "tolerations[].key",
+        True,
+    ),
+    (
+        "toleration-bad-effect",
+        {"spec.tolerations": [{"key": "a", "effect": "NoRun"}]},
+        "spec.tolerations[0].effect",
+        False,
+    ),
     ("node-selector-bad-value", {"spec.nodeSelector": {"a": "has space"}}, "spec.nodeSelector", False),
     ("node-selector-bad-key", {"spec.nodeSelector": {"bad key": "x"}}, "spec.nodeSelector", True),
     ("cost-negative", {"spec.costPerNodeHour": -1}, "spec.costPerNodeHour", False),
-    ("rdma-relative-device", {"spec.rdma": {"resourceName": "rdma/ib", "devices": ["dev/infiniband"]}},
-     "spec.rdma.devices[0]", False),
+    (
+        "rdma-relative-device",
+        {"spec.rdma": {"resourceName": "rdma/ib", "devices": ["dev/infiniband"]}},
+        "spec.rdma.devices[0]",
+        False,
+    ),
     ("rdma-no-resource", {"spec.rdma": {"count": 2}}, "spec.rdma.resourceName", False),
     ("device-resource-bad", {"spec.deviceResourceName": "nvidia.com/gpu/x"}, "spec.deviceResourceName", False),
 ]
@@ -164,12 +228,24 @@ GOOD_MOED: list[tuple[str, dict[str, Any]]] = [
     ("average-equals-context", {"spec.sessions.averageContextTokens": 131072}),
     ("scale-to-zero", {"spec.replicas": 0, "spec.autoscaling": {"enabled": True, "minGroups": 0}, "spec.maxGroups": 2}),
     ("similar-flag-allowed", {"spec.sglang": {"extraArgs": ["--tp-size-hint", "--tool-call-parser=kimi_k2"]}}),
-    ("hf-with-token", {"spec.weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5", "tokenSecretRef": {
-        "name": "hf"}}}}),
+    (
+        "hf-with-token",
+        {"spec.weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5", "tokenSecretRef": {"name": "hf"}}}},
+    ),
 ]
 GOOD_POOL: list[tuple[str, dict[str, Any]]] = [
-    ("custom", {"spec.accelerator": {"profile": "custom", "memoryGB": 96, "devicesPerNode": 8,
-                                     "supportedPrecisions": ["bf16", "fp8"], "vendor": "nvidia"}}),
+    (
+        "custom",
+        {
+            "spec.accelerator": {
+                "profile": "custom",
+                "memoryGB": 96,
+                "devicesPerNode": 8,
+                "supportedPrecisions": ["bf16", "fp8"],
+                "vendor": "nvidia",
+            }
+        },
+    ),
     ("tolerate-all", {"spec.tolerations": [{"operator": "Exists"}]}),
     ("override-profile", {"spec.accelerator": {"profile": "ascend-910b", "devicesPerNode": 8, "vendor": "huawei"}}),
 ]
@@ -191,8 +267,14 @@ def schema_errors(body: dict[str, Any], info: Any) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- examples
 def test_examples_exist() -> None:
     names = {str(p.relative_to(ROOT / "examples")) for p in EXAMPLES}
-    assert {"pools/h200.yaml", "pools/b200.yaml", "pools/ascend-910c.yaml", "kimi-k2.5-h200.yaml",
-            "glm-5-b200.yaml", "glm-4.7-ascend.yaml"} <= names  # fmt: skip
+    assert {
+        "pools/h200.yaml",
+        "pools/b200.yaml",
+        "pools/ascend-910c.yaml",
+        "kimi-k2.5-h200.yaml",
+        "glm-5-b200.yaml",
+        "glm-4.7-ascend.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -207,7 +289,9 @@ def test_example_validates(path: Path) -> None:
 
 
 def test_example_pools_match_the_rig() -> None:
-    pools = {p.stem: AcceleratorPool.from_body(yaml.safe_load(p.read_text())) for p in (ROOT / "examples/pools").iterdir()}
+    pools = {
+        p.stem: AcceleratorPool.from_body(yaml.safe_load(p.read_text())) for p in (ROOT / "examples/pools").iterdir()
+    }
     assert pools["h200"].spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H200"}
     assert pools["b200"].spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-B200"}
     assert pools["ascend-910c"].spec.node_selector == {"accelerator": "huawei-Ascend910"}
@@ -215,10 +299,15 @@ def test_example_pools_match_the_rig() -> None:
     assert pools["ascend-910c"].spec.accelerator.devices_per_node == 16
     for pool in pools.values():
         assert pool.spec.topology_key == "moe-operator.io/nvlink-domain"
-        assert any(t.key == "kwok.x-k8s.io/node" and t.value == "fake" and t.effect == "NoSchedule"
-                   for t in pool.spec.tolerations)  # fmt: skip
-    moeds = {MoEDeployment.from_body(yaml.safe_load(p.read_text())).spec.precision for p in EXAMPLES
-             if "pools" not in p.parts}  # fmt: skip
+        assert any(
+            t.key == "kwok.x-k8s.io/node" and t.value == "fake" and t.effect == "NoSchedule"
+            for t in pool.spec.tolerations
+        )
+    moeds = {
+        MoEDeployment.from_body(yaml.safe_load(p.read_text())).spec.precision
+        for p in EXAMPLES
+        if "pools" not in p.parts
+    }
     assert moeds == {"int4", "fp8", "w8a8"}
 
 
@@ -268,7 +357,9 @@ def test_good_acceleratorpool_accepted(case: str, changes: dict[str, Any]) -> No
 
 def test_error_message_shows_values() -> None:
     errors = errors_of(patched(MOED, {"spec.sessions.averageContextTokens": 200_000}))
-    assert errors == ["spec.sessions: sessions.averageContextTokens (200000) must be <= sessions.contextTokens (131072)"]
+    assert errors == [
+        "spec.sessions: sessions.averageContextTokens (200000) must be <= sessions.contextTokens (131072)"
+    ]
     with pytest.raises(InvalidResource, match="invalid MoEDeployment kimi: spec.precision"):
         MoEDeployment.from_body(patched(MOED, {"spec.precision": "fp16"}))
     assert errors_of({"kind": "Pod"}) == ["kind: expected one of ['AcceleratorPool', 'MoEDeployment'], got 'Pod'"]
@@ -294,8 +385,8 @@ def test_defaults_and_accessors() -> None:
     assert m.spec.sglang.port == 30000 and m.spec.drain.timeout_seconds == 600
     assert m.spec.autoscaling.enabled is False and m.spec.autoscaling.target_kv_utilization == 0.7
     assert m.spec.candidate_pools == ["h200"]
-    assert MoEDeployment.from_body(patched(MOED, {"spec.pool": DELETE, "spec.pools": ["b", "a"]})).spec.candidate_pools == [
-        "b", "a"]  # fmt: skip
+    two = MoEDeployment.from_body(patched(MOED, {"spec.pool": DELETE, "spec.pools": ["b", "a"]}))
+    assert two.spec.candidate_pools == ["b", "a"]
     # snake_case names are accepted too (populate by name), dumps are camelCase
     by_name = MoEDeployment.model_validate(
         {"spec": {**MOED["spec"], "kv_cache_dtype": "fp8_e4m3", "max_groups": 3}, "metadata": {"name": "x"}}
@@ -314,8 +405,13 @@ def test_status_fields_and_derived_columns() -> None:
         desired_groups=2,
         kv_utilization=0.73456,
         plan=PlanStatus.model_validate(
-            {"nodes_per_group": 2, "tp_size": 16, "weights_bytes": 600_000_000_000, "memFractionStatic": 0.85,
-             "extra_planner_field": "ignored"}  # fmt: skip
+            {
+                "nodes_per_group": 2,
+                "tp_size": 16,
+                "weights_bytes": 600_000_000_000,
+                "memFractionStatic": 0.85,
+                "extra_planner_field": "ignored",
+            }
         ),
         last_scale_time=dt.datetime(2026, 11, 24, 10, 0, 0),
         conditions=[{"type": "Ready", "status": "False", "reason": "Scaling", "message": "1/2 groups ready"}],
@@ -340,10 +436,20 @@ def test_status_fields_and_derived_columns() -> None:
 
 
 def test_full_object_with_status_from_kopf_body() -> None:
-    body = patched(MOED, {"metadata.generation": 4, "metadata.uid": "u", "metadata.managedFields": [{"x": 1}],
-                          "status": {"observedGeneration": 4, "replicas": 2, "selector": "a=b",
-                                     "conditions": [{"type": "Ready", "status": "True",
-                                                     "lastTransitionTime": "2026-11-24T10:00:00Z"}]}})  # fmt: skip
+    body = patched(
+        MOED,
+        {
+            "metadata.generation": 4,
+            "metadata.uid": "u",
+            "metadata.managedFields": [{"x": 1}],
+            "status": {
+                "observedGeneration": 4,
+                "replicas": 2,
+                "selector": "a=b",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-24T10:00:00Z"}],
+            },
+        },
+    )
     m = MoEDeployment.from_body(body)
     assert m.metadata.generation == 4 and m.status is not None and m.status.replicas == 2
     assert m.status.conditions[0].last_transition_time == dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)

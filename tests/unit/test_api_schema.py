@@ -298,3 +298,9 @@ def test_generator_handles_pydantic_shapes() -> None:
 
     with pytest.raises(SchemaError, match="v: union"):
         model_schema(Bad)
+
+
+def test_docs_field_reference_up_to_date() -> None:
+    from moe_operator.api.docs import docs_drift
+
+    assert not docs_drift(ROOT / "docs" / "api.md"), "run `moe-operator crds --docs docs/api.md`"
