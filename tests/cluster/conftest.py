@@ -7,8 +7,10 @@ MOE_REQUIRE_CLUSTER=1, where that is a failure: CI must really run this tier."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,9 +20,27 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 
 from kube import Cluster, wait_for
+from operator_proc import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))
+GROUP, VERSION = "moe-operator.io", "v1alpha1"
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+POOLS = {
+    "rig-h200": {"accelerator": {"profile": "h200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
+                 "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1},
+                 "topologyKey": "moe-operator.io/nvlink-domain"},
+    "rig-b200": {"accelerator": {"profile": "b200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
+                 "tolerations": [KWOK_TOLERATION]},
+    "rig-ascend": {"accelerator": {"profile": "ascend-910c"}, "nodeSelector": {"accelerator": "huawei-Ascend910"},
+                   "tolerations": [KWOK_TOLERATION]},
+    # one node only: a 2-node group cannot be placed
+    "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
+                     "tolerations": [KWOK_TOLERATION]},
+}
+
+
 
 
 def _required() -> bool:
@@ -77,3 +97,29 @@ async def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> As
     if os.environ.get("MOE_KEEP_NAMESPACES") != "1":
         await core.delete_namespace(name)
         await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    """The operator under test, as a real process with its webhook registered by URL; CRDs and pools applied."""
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    for crd in ("moedeployments.moe-operator.io", "acceleratorpools.moe-operator.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    proc = OperatorProcess(cluster.kubeconfig, cluster.kubeconfig.parent / "logs")
+    proc.start()
+    proc.wait_live()
+    # the operator registers its validating webhook by URL itself; wait for it before creating pools
+    for _ in range(100):
+        if cluster.kubectl("get", "validatingwebhookconfiguration", "moe-operator.io", check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    for name, spec in POOLS.items():
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool", "metadata": {"name": name}, "spec": spec}
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(body))
+    for pool in sorted((ROOT / "examples/pools").glob("*.yaml")):  # examples and admission tests use them
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(pool))
+    yield proc
+    proc.stop()
+
+
