@@ -318,6 +318,11 @@ def kwok_stage_files() -> list[Path]:
         s / "node/chaos/node-not-ready.yaml",
         s / "pod/chaos/pod-container-running-failed.yaml",
         s / "pod/chaos/pod-init-container-running-failed.yaml",
+        # PVCs of StorageClass kwok-volume get a PersistentVolume and bind (model weights on a PVC)
+        s / "volume/fast/pvc-provision.yaml",
+        s / "volume/fast/pv-bind.yaml",
+        s / "volume/fast/pvc-delete.yaml",
+        s / "volume/fast/pv-delete.yaml",
     ]
 
 
@@ -331,6 +336,8 @@ def start_kwok() -> None:
     _start("kwok", args)
     time.sleep(0.5)
     _wait("kwok", lambda: _alive("kwok") is not None, 5, "kwok")
+    storage_class = STATE / "kwok-stages/volume/fast/storage-class.yaml"
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(storage_class))
 
 
 def _lws_webhook_manifests() -> str:
@@ -495,7 +502,30 @@ def up(counts: dict[str, int]) -> None:
     log(f"up in {time.monotonic() - t0:.1f}s; export KUBECONFIG={KUBECONFIG} PATH={BIN}:$PATH")
 
 
+def _stop_helper(name: str) -> None:
+    """Processes `make demo` started beside the rig (the operator, the simulator pod runner)."""
+    pf = _pidfile(name)
+    try:
+        pid = int(pf.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (ValueError, OSError):
+        pf.unlink(missing_ok=True)
+        return
+    if "moe" in cmdline:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        log(f"stopped {name} (pid {pid})")
+    pf.unlink(missing_ok=True)
+
+
 def down() -> None:
+    for helper in ("pod-runner", "operator"):
+        _stop_helper(helper)
     for name in reversed(COMPONENTS):
         pid = _alive(name)
         if pid:

@@ -49,9 +49,12 @@ def _pod_ready(p: Mapping[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions", []))
 
 
-def _unschedulable(p: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
-               for c in p.get("status", {}).get("conditions", []))
+def _unschedulable(p: Mapping[str, Any]) -> str | None:
+    """The scheduler's message for a pod it could not place."""
+    for c in p.get("status", {}).get("conditions", []):
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return str(c.get("message") or "unschedulable")
+    return None
 
 
 def _image_pull_failure(p: Mapping[str, Any]) -> str | None:
@@ -90,7 +93,11 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         else:
             conds["Degraded"] = ("False", "NoDegradation", "")
     else:
-        unsched = [p for p in obs.pods if _unschedulable(p)]
+        unsched_msgs = [m for p in obs.pods if (m := _unschedulable(p))]
+        # "Insufficient <resource>": the pool lacks devices. Anything else (a missing PVC, a taint, a selector that
+        # matches nothing) is reported with the scheduler's own words.
+        unsched = [m for m in unsched_msgs if "Insufficient" in m]
+        other = next((m for m in unsched_msgs if "Insufficient" not in m), None)
         pull = next((m for p in obs.pods if (m := _image_pull_failure(p))), None)
         restarting = [p for p in obs.pods if _restarting(p)]
         lws_gen = (obs.lws or {}).get("metadata", {}).get("generation")
@@ -109,6 +116,8 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
             else:
                 msg = f"{len(unsched)} group pod(s) Pending: not enough free devices in the pool"
             conds["Stalled"] = ("True", "InsufficientCapacity", msg)
+        elif other:
+            conds["Stalled"] = ("True", "Unschedulable", f"group pod(s) Pending: {other}")
         else:
             conds["Stalled"] = ("False", "NotStalled", "")
 

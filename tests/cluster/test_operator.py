@@ -47,6 +47,12 @@ async def moeds(api: client.ApiClient, namespace: str, operator: OperatorProcess
         except client.ApiException:
             pass
 
+    async def gone() -> bool:  # while the operator runs, so its finalizer is released and the namespace can go
+        items = (await co.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))["items"]
+        return not items
+
+    await wait_for(gone, timeout=30, what=f"MoEDeployments in {namespace} deleted")
+
 
 async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:
     return await client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)

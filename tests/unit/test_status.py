@@ -7,11 +7,13 @@ from moe_operator.status import Capacity, Observed, compute_status, status_chang
 PLAN = {"sessionsPerGroup": 50, "nodesPerGroup": 2}
 
 
-def pod(phase: str = "Running", ready: bool = True, unschedulable: bool = False, failed: bool = False,
+def pod(phase: str = "Running", ready: bool = True, unschedulable: bool | str = False, failed: bool = False,
         waiting: str | None = None) -> dict:
     conds = [{"type": "Ready", "status": "True" if ready else "False"}]
     if unschedulable:
-        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable"})
+        msg = (unschedulable if isinstance(unschedulable, str)
+               else "0/23 nodes are available: 8 Insufficient nvidia.com/gpu")
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg})
     st: dict = {"phase": "Failed" if failed else phase, "conditions": conds}
     if waiting:
         st["containerStatuses"] = [{"image": "img:1", "state": {"waiting": {"reason": waiting, "message": "nope"}}}]
@@ -60,6 +62,14 @@ def test_unschedulable_pods_report_insufficient_capacity_with_numbers() -> None:
     assert c["Stalled"] == ("True", "InsufficientCapacity") and c["Ready"] == ("False", "InsufficientCapacity")
     msg = next(x["message"] for x in s["conditions"] if x["type"] == "Stalled")
     assert "8 free nvidia.com/gpu" in msg and "8 node(s)" in msg and "1 can take" in msg
+
+
+def test_other_scheduling_failures_quote_the_scheduler() -> None:
+    s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(0, 1), pods=[
+        pod("Pending", False, unschedulable='0/23 nodes are available: persistentvolumeclaim "w" not found.')]))
+    assert conds(s)["Stalled"] == ("True", "Unschedulable")
+    stalled = next(x["message"] for x in s["conditions"] if x["type"] == "Stalled")
+    assert 'persistentvolumeclaim "w" not found' in stalled
 
 
 def test_image_pull_failure_is_stalled() -> None:
