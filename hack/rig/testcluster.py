@@ -284,7 +284,7 @@ def start_controller_manager() -> None:
         "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Pods get 127.x IPs from the per-node podCIDR we set on each Node (see make_node): no CIDR allocation here.
         "--allocate-node-cidrs=false",
-        "--node-monitor-grace-period=20s", "--node-monitor-period=2s",
+        "--node-monitor-grace-period=50s", "--node-monitor-period=2s",
         "--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-statefulset-syncs=20", "--v=1",
     ])
     _wait("kube-controller-manager /healthz", lambda: _http_ok(f"https://127.0.0.1:{PORTS['kcm']}/healthz"), 60,
