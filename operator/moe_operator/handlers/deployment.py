@@ -18,6 +18,8 @@ RESYNC_SECONDS = 5.0
 async def run_reconcile(memo: kopf.Memo, body: Any, logger: Any) -> None:
     meta = body["metadata"]
     async with lock_for(memo, meta["namespace"], meta["name"]):
+        # read under the lock: another writer (the autoscaler) may have changed status since this event was queued
+        body = await fresh(memo, body)
         started = time.perf_counter()
         try:
             outcome = await reconcile(memo.kube, body, logger)
@@ -35,13 +37,13 @@ async def run_reconcile(memo: kopf.Memo, body: Any, logger: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    await run_reconcile(memo, await fresh(memo, body), logger)
+    await run_reconcile(memo, body, logger)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=1.0)
 async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Drift and observed-state refresh: children deleted out of band come back, status follows the pods."""
-    await run_reconcile(memo, await fresh(memo, body), logger)
+    await run_reconcile(memo, body, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -520,6 +520,13 @@ class PlanStatus(StatusModel):
     )
 
 
+class DrainStatus(StatusModel):
+    """A group being drained before scale-down: out of routing, waiting for its running requests to finish."""
+
+    group: int = Field(ge=0, le=MAX_GROUPS, description="Group index (LWS group-index) being drained.")
+    started_at: Timestamp | None = Field(default=None, description="When the group was taken out of routing.")
+
+
 class MoEDeploymentStatus(StatusModel):
     """Observed state, written by the operator."""
 
@@ -549,6 +556,9 @@ class MoEDeploymentStatus(StatusModel):
     last_scale_time: Timestamp | None = Field(default=None, description="When the number of groups last changed.")
     last_scale_reason: str | None = Field(
         default=None, max_length=1024, description="Why the number of groups last changed."
+    )
+    drain: DrainStatus | None = Field(
+        default=None, description="The group being drained before the next scale-down, if any."
     )
     selector: str | None = Field(
         default=None,
