@@ -31,6 +31,9 @@ test-unit: setup
 test-cluster: setup rig
 	$(PY) -m pytest -q tests/cluster
 
+crds: setup       ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
+	.venv/bin/moe-operator crds --chart charts/moe-operator --docs docs/api.md
+
 lint: setup
 	.venv/bin/ruff check operator tests hack
 	.venv/bin/mypy
