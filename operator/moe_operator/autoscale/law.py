@@ -1,0 +1,237 @@
+"""The autoscaling control law: how many SGLang groups a MoEDeployment should have, from KV-cache occupancy.
+
+One pure, deterministic function (`decide`) shared by the operator (called every 5-15 s with scraped metrics) and
+by the offline simulator (`moe-operator simulate`), so the benchmarks measure the law that runs in the cluster.
+No I/O, no clock: time comes in as `now_s`; memory between calls lives in a small `LawState` that round-trips
+through JSON (the operator may keep it in memory or persist it in an annotation).
+
+Signal. Per group, KV tokens in use (`sglang:kv_used_tokens`, radix-cache evictable tokens are *not* in use,
+sglang.md §3.2) over the group's KV pool (`sglang:max_total_num_tokens` summed over its DP ranks), plus running
+and queued requests. The fleet *demand* is
+
+    demand = used tokens of the sampled groups, extrapolated to serving groups that have no sample
+             + queued requests × mean KV tokens of a running request      (queued work is hidden demand)
+
+Law, each call:
+  1. Trend: a least-squares slope of demand over the last `trend_window_s` of calls (kept in the state).
+  2. Forecast over the cold-start horizon H (default: cold_start_s, the time a new group needs to serve):
+         forecast_up = demand + max(0, slope) × H            (a group asked for now serves only H from now)
+  3. Recommendation: rec = ceil(forecast_up / (kv_tokens_per_group × target_kv_utilization)).
+  4. Queue: if queued requests ≥ `queue_threshold` (KV exhausted somewhere), rec ≥ serving groups + 1 — at once.
+  5. Scale up when rec > current_groups. `current_groups` COUNTS the starting (not yet Ready) groups, so a group
+     already on its way is credited with the load it will absorb and the law does not ask for it twice.
+     Scale-up may add several groups in one call (no stabilization, like HPA's scale-up default).
+  6. Scale down by ONE group per call, and only if every recommendation over the last
+     `scale_down_stabilization_s` (a sliding-window maximum kept in the state, HPA-style) was below
+     current_groups, the window is fully observed (state at least that old) and the last scale-up is at least that
+     old, nothing is queued and no group is starting. Recommendations already include the positive trend, so a
+     rising forecast blocks a scale-down; a falling trend is never trusted for scale-down (demand now is the floor).
+  7. Bounds: the result is always within [min_groups, max_groups] (a fleet outside its bounds is moved straight to
+     the bound, the one case where scale-down can exceed one group).
+
+Groups without a sample. The caller passes only the samples it has. `current_groups - starting_groups` groups are
+expected to serve; if fewer samples than that arrive (a silent pod), each missing group is assumed to carry the
+mean load of the sampled groups (neither ignored — that would under-count demand — nor treated as idle). Samples
+with `ready=False` are ignored for load. With no usable sample at all the law holds (bounded) and says so. The
+operator's controller counts groups without a sample as starting, which credits them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+__all__ = ["LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope"]
+
+HISTORY_MAX = 48  # bounded trend history (48 calls = 12 min at the operator's 15 s cadence)
+
+
+@dataclass(frozen=True)
+class LawParams:
+    target_kv_utilization: float = 0.7  # fraction of KV tokens in use per group we aim for
+    min_groups: int = 1
+    max_groups: int = 8
+    scale_down_stabilization_s: float = 300.0
+    cold_start_s: float = 300.0  # measured/declared time from "LWS replica added" to "group Ready"
+    forecast_horizon_s: float | None = None  # default: cold_start_s
+    trend_window_s: float = 180.0  # demand samples used for the least-squares slope
+    queue_threshold: int = 1  # queued requests (fleet) that trigger an immediate scale-up
+
+    @property
+    def horizon_s(self) -> float:
+        return self.cold_start_s if self.forecast_horizon_s is None else self.forecast_horizon_s
+
+
+@dataclass(frozen=True)
+class GroupSample:
+    """One group, aggregated over its DP ranks by the operator."""
+
+    kv_used_tokens: int
+    kv_total_tokens: int
+    running_reqs: int
+    queued_reqs: int
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class LawState:
+    """Memory between calls; small and JSON-serializable.
+
+    history: (t, demand_tokens) of recent calls, at most HISTORY_MAX, within trend_window_s (trend).
+    recs: monotone (t, recommended_groups) sliding-window maximum over scale_down_stabilization_s: strictly
+          decreasing recommendations, so its length is at most the number of distinct group counts.
+    """
+
+    history: tuple[tuple[float, float], ...] = ()
+    recs: tuple[tuple[float, int], ...] = ()
+    first_seen_t: float | None = None
+    last_scale_up_t: float | None = None
+    last_scale_down_t: float | None = None
+    group_tokens: float | None = None  # last known KV tokens per group (used when no sample has a pool size)
+    tokens_per_request: float | None = None  # last known mean KV tokens of a running request
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> LawState:
+        d = json.loads(s)
+        return cls(
+            history=tuple((float(t), float(v)) for t, v in d.get("history", ())),
+            recs=tuple((float(t), int(v)) for t, v in d.get("recs", ())),
+            first_seen_t=d.get("first_seen_t"),
+            last_scale_up_t=d.get("last_scale_up_t"),
+            last_scale_down_t=d.get("last_scale_down_t"),
+            group_tokens=d.get("group_tokens"),
+            tokens_per_request=d.get("tokens_per_request"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired_groups: int
+    reason: str
+    state: LawState
+    forecast_used_tokens: float
+    utilization: float  # KV in use / KV pool over the sampled ready groups, now
+    recommended_groups: int = 0  # before bounds and the scale-down rules
+    demand_tokens: float = 0.0
+    slope_tokens_per_s: float = 0.0
+
+
+def least_squares_slope(points: Sequence[tuple[float, float]]) -> float:
+    """Ordinary least-squares slope of v over t; 0 with fewer than 2 distinct times."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if den <= 0:
+        return 0.0
+    return sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+def _clamp(n: int, p: LawParams) -> int:
+    return max(p.min_groups, min(p.max_groups, n))
+
+
+def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, starting_groups: int,
+           state: LawState, params: LawParams) -> Decision:
+    """Desired group count for the fleet. `current_groups` includes the `starting_groups` not yet Ready."""
+    p = params
+    current = max(0, int(current_groups))
+    starting = max(0, min(int(starting_groups), current))
+    serving = current - starting
+    ready = [s for s in samples if s.ready and s.kv_total_tokens > 0]
+    first_seen = state.first_seen_t if state.first_seen_t is not None else now_s
+
+    if not ready:
+        # nothing measured (all groups starting, or a metrics outage): keep the fleet as it is, within bounds;
+        # never read a missing metric as zero load
+        desired = _clamp(current, p)
+        st = replace(state, first_seen_t=first_seen)
+        what = f"no KV metrics ({starting} of {current} groups starting)" if starting else "no KV metrics"
+        reason = f"{what}: hold at {current} groups" if desired == current else \
+            f"{what}; bounds [{p.min_groups}, {p.max_groups}]: {current} -> {desired} groups"
+        return Decision(desired, reason, st, 0.0, 0.0, desired)
+
+    used = sum(s.kv_used_tokens for s in ready)
+    total = sum(s.kv_total_tokens for s in ready)
+    running = sum(s.running_reqs for s in ready)
+    queued = sum(s.queued_reqs for s in samples if s.ready)
+    group_tokens = total / len(ready)
+    util = used / total if total else 0.0
+    tokens_per_req = used / running if running else state.tokens_per_request
+    # serving groups without a sample carry the sampled groups' mean load
+    used_est = used * max(serving, len(ready)) / len(ready)
+    queued_tokens = queued * (tokens_per_req or 0.0)  # unknown size: the queue rule below still fires
+    demand = used_est + queued_tokens
+
+    # 1. trend
+    hist = [(t, v) for t, v in state.history if now_s - p.trend_window_s <= t < now_s]
+    hist.append((now_s, demand))
+    hist = hist[-HISTORY_MAX:]
+    slope = least_squares_slope(hist)
+    horizon = p.horizon_s
+    # 2. forecast (non-negative trend only: a falling forecast never brings a scale-down forward)
+    forecast = demand + max(0.0, slope) * horizon
+    # 3. recommendation
+    per_group = group_tokens * p.target_kv_utilization
+    rec = math.ceil(forecast / per_group - 1e-9) if per_group > 0 else current
+    queue_hit = queued >= p.queue_threshold and queued > 0
+    if queue_hit:
+        rec = max(rec, serving + 1)
+    rec = max(rec, 0)
+
+    # sliding-window max of recommendations (for scale-down)
+    recs = [(t, r) for t, r in state.recs if t >= now_s - p.scale_down_stabilization_s and t < now_s]
+    while recs and recs[-1][1] <= rec:
+        recs.pop()
+    recs.append((now_s, rec))
+    window_max = recs[0][1]
+
+    fc_util = forecast / (group_tokens * max(1, current)) if group_tokens else 0.0
+    desc = (f"kv {util:.2f} (target {p.target_kv_utilization:.2f}), forecast {fc_util:.2f} of {current} groups "
+            f"in {horizon:.0f}s")
+    if queue_hit:
+        desc = f"{queued} queued (KV exhausted), " + desc
+    last_up, last_down = state.last_scale_up_t, state.last_scale_down_t
+
+    if current < p.min_groups or current > p.max_groups:
+        desired = _clamp(current, p)
+        reason = f"{desc}: bounds [{p.min_groups}, {p.max_groups}]: {current} -> {desired} groups"
+    elif rec > current:
+        desired = _clamp(rec, p)
+        credit = f", {starting} starting credited" if starting else ""
+        if desired > current:
+            reason = f"{desc}{credit}: {current} -> {desired} groups"
+        else:
+            reason = f"{desc}{credit}: wants {rec} groups, capped at max {p.max_groups}"
+    else:
+        desired = current
+        stab = p.scale_down_stabilization_s
+        observed = now_s - first_seen >= stab
+        since_up = last_up is None or now_s - last_up >= stab
+        if (window_max < current and observed and since_up and not queue_hit and starting == 0
+                and current > p.min_groups):
+            desired = current - 1
+            reason = (f"{desc}: below {current} groups for {stab:.0f}s (needs {window_max}): "
+                      f"{current} -> {desired} groups")
+        elif window_max < current and current > p.min_groups:
+            why = ("groups starting" if starting else "queued requests" if queue_hit
+                   else "stabilizing" if not (observed and since_up) else "")
+            reason = f"{desc}: needs {window_max}, hold at {current} groups ({why})"
+        else:
+            reason = f"{desc}: hold at {current} groups"
+
+    if desired > current:
+        last_up = now_s
+    elif desired < current:
+        last_down = now_s
+    st = LawState(history=tuple(hist), recs=tuple(recs), first_seen_t=first_seen, last_scale_up_t=last_up,
+                  last_scale_down_t=last_down, group_tokens=group_tokens, tokens_per_request=tokens_per_req)
+    return Decision(desired_groups=desired, reason=reason, state=st, forecast_used_tokens=forecast,
+                    utilization=util, recommended_groups=rec, demand_tokens=demand, slope_tokens_per_s=slope)
