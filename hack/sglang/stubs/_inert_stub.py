@@ -93,13 +93,13 @@ class Inert:
 
     __lt__ = __le__ = __gt__ = __ge__ = _cmp
 
-    def __int__(self) -> int:
-        return 0
+    def __int__(self) -> int:  # 1, not 0: module-level math such as log2(torch.finfo(...).max) must not fail
+        return 1
 
     __index__ = __int__
 
     def __float__(self) -> float:
-        return 0.0
+        return 1.0
 
     def __eq__(self, other: Any) -> bool:
         return self is other

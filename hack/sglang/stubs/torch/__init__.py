@@ -13,7 +13,7 @@ or SGLang's `is_npu()` raises). Everything else is an inert placeholder and ever
 
 import sys
 
-from _inert_stub import ACCESS_LOG, install  # noqa: F401  (hack/sglang/stubs is on sys.path)
+from _inert_stub import ACCESS_LOG, Inert, install  # hack/sglang/stubs is on sys.path
 
 __version__ = "2.14.1"
 IS_STUB = True
@@ -25,6 +25,52 @@ def _false(*_a, **_k):
 
 def _zero(*_a, **_k):
     return 0
+
+
+# Real (empty) classes where SGLang's dependencies need an actual type, e.g. pydantic models in
+# compressed-tensors declare `torch.dtype` fields (isinstance validators need a class).
+class _StubType:
+    def __init__(self, *args, **kwargs):
+        self._args = args
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        ACCESS_LOG.append(f"torch.{type(self).__name__}(...).{attr}")
+        return Inert(f"torch.{type(self).__name__}(...).{attr}")
+
+    def __repr__(self):
+        return f"torch.{type(self).__name__}{self._args!r} (stub)"
+
+
+class dtype(_StubType):  # noqa: N801
+    pass
+
+
+class device(_StubType):  # noqa: N801
+    pass
+
+
+class Tensor(_StubType):
+    pass
+
+
+class Generator(_StubType):
+    pass
+
+
+class Size(tuple):
+    pass
+
+
+# dtype constants are dtype instances (pydantic validators in compressed-tensors check isinstance(x, torch.dtype))
+for _name in (
+    "float32 float float64 double float16 half bfloat16 complex64 complex128 bool "
+    "int8 int16 short int32 int int64 long uint8 uint16 uint32 uint64 "
+    "float8_e4m3fn float8_e5m2 float8_e4m3fnuz float8_e5m2fnuz float8_e8m0fnu float4_e2m1fn_x2"
+).split():
+    globals()[_name] = dtype(_name)
+del _name
 
 
 def _configure(mod):
