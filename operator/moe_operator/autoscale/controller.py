@@ -1,0 +1,211 @@
+"""One autoscaling step for a MoEDeployment: observe the groups, ask the control law, and act — scale up at once,
+scale down only after draining the group LWS will remove.
+
+Scale-down, step by step (one step per call, so an operator restart resumes where it was; the progress lives in
+status.drain):
+  1. the law asks for fewer groups -> the highest-index group (the one LWS removes) is taken out of routing: its
+     leader pod's `moe-operator.io/routable` label flips to "false", so the router's discovery drops it;
+  2. later calls watch that group's running and queued requests; when both are 0, or drain.timeoutSeconds passed,
+  3. status.desiredGroups is lowered and reconcile lowers the LeaderWorkerSet's replicas.
+If the law asks for more capacity while a group drains, the drain is cancelled and the group routed again.
+
+The operator owns the LWS replica count (status.desiredGroups); the user's spec is never rewritten, so GitOps tools
+do not fight it. spec.replicas, when set, wins (kubectl scale / HPA / KEDA through the scale subresource)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from moe_operator.autoscale.law import Decision, GroupSample, LawParams, LawState, decide
+from moe_operator.autoscale.scrape import GroupMetrics, PodTarget, scrape
+from moe_operator.kube import Kube
+from moe_operator.status import now_iso
+
+DEPLOYMENT_LABEL = "moe-operator.io/deployment"
+ROUTABLE_LABEL = "moe-operator.io/routable"
+GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
+WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+DEFAULT_COLD_START_S = 300.0
+
+
+@dataclass
+class Memory:
+    """Per-deployment state kept in the operator's memory (rebuilt within a minute after a restart)."""
+
+    law: LawState = field(default_factory=LawState)
+    cold_starts: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    desired_groups: int
+    status_patch: dict[str, Any]
+    event: tuple[str, str] | None  # (reason, message)
+    changed_replicas: bool
+
+
+def law_params(spec: Mapping[str, Any], measured_cold_start: float | None, planned_groups: int) -> LawParams:
+    auto = spec.get("autoscaling") or {}
+    cold = auto.get("coldStartSeconds") or measured_cold_start or DEFAULT_COLD_START_S
+    return LawParams(
+        target_kv_utilization=float(auto.get("targetKVUtilization", 0.7)),
+        min_groups=int(auto.get("minGroups", 1)),
+        max_groups=int(auto.get("maxGroups") or spec.get("maxGroups") or max(1, planned_groups)),
+        scale_down_stabilization_s=float(auto.get("scaleDownStabilizationSeconds", 300)),
+        cold_start_s=float(cold),
+    )
+
+
+def _ts(s: str | None) -> float | None:
+    if not s:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def measure_cold_starts(pods: list[Mapping[str, Any]]) -> list[float]:
+    """Seconds from leader pod creation to Ready, for leaders that became Ready (what a new group costs)."""
+    out = []
+    for p in pods:
+        if p["metadata"].get("labels", {}).get(WORKER_INDEX) != "0":
+            continue
+        created = _ts(p["metadata"].get("creationTimestamp"))
+        ready = next((c for c in p.get("status", {}).get("conditions", []) if c.get("type") == "Ready"), None)
+        if created and ready and ready.get("status") == "True":
+            t = _ts(ready.get("lastTransitionTime"))
+            if t is not None and t >= created:
+                out.append(t - created)
+    return out
+
+
+def targets(pods: list[Mapping[str, Any]], port: int) -> list[PodTarget]:
+    out = []
+    for p in pods:
+        labels = p["metadata"].get("labels", {})
+        ip = p.get("status", {}).get("podIP")
+        if p.get("status", {}).get("phase") != "Running" or not ip or p["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            group = int(labels[GROUP_INDEX])
+        except (KeyError, ValueError):
+            continue
+        out.append(PodTarget(group=group, pod=p["metadata"]["name"], url=f"http://{ip}:{port}/metrics"))
+    return out
+
+
+def starting_groups(pods: list[Mapping[str, Any]], replicas: int) -> int:
+    """Groups below `replicas` whose leader pod is missing or not Ready yet: capacity that is coming."""
+    ready = set()
+    for p in pods:
+        labels = p["metadata"].get("labels", {})
+        conditions = p.get("status", {}).get("conditions", [])
+        if labels.get(WORKER_INDEX) == "0" and any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            try:
+                ready.add(int(labels[GROUP_INDEX]))
+            except (KeyError, ValueError):
+                pass
+    return sum(1 for g in range(replicas) if g not in ready)
+
+
+def plan_step(*, now: float, spec: Mapping[str, Any], status: Mapping[str, Any], replicas: int, starting: int,
+              metrics: Mapping[int, GroupMetrics], memory: Memory, planned_groups: int,
+              measured_cold_start: float | None) -> tuple[Decision, StepResult]:
+    """The decision part of a step, pure: what to do given what was observed."""
+    params = law_params(spec, measured_cold_start, planned_groups)
+    samples = [GroupSample(kv_used_tokens=m.kv_used_tokens, kv_total_tokens=m.kv_total_tokens,
+                           running_reqs=m.running_reqs, queued_reqs=m.queued_reqs, ready=True)
+               for g, m in sorted(metrics.items()) if g < replicas]
+    # a Ready group without a sample (its metrics endpoint is silent) is assumed to carry the sampled groups' mean
+    # load; groups still starting are credited as capacity that is coming
+    decision = decide(now, samples, replicas, starting, memory.law, params)
+    memory.law = decision.state
+    drain = status.get("drain") or None
+    patch: dict[str, Any] = {
+        "kvUtilization": f"{decision.utilization:.2f}",
+        "kvUtilizationPercent": max(0, min(100, round(decision.utilization * 100))),
+        "liveSessions": sum(m.running_reqs for m in metrics.values()),
+    }
+    desired = replicas
+    event = None
+    changed = False
+    timeout = float((spec.get("drain") or {}).get("timeoutSeconds", 600))
+    if drain:
+        group = int(drain["group"])
+        # cancel only when the load needs every group again, not because the law's scale-down clock restarted
+        # (e.g. after an operator restart): a drain in progress has already taken the group out of routing
+        if decision.recommended_groups >= replicas:
+            patch["drain"] = None
+            patch["lastScaleReason"] = f"drain of group {group} cancelled: {decision.reason}"
+            event = ("DrainCancelled", patch["lastScaleReason"])
+        else:
+            m = metrics.get(group)
+            started = _ts(drain.get("startedAt")) or now
+            idle = m is not None and m.running_reqs == 0 and m.queued_reqs == 0
+            if idle or now - started >= timeout:
+                desired = replicas - 1
+                why = "0 running requests" if idle else f"drain timeout {timeout:.0f}s reached"
+                patch.update({"drain": None, "lastScaleTime": now_iso(),
+                              "lastScaleReason": f"{replicas} -> {desired} groups: group {group} drained ({why})"})
+                event = ("ScaledDown", patch["lastScaleReason"])
+                changed = True
+    elif decision.desired_groups > replicas:
+        desired = decision.desired_groups
+        patch.update({"lastScaleTime": now_iso(), "lastScaleReason": decision.reason})
+        event = ("ScaledUp", decision.reason)
+        changed = True
+    elif decision.desired_groups < replicas:
+        group = replicas - 1  # LWS removes the highest group index
+        patch.update({"drain": {"group": group, "startedAt": now_iso()},
+                      "lastScaleReason": f"draining group {group}: {decision.reason}"})
+        event = ("Draining", patch["lastScaleReason"])
+    else:
+        patch["lastScaleReason"] = status.get("lastScaleReason") or decision.reason
+    if changed:
+        patch["desiredGroups"] = desired
+    return decision, StepResult(desired_groups=desired, status_patch=patch, event=event, changed_replicas=changed)
+
+
+async def set_routable(kube: Kube, namespace: str, name: str, group: int, routable: bool) -> None:
+    """Flip the routable label on the group's leader pod: the router's discovery selector includes it."""
+    pods = await kube.list("v1", "Pod", namespace,
+                           label_selector=f"{DEPLOYMENT_LABEL}={name},{GROUP_INDEX}={group},{WORKER_INDEX}=0")
+    for p in pods:
+        await kube.patch("v1", "Pod", p["metadata"]["name"],
+                         {"metadata": {"labels": {ROUTABLE_LABEL: "true" if routable else "false"}}}, namespace)
+
+
+async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], memory: Memory,
+                         planned_groups: int) -> StepResult | None:
+    meta, spec = body["metadata"], body.get("spec", {})
+    status = body.get("status") or {}
+    if spec.get("replicas") is not None or not (spec.get("autoscaling") or {}).get("enabled"):
+        return None
+    name, ns = meta["name"], meta["namespace"]
+    lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
+    if lws is None:
+        return None
+    replicas = int(lws.get("spec", {}).get("replicas", 0) or 0)
+    pods = await kube.list("v1", "Pod", ns, label_selector=f"{DEPLOYMENT_LABEL}={name}")
+    pods = [p for p in pods if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]
+    memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
+    measured = max(memory.cold_starts) if memory.cold_starts else None
+    port = int((spec.get("sglang") or {}).get("port") or 30000)
+    metrics = await scrape(session, targets(pods, port))
+    _, result = plan_step(now=time.time(), spec=spec, status=status, replicas=replicas,
+                          starting=starting_groups(pods, replicas), metrics=metrics,
+                          memory=memory, planned_groups=planned_groups, measured_cold_start=measured)
+    drain_before = status.get("drain")
+    drain_after = result.status_patch.get("drain", drain_before)
+    if drain_after and not drain_before:
+        await set_routable(kube, ns, name, int(drain_after["group"]), routable=False)
+    elif drain_before and "drain" in result.status_patch and result.status_patch["drain"] is None \
+            and not result.changed_replicas:
+        await set_routable(kube, ns, name, int(drain_before["group"]), routable=True)
+    return result

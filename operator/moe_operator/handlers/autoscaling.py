@@ -1,0 +1,57 @@
+"""KV-cache autoscaling: a timer per MoEDeployment with spec.autoscaling.enabled (the decision logic lives in
+moe_operator.autoscale; this module only schedules it and writes what it decided)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import kopf
+
+from moe_operator.autoscale.controller import Memory, autoscale_once
+from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, fresh, run_reconcile
+from moe_operator.handlers.lifecycle import lock_for
+from moe_operator.kube import KubeError
+
+AUTOSCALE_SECONDS = 10.0
+
+
+def _enabled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("autoscaling") or {}).get("enabled")) and spec.get("replicas") is None
+
+
+@kopf.on.startup()
+async def open_http(memo: kopf.Memo, **_: Any) -> None:
+    # one shared HTTP session for every scrape of every deployment (connection reuse, bounded by the scraper)
+    memo.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    memo.autoscale = {}
+
+
+@kopf.on.cleanup()
+async def close_http(memo: kopf.Memo, **_: Any) -> None:
+    await memo.http.close()
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=AUTOSCALE_SECONDS, initial_delay=3.0, when=_enabled)
+async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    async with lock_for(memo, *key):
+        current = await fresh(memo, body)
+        planned = int(((current.get("status") or {}).get("plan") or {}).get("groups") or 1)
+        memory: Memory = memo.autoscale.setdefault(key, Memory())
+        result = await autoscale_once(memo.kube, memo.http, current, memory, planned)
+        if result is None:
+            return
+        try:
+            await memo.kube.patch(f"{GROUP}/{VERSION}", "MoEDeployment", key[1], {"status": result.status_patch},
+                                  key[0], subresource="status")
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+    if result.event:
+        kopf.event(body, type="Normal", reason=result.event[0], message=result.event[1])
+        logger.info(f"{result.event[0]}: {result.event[1]}")
+    if result.changed_replicas:
+        await run_reconcile(memo, body, logger)  # applies the new LWS replica count now, not at the next resync

@@ -1,0 +1,83 @@
+"""The operator's autoscaling step (pure part): scale up at once, drain before scale-down, cancel a drain."""
+
+from __future__ import annotations
+
+from moe_operator.autoscale.controller import Memory, plan_step, starting_groups
+from moe_operator.autoscale.scrape import GroupMetrics
+
+SPEC = {"autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 4, "targetKVUtilization": 0.5,
+                        "scaleDownStabilizationSeconds": 30, "coldStartSeconds": 20},
+        "drain": {"timeoutSeconds": 60}}
+
+
+def gm(group: int, used: int, total: int = 1000, running: int = 0, queued: int = 0) -> GroupMetrics:
+    return GroupMetrics(group, used, total, running, queued, ranks=1, pods_scraped=1, pods_missing=())
+
+
+def step(now: float, status: dict, replicas: int, metrics: dict, mem: Memory, starting: int = 0):  # type: ignore[no-untyped-def]
+    return plan_step(now=now, spec=SPEC, status=status, replicas=replicas, starting=starting, metrics=metrics,
+                     memory=mem, planned_groups=1, measured_cold_start=None)[1]
+
+
+def test_high_occupancy_scales_up_immediately() -> None:
+    r = step(1000.0, {}, 1, {0: gm(0, 800, running=8)}, Memory())
+    assert r.changed_replicas and r.desired_groups >= 2
+    assert r.status_patch["desiredGroups"] == r.desired_groups and r.event and r.event[0] == "ScaledUp"
+    assert r.status_patch["kvUtilization"] == "0.80" and r.status_patch["kvUtilizationPercent"] == 80
+
+
+def test_queued_requests_scale_up_even_at_low_average() -> None:
+    r = step(1000.0, {}, 2, {0: gm(0, 300, running=3, queued=2), 1: gm(1, 100)}, Memory())
+    assert r.changed_replicas and r.desired_groups == 3
+
+
+def test_scale_down_drains_the_highest_group_first_and_only_then_lowers_replicas() -> None:
+    mem = Memory()
+    status: dict = {}
+    t = 1000.0
+    r = step(t, status, 2, {0: gm(0, 10, running=1), 1: gm(1, 10, running=1)}, mem)
+    assert not r.changed_replicas and "drain" not in r.status_patch  # not yet stable long enough
+    for _ in range(5):
+        t += 10
+        r = step(t, status, 2, {0: gm(0, 10, running=1), 1: gm(1, 10, running=1)}, mem)
+        if "drain" in r.status_patch:
+            break
+    assert r.status_patch["drain"]["group"] == 1 and r.event and r.event[0] == "Draining"
+    assert not r.changed_replicas and "desiredGroups" not in r.status_patch
+    status = {"drain": {"group": 1, "startedAt": "2026-01-01T00:00:00Z"}}
+    # group 1 still has a running request: keep waiting (the drain started "now" from the law's point of view)
+    status["drain"]["startedAt"] = _iso(t)
+    r = step(t + 5, status, 2, {0: gm(0, 10, running=1), 1: gm(1, 10, running=1)}, mem)
+    assert not r.changed_replicas
+    # its last request finished: now the replica count drops by one
+    r = step(t + 10, status, 2, {0: gm(0, 10, running=1), 1: gm(1, 0, running=0)}, mem)
+    assert r.changed_replicas and r.desired_groups == 1 and r.status_patch["drain"] is None
+    assert r.event and r.event[0] == "ScaledDown" and "0 running requests" in r.event[1]
+
+
+def test_drain_times_out() -> None:
+    mem = Memory()
+    status = {"drain": {"group": 1, "startedAt": _iso(1000.0)}}
+    r = step(1061.0, status, 2, {0: gm(0, 10, running=1), 1: gm(1, 10, running=4)}, mem)
+    assert r.changed_replicas and r.desired_groups == 1 and "timeout" in r.event[1]  # type: ignore[index]
+
+
+def test_load_returning_cancels_the_drain() -> None:
+    status = {"drain": {"group": 1, "startedAt": _iso(1000.0)}}
+    r = step(1005.0, status, 2, {0: gm(0, 900, running=9), 1: gm(1, 10, running=1)}, Memory())
+    assert r.status_patch["drain"] is None and not r.changed_replicas and r.event[0] == "DrainCancelled"  # type: ignore[index]
+
+
+def test_starting_groups_are_those_without_a_ready_leader() -> None:
+    def pod(group: int, worker: int, ready: bool) -> dict:
+        return {"metadata": {"labels": {"leaderworkerset.sigs.k8s.io/group-index": str(group),
+                                        "leaderworkerset.sigs.k8s.io/worker-index": str(worker)}},
+                "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    pods = [pod(0, 0, True), pod(0, 1, True), pod(1, 0, False), pod(1, 1, True)]
+    assert starting_groups(pods, 3) == 2  # group 1 not ready, group 2 has no pods yet
+
+
+def _iso(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
