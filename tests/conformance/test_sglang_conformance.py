@@ -217,3 +217,15 @@ def test_planner_argv_passes_operator_validator_for_non_owned_flags() -> None:
     errs = {pid: validate_extra_args(a, owned={}) for pid, a in argvs.items()}
     errs = {k: v for k, v in errs.items() if v}
     assert not errs, errs
+
+
+def test_metrics_fixture_matches_sglang_collectors() -> None:
+    """tests/fixtures/sglang_metrics_0.5.23.txt is what SGLang 0.5.23's own collectors expose (drift check)."""
+    fixture = ROOT / "tests" / "fixtures" / "sglang_metrics_0.5.23.txt"
+    fresh = run_sglang(ROOT / "hack" / "sglang" / "metrics_exposition.py")
+    assert fresh == fixture.read_text(encoding="utf-8"), (
+        "metrics fixture is stale; regenerate: .venv-sglang/bin/python hack/sglang/metrics_exposition.py"
+        " > tests/fixtures/sglang_metrics_0.5.23.txt"
+    )
+    for name in ("sglang:token_usage", "sglang:num_queue_reqs", "sglang:kv_used_tokens", "sglang:max_total_num_tokens"):
+        assert f"# TYPE {name} gauge" in fresh, name
