@@ -186,3 +186,20 @@ def test_state_round_trips_through_json(h):
     _, state, _, _ = h
     assert LawState.from_json(state.to_json()) == state
     assert len(state.history) <= 48
+
+
+def test_theil_sen_ignores_one_transient():
+    from moe_operator.autoscale.law import theil_sen_slope
+
+    pts = [(0.0, 0.0)] + [(15.0 * i, 100.0) for i in range(1, 8)]  # a ramp from empty, then flat
+    assert theil_sen_slope(pts) == 0.0
+    assert least_squares_slope(pts) > 0
+
+
+def test_scale_down_hysteresis_keeps_a_group_near_the_boundary():
+    # 1.95 groups' worth of KV fits 3 groups at 0.7 (0.65 each) but not at 0.7 - 0.1: a 4-group fleet stays
+    decisions, _ = run_flat(1.95 / 4, 4, 1500)
+    assert decisions[-1][2].desired_groups == 4
+    no_band = LawParams(**{**P.__dict__, "scale_down_hysteresis": 0.0})
+    decisions, _ = run_flat(1.95 / 4, 4, 1500, params=no_band)
+    assert decisions[-1][2].desired_groups == 3

@@ -13,19 +13,28 @@ and queued requests. The fleet *demand* is
              + queued requests × mean KV tokens of a running request      (queued work is hidden demand)
 
 Law, each call:
-  1. Trend: a least-squares slope of demand over the last `trend_window_s` of calls (kept in the state).
+  1. Trend: a robust (Theil-Sen: median of pairwise slopes) slope of demand over the last `trend_window_s` of calls
+     (kept in the state), used once the history spans at least half that window (no extrapolation from two points
+     after a restart; one transient sample does not swing the median).
   2. Forecast over the cold-start horizon H (default: cold_start_s, the time a new group needs to serve):
-         forecast_up = demand + max(0, slope) × H            (a group asked for now serves only H from now)
-  3. Recommendation: rec = ceil(forecast_up / (kv_tokens_per_group × target_kv_utilization)).
+         forecast = demand + max(0, slope) × H               (a group asked for now serves only H from now)
+  3. Recommendation, two conditions, the larger wins:
+         now:      ceil(demand   / (kv_tokens_per_group × target_kv_utilization))   steady state at the target
+         forecast: ceil(forecast / (kv_tokens_per_group × forecast_max_utilization)) KV must not run out before
+                                                                                    a group asked for now is Ready
+     The target already leaves headroom for growth; the forecast is held to the higher ceiling
+     `forecast_max_utilization` (default 0.9) so the same margin is not paid twice.
   4. Queue: if queued requests ≥ `queue_threshold` (KV exhausted somewhere), rec ≥ serving groups + 1 — at once.
   5. Scale up when rec > current_groups. `current_groups` COUNTS the starting (not yet Ready) groups, so a group
      already on its way is credited with the load it will absorb and the law does not ask for it twice.
      Scale-up may add several groups in one call (no stabilization, like HPA's scale-up default).
-  6. Scale down by ONE group per call, and only if every recommendation over the last
-     `scale_down_stabilization_s` (a sliding-window maximum kept in the state, HPA-style) was below
-     current_groups, the window is fully observed (state at least that old) and the last scale-up is at least that
-     old, nothing is queued and no group is starting. Recommendations already include the positive trend, so a
-     rising forecast blocks a scale-down; a falling trend is never trusted for scale-down (demand now is the floor).
+  6. Scale down by ONE group per call, and only if every scale-down recommendation over the last
+     `scale_down_stabilization_s` (a sliding-window maximum kept in the state, HPA-style) was below current_groups;
+     that recommendation is step 3 with the target lowered by `scale_down_hysteresis` (default 0.1, a band like
+     HPA's 10 % tolerance) so noise around a group boundary does not flap. Also: the window is fully observed
+     (state at least that old), the last scale-up is at least that old, nothing is queued and no group is starting.
+     Recommendations include the positive trend, so a rising forecast blocks a scale-down; a falling trend is never
+     trusted for scale-down (demand now is the floor).
   7. Bounds: the result is always within [min_groups, max_groups] (a fleet outside its bounds is moved straight to
      the bound, the one case where scale-down can exceed one group).
 
@@ -43,7 +52,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope"]
+__all__ = ["LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope", "theil_sen_slope"]
 
 HISTORY_MAX = 48  # bounded trend history (48 calls = 12 min at the operator's 15 s cadence)
 
@@ -58,6 +67,8 @@ class LawParams:
     forecast_horizon_s: float | None = None  # default: cold_start_s
     trend_window_s: float = 180.0  # demand samples used for the least-squares slope
     queue_threshold: int = 1  # queued requests (fleet) that trigger an immediate scale-up
+    forecast_max_utilization: float = 0.9  # KV utilization the forecast over the horizon may reach
+    scale_down_hysteresis: float = 0.1  # scale down only to groups that would run at <= target - this
 
     @property
     def horizon_s(self) -> float:
@@ -134,6 +145,16 @@ def least_squares_slope(points: Sequence[tuple[float, float]]) -> float:
     return sum((t - mt) * (v - mv) for t, v in points) / den
 
 
+def theil_sen_slope(points: Sequence[tuple[float, float]]) -> float:
+    """Median of the pairwise slopes (robust to a minority of outliers); 0 with fewer than 2 distinct times."""
+    slopes = sorted((v2 - v1) / (t2 - t1) for i, (t1, v1) in enumerate(points) for t2, v2 in points[i + 1:]
+                    if t2 != t1)
+    if not slopes:
+        return 0.0
+    m = len(slopes) // 2
+    return slopes[m] if len(slopes) % 2 else (slopes[m - 1] + slopes[m]) / 2
+
+
 def _clamp(n: int, p: LawParams) -> int:
     return max(p.min_groups, min(p.max_groups, n))
 
@@ -174,23 +195,27 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     hist = [(t, v) for t, v in state.history if now_s - p.trend_window_s <= t < now_s]
     hist.append((now_s, demand))
     hist = hist[-HISTORY_MAX:]
-    slope = least_squares_slope(hist)
+    # a trend needs history: at least half the window (an operator restart or a new deployment starts flat)
+    slope = theil_sen_slope(hist) if hist[-1][0] - hist[0][0] >= p.trend_window_s / 2 else 0.0
     horizon = p.horizon_s
     # 2. forecast (non-negative trend only: a falling forecast never brings a scale-down forward)
     forecast = demand + max(0.0, slope) * horizon
     # 3. recommendation
-    per_group = group_tokens * p.target_kv_utilization
-    rec = math.ceil(forecast / per_group - 1e-9) if per_group > 0 else current
+    rec_now = math.ceil(demand / (group_tokens * p.target_kv_utilization) - 1e-9)
+    rec_fc = math.ceil(forecast / (group_tokens * max(p.target_kv_utilization, p.forecast_max_utilization)) - 1e-9)
+    rec = max(rec_now, rec_fc)
     queue_hit = queued >= p.queue_threshold and queued > 0
     if queue_hit:
         rec = max(rec, serving + 1)
-    rec = max(rec, 0)
+    # the scale-down recommendation: the same with the target lowered by the hysteresis band
+    down_target = max(0.05, p.target_kv_utilization - p.scale_down_hysteresis)
+    rec_down = max(rec, math.ceil(forecast / (group_tokens * down_target) - 1e-9))
 
     # sliding-window max of recommendations (for scale-down)
     recs = [(t, r) for t, r in state.recs if t >= now_s - p.scale_down_stabilization_s and t < now_s]
-    while recs and recs[-1][1] <= rec:
+    while recs and recs[-1][1] <= rec_down:
         recs.pop()
-    recs.append((now_s, rec))
+    recs.append((now_s, rec_down))
     window_max = recs[0][1]
 
     fc_util = forecast / (group_tokens * max(1, current)) if group_tokens else 0.0
