@@ -10,7 +10,8 @@ sglang.md §3.2) over the group's KV pool (`sglang:max_total_num_tokens` summed 
 and queued requests. The fleet *demand* is
 
     demand = used tokens of the sampled groups, extrapolated to serving groups that have no sample
-             + queued requests × mean KV tokens of a running request      (queued work is hidden demand)
+             + queued requests × mean KV tokens of a running request      (queued work is hidden demand;
+               counted only when no group is starting and the queue is not shrinking, at most the KV in use)
 
 Law, each call:
   1. Trend: a robust (Theil-Sen: median of pairwise slopes) slope of demand over the last `trend_window_s` of calls
@@ -90,12 +91,12 @@ class GroupSample:
 class LawState:
     """Memory between calls; small and JSON-serializable.
 
-    history: (t, demand_tokens) of recent calls, at most HISTORY_MAX, within trend_window_s (trend).
+    history: (t, KV tokens in use, queued requests) of recent calls, at most HISTORY_MAX, within trend_window_s (trend).
     recs: monotone (t, recommended_groups) sliding-window maximum over scale_down_stabilization_s: strictly
           decreasing recommendations, so its length is at most the number of distinct group counts.
     """
 
-    history: tuple[tuple[float, float], ...] = ()
+    history: tuple[tuple[float, float, int], ...] = ()
     recs: tuple[tuple[float, int], ...] = ()
     first_seen_t: float | None = None
     last_scale_up_t: float | None = None
@@ -110,7 +111,7 @@ class LawState:
     def from_json(cls, s: str) -> LawState:
         d = json.loads(s)
         return cls(
-            history=tuple((float(t), float(v)) for t, v in d.get("history", ())),
+            history=tuple((float(h[0]), float(h[1]), int(h[2]) if len(h) > 2 else 0) for h in d.get("history", ())),
             recs=tuple((float(t), int(v)) for t, v in d.get("recs", ())),
             first_seen_t=d.get("first_seen_t"),
             last_scale_up_t=d.get("last_scale_up_t"),
@@ -188,15 +189,21 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     tokens_per_req = used / running if running else state.tokens_per_request
     # serving groups without a sample carry the sampled groups' mean load
     used_est = used * max(serving, len(ready)) / len(ready)
-    queued_tokens = queued * (tokens_per_req or 0.0)  # unknown size: the queue rule below still fires
+    # queued work is demand the KV could not hold — but a backlog that piled up during a cold start is absorbed by
+    # the groups already starting (credited) or by the groups that just became Ready: it counts only when nothing is
+    # starting and the queue is not shrinking, and at most doubles the demand per call (growth is then geometric
+    # per cold start, never a burst of groups for a transient backlog)
+    prev_queued = state.history[-1][2] if state.history else 0
+    draining_queue = queued < prev_queued  # capacity already catches up with the backlog
+    queued_tokens = 0.0 if starting or draining_queue else min(queued * (tokens_per_req or 0.0), used_est)
     demand = used_est + queued_tokens
 
-    # 1. trend
-    hist = [(t, v) for t, v in state.history if now_s - p.trend_window_s <= t < now_s]
-    hist.append((now_s, demand))
+    # 1. trend, of KV in use only (a growing queue measures missing capacity, not a growing load)
+    hist = [h for h in state.history if now_s - p.trend_window_s <= h[0] < now_s]
+    hist.append((now_s, used_est, queued))
     hist = hist[-HISTORY_MAX:]
     # a trend needs history: at least half the window (an operator restart or a new deployment starts flat)
-    slope = theil_sen_slope(hist) if hist[-1][0] - hist[0][0] >= p.trend_window_s / 2 else 0.0
+    slope = theil_sen_slope([(t, v) for t, v, _ in hist]) if hist[-1][0] - hist[0][0] >= p.trend_window_s / 2 else 0.0
     horizon = p.horizon_s
     # 2. forecast (non-negative trend only: a falling forecast never brings a scale-down forward)
     forecast = demand + max(0.0, slope) * horizon

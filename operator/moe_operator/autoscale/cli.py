@@ -1,0 +1,112 @@
+"""`moe-operator simulate`: replay a request trace through the autoscaling control law and its baselines.
+
+Import-light: only argparse at import time; the simulator and the planner are imported in run()."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+POLICIES = ("moe", "hpa", "keda", "static", "oracle")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, help="Mooncake JSONL or Azure LLM CSV trace")
+    p.add_argument("--model", required=True, help="catalog model id (see `moe-operator plan --help`)")
+    p.add_argument("--precision", required=True)
+    p.add_argument("--accelerator", required=True)
+    p.add_argument("--context", type=int, default=None,
+                   help="context the groups are planned for (default: the trace's longest request)")
+    p.add_argument("--policy", choices=POLICIES, default="moe")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="divide the trace's timestamps by X")
+    p.add_argument("--load-scale", type=int, default=1,
+                   help="replay K copies of the trace (disjoint prefixes, staggered): K x load over the same hour")
+    p.add_argument("--cold-start", type=float, default=None, help="seconds from 'group added' to 'group serves' "
+                   "(default 300)")
+    p.add_argument("--decode-tps", type=float, default=None, help="decode tokens/s per request (default 20)")
+    p.add_argument("--prefill-tps", type=float, default=None, help="prefill tokens/s per request (default 8192)")
+    p.add_argument("--target", type=float, default=0.7, help="target KV utilization")
+    p.add_argument("--min-groups", type=int, default=1)
+    p.add_argument("--max-groups", type=int, default=64)
+    p.add_argument("--warmup", type=float, default=120.0,
+                   help="seconds before policies act (the replay starts from an empty fleet)")
+    p.add_argument("--horizon", type=float, default=None, help="law: forecast horizon (default: --cold-start)")
+    p.add_argument("--stabilization", type=float, default=300.0, help="law: scale-down stabilization seconds")
+    p.add_argument("--trend-window", type=float, default=180.0, help="law: trend window seconds")
+    p.add_argument("--reasons", action="store_true", help="print the law's scale decisions (table output)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
+    from moe_operator.autoscale import simulate as sim
+    from moe_operator.planner import PlanRequest, plan
+
+    reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
+    context = args.context or max(r.input_len + r.output_len for r in reqs)
+    pl = plan(PlanRequest(model=args.model, precision=args.precision, sessions=1, context=context,
+                          accelerator=args.accelerator))
+    cfg = sim.SimConfig(
+        dp_ranks=pl.attn_dp_size, rank_tokens=pl.max_total_tokens_per_dp,
+        cold_start_s=sim.DEFAULT_COLD_START_S if args.cold_start is None else args.cold_start,
+        decode_tps=args.decode_tps or sim.DEFAULT_DECODE_TPS, prefill_tps=args.prefill_tps or sim.DEFAULT_PREFILL_TPS,
+        target=args.target, min_groups=args.min_groups, max_groups=args.max_groups, warmup_s=args.warmup)
+    echo = {
+        "trace": args.trace, "model": args.model, "precision": args.precision, "accelerator": args.accelerator,
+        "context": context, "rate_scale": args.rate_scale, "load_scale": args.load_scale,
+        "cold_start_s": cfg.cold_start_s, "decode_tps": cfg.decode_tps, "prefill_tps": cfg.prefill_tps,
+        "target": cfg.target, "min_groups": cfg.min_groups, "max_groups": cfg.max_groups, "warmup_s": cfg.warmup_s,
+        "group": {"nodes": pl.nodes_per_group, "gpus": pl.gpus_per_group, "attn_dp_size": pl.attn_dp_size,
+                  "max_total_tokens_per_dp": pl.max_total_tokens_per_dp, "kv_tokens": cfg.group_tokens},
+    }
+    return reqs, cfg, echo
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from moe_operator.autoscale import simulate as sim
+    from moe_operator.planner import PlanError
+
+    try:
+        reqs, cfg, echo = build(args)
+        policy = sim.make_policy(args.policy, reqs, cfg, horizon_s=args.horizon, stabilization_s=args.stabilization,
+                                 trend_window_s=args.trend_window)
+    except (OSError, ValueError, KeyError, PlanError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    res = sim.simulate(reqs, cfg, policy)
+    out = asdict(res)
+    reasons = out.pop("reasons")
+    out["parameters"] = echo
+    if args.output == "json":
+        if args.reasons:
+            out["reasons"] = reasons
+        print(json.dumps(out, indent=2))
+        return 0
+    g = echo["group"]
+    print(f"{args.policy}: {res.requests} requests over {res.span_s / 60:.1f} min, groups of {g['gpus']} "
+          f"{args.accelerator} ({g['kv_tokens']:,} KV tokens), cold start {cfg.cold_start_s:.0f}s, "
+          f"decode {cfg.decode_tps:g} tok/s/request, target {cfg.target:.2f}")
+    rows = [
+        ("group-hours", f"{res.group_hours:.2f}"),
+        ("KV-exhaustion seconds (after warm-up)", f"{res.kv_exhaustion_seconds:.0f} "
+                                                  f"({res.kv_exhaustion_seconds_after_warmup:.0f})"),
+        ("requests that waited for KV", f"{res.requests_waited}"),
+        ("queue wait p50 / p99 / max (s)", f"{res.queue_wait_p50_s:.1f} / {res.queue_wait_p99_s:.1f} / "
+                                           f"{res.queue_wait_max_s:.1f}"),
+        ("scale events / groups started", f"{res.scale_events} / {res.groups_started}"),
+        ("groups initial / peak / mean", f"{res.initial_groups} / {res.peak_groups} / {res.mean_groups:.2f}"),
+        ("peak KV utilization", f"{res.peak_kv_utilization:.2f}"),
+        ("prefix cache hit rate", f"{res.cache_hit_rate:.2f}"),
+        ("rejected (longer than a DP rank's KV)", f"{res.rejected}"),
+        ("simulation wall time (s)", f"{res.wall_s:.1f}"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{w}}  {v}")
+    if args.reasons:
+        for t, why in reasons:
+            print(f"  t={t:7.0f}s  {why}")
+    return 0

@@ -1,0 +1,719 @@
+"""Offline simulator: replay a request trace through SGLang groups sized by the planner, scaled by a policy.
+
+Model (event-driven: arrivals, finishes, group-ready and policy ticks in a heap; no per-token steps):
+
+* Fleet. A group has `attn_dp_size` DP ranks of `max_total_tokens_per_dp` KV tokens each (the planner's numbers).
+  A request lives in ONE DP rank of one group from admission to finish (SGLang attention DP: each DP rank owns its
+  KV pool and radix cache, sglang.md §4).
+* KV of a request = its prompt (`input_length`) + the tokens generated so far. Admission RESERVES the prompt and the
+  whole output (no retraction is modelled; SGLang reserves an estimate of the remaining output instead), while the
+  metric the policies see — `kv_used_tokens` — counts only prompt + generated-so-far, like `sglang:kv_used_tokens`.
+* Prefix reuse (Mooncake only: `hash_ids` are 512-token blocks, equal ids = same prefix). Each DP rank keeps a
+  radix cache of blocks: blocks of running requests are locked (used, counted once however many requests share
+  them); blocks of finished requests stay cached as *evictable* (free for the metric, sglang.md §3.2) and are evicted
+  LRU when the rank needs room. A new request reuses the longest run of leading blocks resident in the rank; only
+  the rest needs new KV and prefill. The Azure trace has no prefix information: no reuse.
+* Routing: a global FIFO queue in front of the fleet (the router). The head request goes to the DP rank with the
+  longest cached prefix, then the most free KV, among ranks of Ready, non-draining groups that can hold it; if no
+  rank can, it waits (head-of-line) — that wait is KV exhaustion. Waiting requests move to any group that frees KV
+  or becomes Ready (optimistic: a real router pins a request to one group).
+* Speed: a request prefills its uncached prompt at `prefill_tps` tokens/s and then decodes at `decode_tps`
+  tokens/s, independent of load. Compute limits (prefill FLOPs, decode bandwidth) are NOT modelled: this measures
+  the KV-bound behaviour the autoscaler controls. Defaults (see `DEFAULT_DECODE_TPS`) are documented in
+  docs/benchmarks.md with their sources, and the result echoes the implied per-group throughput for a sanity check.
+* Groups: a new group serves `cold_start_s` after the policy asks for it. Removing a group drains it (no new
+  requests; removed when its last request finishes), like the operator's drain; starting groups are cancelled before
+  Ready groups are drained; draining groups are re-used (instantly) before new groups are started. Group-hours count
+  every provisioned group (starting, Ready, draining) from t=0 to the last arrival.
+* Policies: `moe` (the control law in `law.py`, every 15 s), `hpa`, `keda`, `static`, `oracle`: see `POLICIES`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import heapq
+import json
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from moe_operator.autoscale.law import GroupSample, LawParams, LawState, decide
+
+BLOCK_TOKENS = 512  # Mooncake hash_ids block size (traces README)
+# Per-request decode speed: 20 tokens/s = a 50 ms inter-token latency, the default ITL SLO of NVIDIA Dynamo's
+# planner (reference/anchors.md §2.1). Per-request prefill: 8192 tokens/s = one chunked-prefill chunk (the planner's
+# chunked_prefill_size for these models) per second. See docs/benchmarks.md for the throughput sanity check.
+DEFAULT_DECODE_TPS = 20.0
+DEFAULT_PREFILL_TPS = 8192.0
+DEFAULT_COLD_START_S = 300.0
+POLICIES = ("moe", "hpa", "keda", "static", "oracle")
+HPA_SYNC_S = 15.0  # Kubernetes HPA --horizontal-pod-autoscaler-sync-period default
+HPA_TOLERANCE = 0.1
+HPA_DOWN_STABILIZATION_S = 300.0
+KEDA_POLL_S = 30.0  # KEDA ScaledObject pollingInterval default
+MOE_TICK_S = 15.0  # the operator's autoscaling cadence
+ORACLE_SLOT_S = 15.0
+
+
+# ---- traces -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    arrival: float
+    input_len: int
+    output_len: int
+    blocks: tuple[int, ...] | None = None  # prefix blocks (BLOCK_TOKENS each, the last one partial)
+
+
+def load_trace(path: str, rate_scale: float = 1.0, load_scale: int = 1) -> list[Request]:
+    """Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids) or Azure CSV (TIMESTAMP, ContextTokens,
+    GeneratedTokens). `rate_scale` divides timestamps. `load_scale` K replays K copies of the trace with disjoint
+    prefix ids, copy i delayed by i/K of the mean inter-arrival gap: K x the KV demand, the hour-long shape kept."""
+    if rate_scale <= 0:
+        raise ValueError("--rate-scale must be > 0")
+    if load_scale < 1:
+        raise ValueError("--load-scale must be >= 1")
+    base: list[Request] = []
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        f.seek(0)
+        if head == "{":
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                ids = r.get("hash_ids")
+                base.append(Request(float(r["timestamp"]) / 1000.0, int(r["input_length"]), int(r["output_length"]),
+                                    tuple(int(i) for i in ids) if ids else None))
+        else:
+            t0: dt.datetime | None = None
+            for row in csv.DictReader(f):
+                ts = dt.datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+                t0 = t0 or ts
+                base.append(Request((ts - t0).total_seconds(), int(row["ContextTokens"]),
+                                    int(row["GeneratedTokens"])))
+    base.sort(key=lambda r: r.arrival)
+    if not base:
+        raise ValueError(f"{path}: no requests")
+    start = base[0].arrival
+    span = base[-1].arrival - start
+    gap = span / max(1, len(base) - 1)
+    id_space = 1 + max((max(r.blocks) for r in base if r.blocks), default=0)
+    out = []
+    for k in range(load_scale):
+        shift = k * gap / load_scale
+        for r in base:
+            blocks = r.blocks if k == 0 or r.blocks is None else tuple(b + k * id_space for b in r.blocks)
+            out.append(Request((r.arrival - start + shift) / rate_scale, r.input_len, r.output_len, blocks))
+    out.sort(key=lambda r: r.arrival)
+    return out
+
+
+def block_sizes(r: Request) -> list[int]:
+    assert r.blocks is not None
+    n = len(r.blocks)
+    return [BLOCK_TOKENS] * (n - 1) + [r.input_len - BLOCK_TOKENS * (n - 1)] if n else []
+
+
+# ---- fleet ------------------------------------------------------------------------------------------------------
+
+class Rank:
+    """One DP rank: a KV pool with a radix cache of prefix blocks."""
+
+    __slots__ = ("cap", "locked", "locked_tokens", "evictable", "evictable_tokens", "private_used",
+                 "reserved_out", "running", "size")
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.locked: dict[int, int] = {}  # block -> refcount
+        self.locked_tokens = 0
+        self.evictable: OrderedDict[int, int] = OrderedDict()  # block -> tokens, LRU first
+        self.evictable_tokens = 0
+        self.private_used = 0  # prompt tokens of requests without prefix blocks
+        self.reserved_out = 0  # whole outputs of running requests (admission reservation)
+        self.running: dict[int, tuple[float, int]] = {}  # request id -> (decode start, output tokens)
+        self.size: dict[int, int] = {}  # block -> tokens, for blocks resident here
+
+    def free(self) -> int:
+        """KV that admission may use (evictable cache counts as free)."""
+        return self.cap - self.locked_tokens - self.private_used - self.reserved_out
+
+    def match(self, blocks: tuple[int, ...]) -> int:
+        n = 0
+        locked, evictable = self.locked, self.evictable
+        for b in blocks:
+            if b in locked or b in evictable:
+                n += 1
+            else:
+                break
+        return n
+
+    def need(self, r: Request, k: int, sizes: list[int]) -> tuple[int, int]:
+        """(KV tokens admission needs, uncached prompt tokens) for `r` with `k` leading blocks cached here."""
+        if r.blocks is None:
+            return r.input_len + r.output_len, r.input_len
+        hit_evictable = sum(sizes[i] for i in range(k) if r.blocks[i] in self.evictable)
+        miss = sum(sizes[k:])
+        return miss + r.output_len + hit_evictable, miss
+
+    def admit(self, rid: int, r: Request, sizes: list[int] | None, decode_start: float) -> None:
+        if r.blocks is None or sizes is None:
+            self.private_used += r.input_len
+        else:
+            for b, s in zip(r.blocks, sizes, strict=True):
+                c = self.locked.get(b)
+                if c is not None:
+                    self.locked[b] = c + 1
+                    continue
+                if b in self.evictable:
+                    s = self.evictable.pop(b)
+                    self.evictable_tokens -= s
+                else:
+                    self.size[b] = s
+                self.locked[b] = 1
+                self.locked_tokens += self.size[b]
+        self.reserved_out += r.output_len
+        self.running[rid] = (decode_start, r.output_len)
+        over = self.locked_tokens + self.private_used + self.reserved_out + self.evictable_tokens - self.cap
+        while over > 0 and self.evictable:
+            b, s = self.evictable.popitem(last=False)
+            del self.size[b]
+            self.evictable_tokens -= s
+            over -= s
+
+    def finish(self, rid: int, r: Request) -> None:
+        del self.running[rid]
+        self.reserved_out -= r.output_len
+        if r.blocks is None:
+            self.private_used -= r.input_len
+            return
+        for b in r.blocks:
+            c = self.locked[b] - 1
+            if c:
+                self.locked[b] = c
+            else:
+                del self.locked[b]
+                s = self.size[b]
+                self.locked_tokens -= s
+                self.evictable[b] = s
+                self.evictable_tokens += s
+
+    def used(self, now: float, tps: float) -> int:
+        """sglang:kv_used_tokens: locked prefix blocks + private prompts + tokens generated so far."""
+        gen = 0.0
+        for start, out in self.running.values():
+            if now > start:
+                gen += min(out, (now - start) * tps)
+        return self.locked_tokens + self.private_used + int(gen)
+
+
+@dataclass
+class Group:
+    gid: int
+    ready_at: float
+    ranks: list[Rank]
+    draining: bool = False
+    removed: bool = False
+
+    def ready(self, now: float) -> bool:
+        return now >= self.ready_at
+
+    def running(self) -> int:
+        return sum(len(r.running) for r in self.ranks)
+
+
+@dataclass(frozen=True)
+class View:
+    """What a policy sees at a tick: the operator's view of the fleet."""
+
+    now: float
+    samples: list[GroupSample]  # Ready, non-draining groups
+    current: int  # provisioned, non-draining groups (including starting)
+    starting: int
+    group_tokens: int
+
+
+# ---- policies ---------------------------------------------------------------------------------------------------
+
+class Policy:
+    name = "policy"
+    tick_s: float | None = MOE_TICK_S
+
+    def initial(self) -> int:
+        raise NotImplementedError
+
+    def decide(self, v: View) -> int:
+        raise NotImplementedError
+
+
+class MoELaw(Policy):
+    """The operator's control law (law.decide), every 15 s."""
+
+    name = "moe"
+
+    def __init__(self, params: LawParams, initial: int):
+        self.params, self._initial, self.state = params, initial, LawState()
+        self.reasons: list[tuple[float, str]] = []
+
+    def initial(self) -> int:
+        return self._initial
+
+    def decide(self, v: View) -> int:
+        d = decide(v.now, v.samples, v.current, v.starting, self.state, self.params)
+        self.state = d.state
+        if d.desired_groups != v.current:
+            self.reasons.append((v.now, d.reason))
+        return d.desired_groups
+
+
+class HPA(Policy):
+    """Kubernetes HPA on per-group KV utilization (Pods-metric semantics): 15 s sync, 10 % tolerance,
+    desired = ceil(current x metric/target) over Ready groups, not-yet-Ready groups counted at 0 when scaling up,
+    scale-up limited to max(2x, +4) per sync, scale-down to the max recommendation of the last 300 s."""
+
+    name = "hpa"
+    tick_s = HPA_SYNC_S
+
+    def __init__(self, target: float, min_groups: int, max_groups: int, initial: int):
+        self.target, self.min, self.max, self._initial = target, min_groups, max_groups, initial
+        self.recs: deque[tuple[float, int]] = deque()
+
+    def initial(self) -> int:
+        return self._initial
+
+    def recommend(self, v: View) -> int:
+        if not v.samples:
+            return v.current
+        utils = [s.kv_used_tokens / s.kv_total_tokens for s in v.samples]
+        ratio = sum(utils) / len(utils) / self.target
+        if abs(ratio - 1) <= HPA_TOLERANCE:
+            return v.current
+        if ratio > 1:
+            ratio_all = sum(utils) / (v.current * self.target)  # unready groups at 0
+            if ratio_all <= 1 + HPA_TOLERANCE:
+                return v.current
+            return max(v.current, math.ceil(sum(utils) / self.target - 1e-9))
+        return math.ceil(ratio * len(utils) - 1e-9)
+
+    def stabilize(self, now: float, current: int, rec: int) -> int:
+        rec = max(self.min, min(self.max, rec, max(2 * current, current + 4)))
+        self.recs.append((now, rec))
+        while self.recs and self.recs[0][0] < now - HPA_DOWN_STABILIZATION_S:
+            self.recs.popleft()
+        if rec >= current:
+            return rec
+        return min(current, max(r for _, r in self.recs))
+
+    def decide(self, v: View) -> int:
+        return self.stabilize(v.now, v.current, self.recommend(v))
+
+
+class KEDA(HPA):
+    """KEDA Prometheus scaler feeding the HPA: fleet KV tokens in use (sum over groups), polled every 30 s, as an
+    AverageValue target of target x KV tokens per group: desired = ceil(sum / (target x group tokens)); 10 %
+    tolerance; HPA scale-down stabilization 300 s. No readiness correction (External metric)."""
+
+    name = "keda"
+
+    def __init__(self, *a: Any, **kw: Any):
+        super().__init__(*a, **kw)
+        self.value: float | None = None
+        self.polled_at = -math.inf
+
+    def recommend(self, v: View) -> int:
+        if v.now - self.polled_at >= KEDA_POLL_S - 1e-9:
+            self.polled_at = v.now
+            self.value = float(sum(s.kv_used_tokens for s in v.samples)) if v.samples else None
+        if self.value is None:
+            return v.current
+        per = self.target * v.group_tokens
+        if abs(self.value / (max(1, v.current) * per) - 1) <= HPA_TOLERANCE:
+            return v.current
+        return math.ceil(self.value / per - 1e-9)
+
+
+class Static(Policy):
+    name = "static"
+    tick_s = None
+
+    def __init__(self, groups: int):
+        self.groups = groups
+
+    def initial(self) -> int:
+        return self.groups
+
+    def decide(self, v: View) -> int:
+        return self.groups
+
+
+class Oracle(Policy):
+    """Perfect foresight: at t, holds max need(s) for s in [t, t + cold_start], need(s) = groups for the
+    unconstrained KV demand of slot s at the target utilization; groups start exactly cold_start ahead of need and go
+    as soon as no longer needed."""
+
+    name = "oracle"
+    tick_s = ORACLE_SLOT_S
+
+    def __init__(self, need: list[int], cold_start_s: float, min_groups: int, max_groups: int):
+        self.need = need
+        w = max(1, math.ceil(cold_start_s / ORACLE_SLOT_S) + 1)
+        self.schedule = [max(min_groups, min(max_groups, max(need[i:i + w] or [0]))) for i in range(len(need))]
+        self.min = min_groups
+
+    def at(self, t: float) -> int:
+        i = int(t // ORACLE_SLOT_S)
+        return self.schedule[i] if i < len(self.schedule) else self.min
+
+    initial_groups: int | None = None
+
+    def initial(self) -> int:
+        return self.initial_groups if self.initial_groups is not None else self.at(0.0)
+
+    def decide(self, v: View) -> int:
+        return self.at(v.now)
+
+
+def demand_curve(reqs: Sequence[Request], decode_tps: float, prefill_tps: float, slot_s: float) -> list[float]:
+    """Peak KV tokens (prompt blocks counted once across the fleet + whole outputs, the admission reservation) per
+    slot if every request were admitted on arrival: the unconstrained demand the oracle and static size for."""
+    events: list[tuple[float, int, int]] = []  # (t, +1 start / -1 end, index)
+    for i, r in enumerate(reqs):
+        events.append((r.arrival, 1, i))
+        events.append((r.arrival + r.input_len / prefill_tps + r.output_len / decode_tps, -1, i))
+    events.sort(key=lambda e: (e[0], e[1]))  # ends before starts at the same instant
+    ref: dict[int, int] = {}
+    tokens = 0
+    n = int(max(e[0] for e in events) // slot_s) + 1
+    peak = [0.0] * n
+    j = 0
+    for t, kind, i in events:
+        k = int(t // slot_s)
+        while j < k:  # slots without events hold the level carried into them
+            j += 1
+            peak[j] = max(peak[j], tokens)
+        r = reqs[i]
+        if r.blocks is None:
+            tokens += kind * (r.input_len + r.output_len)
+        else:
+            tokens += kind * r.output_len
+            for b, s in zip(r.blocks, block_sizes(r), strict=True):
+                c = ref.get(b, 0) + kind
+                if c == 1 and kind == 1:
+                    tokens += s
+                elif c == 0:
+                    tokens -= s
+                if c:
+                    ref[b] = c
+                else:
+                    ref.pop(b, None)
+        if tokens > peak[j]:
+            peak[j] = tokens
+    return peak
+
+
+# ---- simulation -------------------------------------------------------------------------------------------------
+
+@dataclass
+class SimConfig:
+    dp_ranks: int
+    rank_tokens: int
+    cold_start_s: float = DEFAULT_COLD_START_S
+    decode_tps: float = DEFAULT_DECODE_TPS
+    prefill_tps: float = DEFAULT_PREFILL_TPS
+    target: float = 0.7
+    min_groups: int = 1
+    max_groups: int = 64
+    warmup_s: float = 120.0  # the replay starts from an empty fleet: policies act only after this
+
+    @property
+    def group_tokens(self) -> int:
+        return self.dp_ranks * self.rank_tokens
+
+
+@dataclass
+class SimResult:
+    policy: str
+    requests: int
+    completed: int
+    rejected: int
+    span_s: float
+    group_hours: float
+    kv_exhaustion_seconds: float
+    kv_exhaustion_seconds_after_warmup: float
+    warmup_s: float
+    requests_waited: int
+    queue_wait_total_s: float
+    queue_wait_mean_s: float
+    queue_wait_p50_s: float
+    queue_wait_p99_s: float
+    queue_wait_max_s: float
+    scale_events: int
+    groups_started: int
+    initial_groups: int
+    peak_groups: int
+    mean_groups: float
+    peak_kv_utilization: float
+    cache_hit_rate: float
+    peak_decode_tps_per_group: float
+    prefill_tps_per_group: float
+    wall_s: float = 0.0
+    reasons: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s: float | None = None,
+                stabilization_s: float = 300.0, trend_window_s: float = 180.0) -> Policy:
+    curve = demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S)
+    per = cfg.group_tokens * cfg.target
+    need = [max(cfg.min_groups, math.ceil(d / per - 1e-9)) for d in curve]
+    oracle = Oracle(need, cfg.cold_start_s, cfg.min_groups, cfg.max_groups)
+    # every dynamic policy (oracle included) starts warm with the fleet the load needs until the first group it
+    # could ask for after the warm-up would be Ready
+    first = int((cfg.warmup_s + cfg.cold_start_s) // ORACLE_SLOT_S) + 1
+    init = max(cfg.min_groups, min(cfg.max_groups, max(need[:first])))
+    oracle.initial_groups = init
+    if name == "oracle":
+        return oracle
+    if name == "static":
+        return Static(min(cfg.max_groups, max(need)))
+    if name == "moe":
+        return MoELaw(LawParams(target_kv_utilization=cfg.target, min_groups=cfg.min_groups,
+                                max_groups=cfg.max_groups, scale_down_stabilization_s=stabilization_s,
+                                cold_start_s=cfg.cold_start_s, forecast_horizon_s=horizon_s,
+                                trend_window_s=trend_window_s), init)
+    if name == "hpa":
+        return HPA(cfg.target, cfg.min_groups, cfg.max_groups, init)
+    if name == "keda":
+        return KEDA(cfg.target, cfg.min_groups, cfg.max_groups, init)
+    raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+
+
+def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
+             on_tick: Callable[[View, int], None] | None = None) -> SimResult:
+    import time as _time
+
+    wall0 = _time.perf_counter()
+    ARRIVE, FINISH, READY, TICK = 0, 1, 2, 3  # noqa: N806  (ties: arrivals first, then finishes, ...)
+    heap: list[tuple[float, int, int, int]] = []  # (t, kind, seq/rid, payload)
+    span = reqs[-1].arrival if reqs else 0.0
+    groups: list[Group] = []
+    next_gid = 0
+    queue: deque[int] = deque()
+    placed: dict[int, Rank] = {}
+    sizes_cache: dict[int, list[int]] = {}
+    wait: list[float] = []
+    rejected = completed = 0
+    scale_events = started = 0
+    hit_tokens = prompt_tokens = 0
+    peak_util = 0.0
+    peak_decode = 0.0
+    # group-seconds integral and exhaustion
+    gsec = 0.0
+    last_t = 0.0
+    n_prov = 0
+    peak_groups = 0
+    exhaust = exhaust_after = 0.0
+    q_since: float | None = None
+    warmup = cfg.warmup_s
+    decode_tps = cfg.decode_tps
+
+    def account(t: float) -> None:
+        nonlocal gsec, last_t
+        te = min(t, span)
+        if te > last_t:
+            gsec += n_prov * (te - last_t)
+            last_t = te
+
+    def add_group(now: float, warm: bool) -> None:
+        nonlocal next_gid, n_prov, started, peak_groups
+        g = Group(next_gid, now if warm else now + cfg.cold_start_s,
+                  [Rank(cfg.rank_tokens) for _ in range(cfg.dp_ranks)])
+        next_gid += 1
+        groups.append(g)
+        invalidate()
+        n_prov += 1
+        peak_groups = max(peak_groups, n_prov)
+        if not warm:
+            started += 1
+            heapq.heappush(heap, (g.ready_at, READY, g.gid, 0))
+
+    def remove_group(g: Group) -> None:
+        nonlocal n_prov
+        g.removed = True
+        groups.remove(g)
+        invalidate()
+        n_prov -= 1
+
+    cache: dict[str, Any] = {"ranks": None}
+
+    def invalidate() -> None:
+        cache["ranks"] = None
+
+    def routable_ranks(now: float) -> list[Rank]:
+        if cache["ranks"] is None:
+            cache["ranks"] = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
+        ranks: list[Rank] = cache["ranks"]
+        return ranks
+
+    def try_place(now: float, rid: int) -> bool:
+        nonlocal hit_tokens, prompt_tokens
+        r = reqs[rid]
+        sizes = None
+        if r.blocks is not None:
+            sizes = sizes_cache.get(rid)
+            if sizes is None:
+                sizes = sizes_cache[rid] = block_sizes(r)
+        ranks = routable_ranks(now)
+        if r.blocks is None:  # no prefix information: the rank with the most free KV
+            if not ranks:
+                return False
+            rank = max(ranks, key=Rank.free)
+            miss = r.input_len
+            if r.input_len + r.output_len > rank.free():
+                return False
+        else:
+            best: tuple[int, int, Rank, int] | None = None
+            for rank in ranks:
+                k = rank.match(r.blocks)
+                need, miss = rank.need(r, k, sizes or [])
+                free = rank.free()
+                if need > free:
+                    continue
+                key = (r.input_len - miss, free)
+                if best is None or key > (best[0], best[1]):
+                    best = (key[0], key[1], rank, miss)
+            if best is None:
+                return False
+            _, _, rank, miss = best
+        decode_start = now + miss / cfg.prefill_tps
+        rank.admit(rid, r, sizes, decode_start)
+        placed[rid] = rank
+        hit_tokens += r.input_len - miss
+        prompt_tokens += r.input_len
+        heapq.heappush(heap, (decode_start + r.output_len / decode_tps, FINISH, rid, 0))
+        wait.append(now - r.arrival)
+        return True
+
+    def drain_queue(now: float) -> None:
+        nonlocal q_since, exhaust, exhaust_after
+        while queue and try_place(now, queue[0]):
+            queue.popleft()
+        if not queue and q_since is not None:
+            exhaust += now - q_since
+            exhaust_after += max(0.0, now - max(q_since, warmup))
+            q_since = None
+
+    def fits_anywhere(r: Request) -> bool:
+        return r.input_len + r.output_len <= cfg.rank_tokens
+
+    def view(now: float) -> View:
+        samples = []
+        active = [g for g in groups if not g.draining]
+        q = len(queue)
+        for g in active:
+            if not g.ready(now):
+                continue
+            used = sum(rk.used(now, decode_tps) for rk in g.ranks)
+            run = g.running()
+            samples.append(GroupSample(used, cfg.group_tokens, run, q))
+            q = 0  # the fleet's queue is reported once
+        return View(now, samples, len(active), sum(1 for g in active if not g.ready(now)), cfg.group_tokens)
+
+    def actuate(now: float, desired: int) -> None:
+        nonlocal scale_events
+        desired = max(cfg.min_groups, min(cfg.max_groups, desired))
+        active = [g for g in groups if not g.draining]
+        cur = len(active)
+        if desired == cur:
+            return
+        scale_events += 1
+        if desired > cur:
+            for g in sorted((g for g in groups if g.draining), key=lambda g: -g.gid):
+                if cur >= desired:
+                    break
+                g.draining = False
+                invalidate()
+                cur += 1
+            while cur < desired:
+                add_group(now, warm=False)
+                cur += 1
+            drain_queue(now)
+        else:
+            excess = cur - desired
+            for g in sorted(active, key=lambda g: (g.ready(now), -g.gid)):  # starting first, newest first
+                if excess == 0:
+                    break
+                excess -= 1
+                if not g.ready(now) or g.running() == 0:
+                    remove_group(g)
+                else:
+                    g.draining = True
+                    invalidate()
+
+    for _ in range(policy.initial()):
+        add_group(0.0, warm=True)
+    for i, r in enumerate(reqs):
+        heapq.heappush(heap, (r.arrival, ARRIVE, i, 0))
+    if policy.tick_s:
+        heapq.heappush(heap, (warmup, TICK, -1, 0))
+    end_of_ticks = span
+    while heap:
+        t, kind, ident, _ = heapq.heappop(heap)
+        account(t)
+        if kind == ARRIVE:
+            r = reqs[ident]
+            if not fits_anywhere(r):
+                rejected += 1
+                continue
+            if queue or not try_place(t, ident):
+                if not queue:
+                    q_since = t
+                queue.append(ident)
+        elif kind == FINISH:
+            rank = placed.pop(ident)
+            rank.finish(ident, reqs[ident])
+            completed += 1
+            for g in [g for g in groups if g.draining and g.running() == 0]:
+                remove_group(g)
+            if queue:
+                drain_queue(t)
+        elif kind == READY:
+            invalidate()
+            if queue:
+                drain_queue(t)
+        else:  # TICK
+            v = view(t)
+            for s in v.samples:
+                peak_util = max(peak_util, s.kv_used_tokens / s.kv_total_tokens)
+                peak_decode = max(peak_decode, s.running_reqs * decode_tps)
+            desired = policy.decide(v)
+            if on_tick:
+                on_tick(v, desired)
+            actuate(t, desired)
+            if policy.tick_s and t + policy.tick_s <= end_of_ticks:
+                heapq.heappush(heap, (t + policy.tick_s, TICK, -1, 0))
+    account(span)
+    waited = [w for w in wait if w > 1e-9]
+    n = len(reqs)
+    return SimResult(
+        policy=policy.name, requests=n, completed=completed, rejected=rejected, span_s=span,
+        group_hours=gsec / 3600.0, kv_exhaustion_seconds=exhaust, kv_exhaustion_seconds_after_warmup=exhaust_after,
+        warmup_s=warmup, requests_waited=len(waited), queue_wait_total_s=sum(wait),
+        queue_wait_mean_s=sum(wait) / len(wait) if wait else 0.0, queue_wait_p50_s=_pct(wait, 0.5),
+        queue_wait_p99_s=_pct(wait, 0.99), queue_wait_max_s=max(wait, default=0.0), scale_events=scale_events,
+        groups_started=started, initial_groups=policy.initial(), peak_groups=peak_groups,
+        mean_groups=gsec / span if span else float(n_prov), peak_kv_utilization=peak_util,
+        cache_hit_rate=hit_tokens / prompt_tokens if prompt_tokens else 0.0,
+        peak_decode_tps_per_group=peak_decode,
+        prefill_tps_per_group=(prompt_tokens - hit_tokens) / span / max(1e-9, gsec / span) if span and gsec else 0.0,
+        wall_s=_time.perf_counter() - wall0, reasons=list(getattr(policy, "reasons", [])),
+    )

@@ -1,0 +1,109 @@
+"""The offline autoscaling simulator (moe_operator.autoscale.simulate) and `moe-operator simulate`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moe_operator.autoscale import simulate as sim
+from moe_operator.autoscale.simulate import Rank, Request, SimConfig, Static, load_trace, simulate
+
+
+def _mooncake(tmp_path, rows):
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(p)
+
+
+def test_load_traces_and_scales(tmp_path):
+    mc = _mooncake(tmp_path, [{"timestamp": 1000, "input_length": 600, "output_length": 10, "hash_ids": [1, 2]},
+                              {"timestamp": 3000, "input_length": 100, "output_length": 5, "hash_ids": [7]}])
+    reqs = load_trace(mc, rate_scale=2.0)
+    assert [r.arrival for r in reqs] == [0.0, 1.0]  # from the first request, divided by 2
+    assert reqs[0].blocks == (1, 2) and sim.block_sizes(reqs[0]) == [512, 88]
+    two = load_trace(mc, load_scale=2)
+    assert len(two) == 4
+    assert {r.blocks for r in two} == {(1, 2), (7,), (9, 10), (15,)}  # copies never share prefixes
+    az = tmp_path / "a.csv"
+    az.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+                  "2023-11-16 18:15:50.9951690,396,109\n")
+    reqs = load_trace(str(az))
+    assert reqs[1].arrival == pytest.approx(4.314579, abs=1e-5) and reqs[1].blocks is None
+
+
+def test_rank_prefix_reuse_and_eviction():
+    rk = Rank(2000)
+    a = Request(0.0, 1024, 100, (1, 2))
+    assert rk.match(a.blocks) == 0
+    assert rk.need(a, 0, [512, 512]) == (1124, 1024)
+    rk.admit(0, a, [512, 512], decode_start=0.0)
+    b = Request(0.0, 1536, 50, (1, 2, 3))
+    k = rk.match(b.blocks)
+    assert k == 2 and rk.need(b, k, [512, 512, 512]) == (562, 512)  # shared blocks are counted once
+    rk.admit(1, b, [512, 512, 512], decode_start=0.0)
+    assert rk.used(10.0, 1.0) == 1536 + 10 + 10
+    rk.finish(0, a)
+    rk.finish(1, b)
+    assert rk.used(100.0, 1.0) == 0 and rk.evictable_tokens == 1536 and rk.free() == 2000
+    c = Request(0.0, 1500, 0, (8, 9, 10))  # needs room: the least recently used blocks go
+    rk.admit(2, c, [512, 512, 476], decode_start=0.0)
+    assert rk.locked_tokens + rk.evictable_tokens <= 2000
+
+
+def _cfg(**kw):
+    return SimConfig(dp_ranks=2, rank_tokens=10_000, warmup_s=0.0, **kw)
+
+
+def test_kv_exhaustion_is_measured_and_cold_start_delays_capacity():
+    # 4 requests of 9,000 tokens each arrive together; 1 group of 2 ranks holds 2 at a time for 10 s (decode 10/s)
+    reqs = [Request(0.0, 8_900, 100) for _ in range(4)]
+    r = simulate(reqs, _cfg(decode_tps=10.0, prefill_tps=1e12), Static(1))
+    assert r.completed == 4 and r.requests_waited == 2
+    assert r.kv_exhaustion_seconds == pytest.approx(10.0)
+    assert r.queue_wait_max_s == pytest.approx(10.0)
+    r = simulate(reqs, _cfg(decode_tps=10.0, prefill_tps=1e12), Static(2))
+    assert r.kv_exhaustion_seconds == 0 and r.requests_waited == 0
+
+
+def test_group_hours_and_oracle_never_waits_on_a_step():
+    reqs = [Request(float(t), 4_000, 200) for t in range(0, 3600, 2)]  # 1 req / 2 s, 10 s each: ~5 in flight
+    reqs += [Request(1800.0 + t / 4, 4_000, 200) for t in range(0, 1200)]  # +4 req/s for 5 min
+    reqs.sort(key=lambda r: r.arrival)
+    cfg = SimConfig(dp_ranks=2, rank_tokens=30_000, cold_start_s=120.0, decode_tps=20.0, warmup_s=60.0)
+    res = {p: simulate(reqs, cfg, sim.make_policy(p, reqs, cfg)) for p in sim.POLICIES}
+    assert res["static"].group_hours == pytest.approx(res["static"].peak_groups * reqs[-1].arrival / 3600)
+    assert res["oracle"].kv_exhaustion_seconds == 0
+    assert res["oracle"].group_hours < res["static"].group_hours
+    assert res["moe"].group_hours < res["static"].group_hours
+    assert all(r.completed == len(reqs) for r in res.values())
+
+
+def test_cli_json(tmp_path, capsys):
+    from moe_operator.cli import main
+
+    rows = [{"timestamp": i * 500, "input_length": 3000, "output_length": 50, "hash_ids": [0, i + 1, i + 2]}
+            for i in range(200)]
+    path = _mooncake(tmp_path, rows)
+    assert main(["simulate", "--trace", path, "--model", "kimi-k2.5", "--precision", "int4", "--accelerator",
+                 "h200", "--policy", "keda", "--cold-start", "60", "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("group_hours", "kv_exhaustion_seconds", "queue_wait_p50_s", "queue_wait_p99_s", "scale_events",
+              "peak_groups", "requests"):
+        assert k in out
+    assert out["requests"] == 200
+    p = out["parameters"]
+    assert p["cold_start_s"] == 60 and p["decode_tps"] == sim.DEFAULT_DECODE_TPS and p["group"]["gpus"] == 8
+    assert main(["simulate", "--trace", str(tmp_path / "missing"), "--model", "kimi-k2.5", "--precision", "int4",
+                 "--accelerator", "h200"]) == 2
+
+
+def test_cli_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, moe_operator.autoscale.cli as c; "
+            "heavy = ('moe_operator.planner', 'moe_operator.autoscale.simulate'); "
+            "print(any(m.startswith(heavy) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
