@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds before policies act (the replay starts from an empty fleet)")
     p.add_argument("--horizon", type=float, default=None, help="law: forecast horizon (default: --cold-start)")
     p.add_argument("--stabilization", type=float, default=300.0, help="law: scale-down stabilization seconds")
-    p.add_argument("--trend-window", type=float, default=180.0, help="law: trend window seconds")
+    p.add_argument("--trend-window", type=float, default=None,
+                   help="law: trend window seconds (default max(180, horizon / 2))")
     p.add_argument("--reasons", action="store_true", help="print the law's scale decisions (table output)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 

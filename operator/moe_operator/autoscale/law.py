@@ -14,7 +14,8 @@ and queued requests. The fleet *demand* is
                counted only when no group is starting and the queue is not shrinking, at most the KV in use)
 
 Law, each call:
-  1. Trend: a robust (Theil-Sen: median of pairwise slopes) slope of demand over the last `trend_window_s` of calls
+  1. Trend: a robust (Theil-Sen: median of pairwise slopes) slope of KV in use over the last `trend_window_s`
+     (default max(180 s, horizon/2)) of calls
      (kept in the state), used once the history spans at least half that window (no extrapolation from two points
      after a restart; one transient sample does not swing the median).
   2. Forecast over the cold-start horizon H (default: cold_start_s, the time a new group needs to serve):
@@ -66,7 +67,7 @@ class LawParams:
     scale_down_stabilization_s: float = 300.0
     cold_start_s: float = 300.0  # measured/declared time from "LWS replica added" to "group Ready"
     forecast_horizon_s: float | None = None  # default: cold_start_s
-    trend_window_s: float = 180.0  # demand samples used for the least-squares slope
+    trend_window_s: float | None = None  # samples the trend is fitted on; default max(180 s, horizon / 2)
     queue_threshold: int = 1  # queued requests (fleet) that trigger an immediate scale-up
     forecast_max_utilization: float = 0.9  # KV utilization the forecast over the horizon may reach
     scale_down_hysteresis: float = 0.1  # scale down only to groups that would run at <= target - this
@@ -74,6 +75,12 @@ class LawParams:
     @property
     def horizon_s(self) -> float:
         return self.cold_start_s if self.forecast_horizon_s is None else self.forecast_horizon_s
+
+    @property
+    def trend_s(self) -> float:
+        """Extrapolating H seconds ahead needs at least H/2 of data: a short window's noise times a long horizon
+        over-provisions (measured: docs/benchmarks.md, cold start 900 s)."""
+        return max(180.0, self.horizon_s / 2) if self.trend_window_s is None else self.trend_window_s
 
 
 @dataclass(frozen=True)
@@ -199,11 +206,11 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     demand = used_est + queued_tokens
 
     # 1. trend, of KV in use only (a growing queue measures missing capacity, not a growing load)
-    hist = [h for h in state.history if now_s - p.trend_window_s <= h[0] < now_s]
+    hist = [h for h in state.history if now_s - p.trend_s <= h[0] < now_s]
     hist.append((now_s, used_est, queued))
     hist = hist[-HISTORY_MAX:]
     # a trend needs history: at least half the window (an operator restart or a new deployment starts flat)
-    slope = theil_sen_slope([(t, v) for t, v, _ in hist]) if hist[-1][0] - hist[0][0] >= p.trend_window_s / 2 else 0.0
+    slope = theil_sen_slope([(t, v) for t, v, _ in hist]) if hist[-1][0] - hist[0][0] >= p.trend_s / 2 else 0.0
     horizon = p.horizon_s
     # 2. forecast (non-negative trend only: a falling forecast never brings a scale-down forward)
     forecast = demand + max(0.0, slope) * horizon

@@ -471,7 +471,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s: float | None = None,
-                stabilization_s: float = 300.0, trend_window_s: float = 180.0) -> Policy:
+                stabilization_s: float = 300.0, trend_window_s: float | None = None) -> Policy:
     curve = demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S)
     per = cfg.group_tokens * cfg.target
     need = [max(cfg.min_groups, math.ceil(d / per - 1e-9)) for d in curve]
