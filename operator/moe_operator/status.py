@@ -133,7 +133,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
             conds["Degraded"] = ("True", "GroupRestarting",
                                  f"{len(restarting)} pod(s) failed or terminating; LWS is recreating the group; "
                                  + groups_msg)
-        elif 0 < ready < desired and int(previous.get("readyGroups", 0) or 0) > ready:
+        elif ready < desired and int(previous.get("readyGroups", 0) or 0) > ready:  # a ready group went away
             conds["Degraded"] = ("True", "GroupRestarting", groups_msg)
         elif (previous_degraded := _cond(previous, "Degraded")) and previous_degraded.get("status") == "True" \
                 and ready < desired:

@@ -15,7 +15,12 @@ from moe_operator.admission import check_moedeployment, check_pool
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "moedeployments", id="validate-moedeployment",
                   operations=["CREATE", "UPDATE"])
-async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def validate_moedeployment(body: kopf.Body, old: Any, operation: str | None, memo: kopf.Memo,
+                                 **_: Any) -> None:
+    if operation == "UPDATE" and not spec_changed(old, body):
+        # metadata/finalizer/status-only updates (kopf removing its finalizer on deletion among them) must always
+        # pass, or an object whose spec became infeasible could never be deleted
+        return
     async def get_pool(name: str) -> Mapping[str, Any] | None:
         return await memo.kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", name)
 
@@ -28,9 +33,15 @@ async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
         raise kopf.AdmissionError(error, code=422)
 
 
+def spec_changed(old: Any, new: Any) -> bool:
+    return old is None or (old.get("spec") if hasattr(old, "get") else None) != new.get("spec")
+
+
 @kopf.on.validate("moe-operator.io", "v1alpha1", "acceleratorpools", id="validate-acceleratorpool",
                   operations=["CREATE", "UPDATE"])
-async def validate_acceleratorpool(body: kopf.Body, **_: Any) -> None:
+async def validate_acceleratorpool(body: kopf.Body, old: Any, operation: str | None, **_: Any) -> None:
+    if operation == "UPDATE" and not spec_changed(old, body):
+        return
     error = check_pool(body)
     metrics.ADMISSION.labels("AcceleratorPool", "denied" if error else "allowed").inc()
     if error:
