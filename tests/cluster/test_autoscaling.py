@@ -1,0 +1,162 @@
+"""KV-cache autoscaling end to end on the live rig: SGLang simulators at the group pods' IPs, the real sglang-router
+discovering routable leaders, the operator scraping /metrics. Load through the router raises KV occupancy -> a group
+is added and becomes Ready; load falls -> the highest group is drained and removed with 0 failed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from kube import Cluster, wait_for
+from operator_proc import OperatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
+GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
+KV_PER_DP = 4096  # small simulated KV pools, so a handful of requests fills a group
+PROMPT = "x" * 8000  # ~2000 prompt tokens for the simulator (len/4), whatever the router forwards
+
+
+@pytest.fixture
+def live_fleet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
+    if not Path(ROUTER_PYTHON).exists():
+        msg = f"sglang-router venv missing at {ROUTER_PYTHON} (hack/setup-router)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    log = tmp_path / "pod-runner.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moe_operator.sim", "pod-runner", "--kubeconfig", str(cluster.kubeconfig),
+             "--namespace", namespace, "--cold-start", "3", "--drain-poll", "0.2", "--decode-tps", "20",
+             "--default-max-total-tokens", str(KV_PER_DP), "--router-log-dir", str(tmp_path / "routers"),
+             "--router-python", ROUTER_PYTHON],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:
+    return await client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failures(
+        api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
+    co = client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": "auto"},
+        "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
+                 "maxGroups": 2,
+                 "autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 2, "targetKVUtilization": 0.5,
+                                 "coldStartSeconds": 5, "scaleDownStabilizationSeconds": 20},
+                 "drain": {"timeoutSeconds": 120}},
+    }
+    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    async def status() -> dict:
+        return (await get_moed(api, namespace, "auto")).get("status", {})
+
+    async def describe() -> str:
+        st = await status()
+        pods = (await core.list_namespaced_pod(namespace)).items
+        keys = ("desiredGroups", "readyGroups", "kvUtilization", "drain", "lastScaleReason")
+        shown = {k: st.get(k) for k in keys}
+        lines = [f"  {p.metadata.name} {p.status.phase} {p.status.pod_ip} {p.metadata.labels}" for p in pods]
+        log = await asyncio.to_thread(live_fleet.read_text, errors="replace")
+        return f"status: {shown}\n" + "\n".join(lines) + f"\npod runner log:\n{log[-2000:]}"
+
+    async def router_url() -> str | None:
+        pods = (await core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=router")).items
+        ip = next((p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip), None)
+        if not ip:
+            return None
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8000/v1/models",
+                                                           timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return f"http://{ip}:8000" if r.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+    async def one_group_ready() -> bool:
+        st = await status()
+        return st.get("readyGroups") == 1 and st.get("desiredGroups") == 1
+
+    await wait_for(one_group_ready, timeout=90, what="1 ready group", describe=describe)
+    url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
+
+    results: list[tuple[int, str]] = []
+
+    async def request(session: aiohttp.ClientSession, max_tokens: int) -> None:
+        payload = {"model": "moonshotai/Kimi-K2.5", "max_tokens": max_tokens,
+                   "messages": [{"role": "user", "content": PROMPT}]}
+        try:
+            async with session.post(f"{url}/v1/chat/completions", json=payload,
+                                    timeout=aiohttp.ClientTimeout(total=180)) as r:
+                data = await r.json(content_type=None)
+                ok = r.status == 200 and data.get("choices") and data["choices"][0].get("finish_reason") == "length"
+                results.append((r.status, "ok" if ok else str(data)[:200]))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            results.append((0, f"{type(exc).__name__}: {exc}"))
+
+    async with aiohttp.ClientSession() as session:
+        # heavy phase: ~12 concurrent 2k-token sessions decoding for ~20 s: well above 50 % of one group's KV
+        heavy = [asyncio.create_task(request(session, 400)) for _ in range(12)]
+
+        async def scaled_up() -> bool:
+            st = await status()
+            return st.get("desiredGroups") == 2 and st.get("readyGroups") == 2
+
+        await wait_for(scaled_up, timeout=90, what="a second group added and Ready", describe=describe)
+        up_reason = (await status()).get("lastScaleReason", "")
+        await asyncio.gather(*heavy)
+
+        # light phase: a trickle of short requests continues through the drain and the scale-down
+        stop = time.monotonic() + 150
+        trickle: list[asyncio.Task[None]] = []
+
+        async def scaled_down() -> bool:
+            st = await status()
+            lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace,
+                                                        "leaderworkersets", "auto")
+            return st.get("desiredGroups") == 1 and lws["spec"]["replicas"] == 1 and not st.get("drain")
+
+        done = False
+        while time.monotonic() < stop and not done:
+            trickle.append(asyncio.create_task(request(session, 40)))
+            await asyncio.sleep(1.0)
+            done = await scaled_down()
+        await asyncio.gather(*trickle)
+    st = await status()
+    assert done, f"no scale-down within the window\n{await describe()}"
+    assert "drained" in st.get("lastScaleReason", ""), st.get("lastScaleReason")
+    assert "-> 2 groups" in up_reason, up_reason
+    failed = [r for r in results if r[1] != "ok"]
+    assert len(results) > 20 and not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    events = (await core.list_namespaced_event(namespace)).items
+    reasons = {e.reason for e in events if e.involved_object.name == "auto"}
+    assert {"ScaledUp", "Draining", "ScaledDown"} <= reasons, reasons
+    await co.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "auto")
+
+    async def gone() -> bool:
+        return not (await co.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))["items"]
+
+    await wait_for(gone, timeout=30, what="MoEDeployment deleted")
+
