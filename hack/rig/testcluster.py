@@ -313,7 +313,7 @@ def kwok_stage_files() -> list[Path]:
         s / "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
         s / "pod/fast/pod-ready.yaml",
         s / "pod/fast/pod-complete.yaml",
-        s / "pod/fast/pod-delete.yaml",
+        _slow_pod_delete(),
         # Chaos stages: they act only on objects carrying their opt-in label, so they are always loaded.
         s / "node/chaos/node-not-ready.yaml",
         s / "pod/chaos/pod-container-running-failed.yaml",
@@ -324,6 +324,19 @@ def kwok_stage_files() -> list[Path]:
         s / "volume/fast/pvc-delete.yaml",
         s / "volume/fast/pv-delete.yaml",
     ]
+
+
+def _slow_pod_delete() -> Path:
+    """kwok's pod-delete stage with a kubelet-like termination delay: a pod removed the instant it is marked for
+    deletion is never seen terminating by controllers that react to that (LWS recreates a group when one of its
+    pods is being deleted)."""
+    src = STATE / "kwok-stages/pod/fast/pod-delete.yaml"
+    doc = yaml.safe_load(src.read_text())
+    doc["spec"]["delay"] = {"durationMilliseconds": 1000}
+    out = STATE / "kwok-stages-rig/pod-delete.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(doc))
+    return out
 
 
 def start_kwok() -> None:

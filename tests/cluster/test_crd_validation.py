@@ -38,13 +38,20 @@ def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module", autouse=True)
 def crds_applied(cluster: Cluster) -> Iterator[None]:
     _CLUSTER[:] = [cluster]
-    # CRD-only: no operator webhook in the way (it is registered by the operator-under-test, started later)
+    # CRD-only: no operator webhook in the way while the tables replay; put back afterwards if the
+    # operator-under-test (session fixture) had registered it
+    saved = kubectl("get", "validatingwebhookconfiguration", "moe-operator.io", "-o", "json")
     kubectl("delete", "validatingwebhookconfiguration", "moe-operator.io", "--ignore-not-found")
     r = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     assert r.returncode == 0, r.stderr
     r = kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(ROOT / "crds"))
     assert r.returncode == 0, r.stderr
     yield
+    if saved.returncode == 0:
+        obj = json.loads(saved.stdout)
+        for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+            obj["metadata"].pop(k, None)
+        kubectl("create", "-f", "-", stdin=json.dumps(obj))
 
 
 def dry_run(body: dict[str, Any]) -> tuple[int, str]:
