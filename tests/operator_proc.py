@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +70,26 @@ class OperatorProcess:
             return self.log.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def pod_runner(kubeconfig: Path, namespace: str, workdir: Path, router_python: str,
+               *extra_args: str) -> Iterator[Path]:
+    """`sglang-sim pod-runner` for one namespace: simulators at the group pods' IPs, the real router for router
+    pods. Yields its log file."""
+    log = workdir / "pod-runner.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moe_operator.sim", "pod-runner", "--kubeconfig", str(kubeconfig),
+             "--namespace", namespace, "--drain-poll", "0.2", "--router-log-dir", str(workdir / "routers"),
+             "--router-python", router_python, *extra_args],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

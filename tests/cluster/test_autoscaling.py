@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from kube import Cluster, wait_for
-from operator_proc import OperatorProcess
+from operator_proc import OperatorProcess, pod_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
@@ -33,23 +31,9 @@ def live_fleet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Pat
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    log = tmp_path / "pod-runner.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moe_operator.sim", "pod-runner", "--kubeconfig", str(cluster.kubeconfig),
-             "--namespace", namespace, "--cold-start", "3", "--drain-poll", "0.2", "--decode-tps", "20",
-             "--default-max-total-tokens", str(KV_PER_DP), "--router-log-dir", str(tmp_path / "routers"),
-             "--router-python", ROUTER_PYTHON],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+    with pod_runner(cluster.kubeconfig, namespace, tmp_path, ROUTER_PYTHON, "--cold-start", "3",
+                    "--decode-tps", "20", "--default-max-total-tokens", str(KV_PER_DP)) as log:
         yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from kube import Cluster, wait_for
+from operator_proc import pod_runner as run_pod_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
@@ -81,22 +80,8 @@ def router_pod(name: str, ns: str, lws: str) -> dict[str, Any]:
 
 @pytest.fixture
 def pod_runner(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "pod-runner.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moe_operator.sim", "pod-runner", "--kubeconfig", str(cluster.kubeconfig),
-             "--namespace", namespace, "--cold-start", "2", "--drain-poll", "0.2",
-             "--router-log-dir", str(tmp_path / "routers"), "--router-python", ROUTER_PYTHON],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+    with run_pod_runner(cluster.kubeconfig, namespace, tmp_path, ROUTER_PYTHON, "--cold-start", "2") as log:
         yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _status(http: aiohttp.ClientSession, url: str) -> int | None:
