@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup rig up down status demo test test-unit test-cluster conformance lint crds clean
+.PHONY: setup rig up down status demo test test-unit test-cluster conformance simulate lint crds clean
 
 setup:            ## Python venv with the project and dev tools (pinned, idempotent)
 	hack/setup-python
@@ -33,6 +33,13 @@ test-cluster: setup rig
 
 crds: setup       ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
 	.venv/bin/moe-operator crds --chart charts/moe-operator --docs docs/api.md
+
+conformance: setup  ## SGLang 0.5.23's own parser and collectors check our argv, flag table and metrics
+	hack/setup-sglang
+	$(PY) -m pytest -q tests/conformance
+
+simulate: setup   ## the autoscaling benchmark (docs/benchmarks.md)
+	$(PY) bench/autoscale.py --jobs 2 --out bench/results/autoscale.json
 
 lint: setup
 	.venv/bin/ruff check operator tests hack
