@@ -318,6 +318,7 @@ def kwok_stage_files() -> list[Path]:
         s / "node/chaos/node-not-ready.yaml",
         s / "pod/chaos/pod-container-running-failed.yaml",
         s / "pod/chaos/pod-init-container-running-failed.yaml",
+        ROOT / "hack/rig/stages/pod-container-restart.yaml",
         # PVCs of StorageClass kwok-volume get a PersistentVolume and bind (model weights on a PVC)
         s / "volume/fast/pvc-provision.yaml",
         s / "volume/fast/pv-bind.yaml",

@@ -122,7 +122,8 @@ async def test_lws_group_of_two_runs_on_distinct_h200_nodes(api: client.ApiClien
         assert ipaddress.ip_address(p.status.pod_ip) in ipaddress.ip_network("127.0.0.0/8"), p.status.pod_ip
 
 
-async def test_failed_pod_makes_lws_recreate_the_whole_group(api: client.ApiClient, namespace: str) -> None:
+async def test_crashed_worker_container_makes_lws_recreate_the_whole_group(
+        api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
     await client.CustomObjectsApi(api).create_namespaced_custom_object(*LWS[:2], namespace, LWS[2],
                                                                        lws_manifest("chaos", size=2, gpus=8))
@@ -134,10 +135,11 @@ async def test_failed_pod_makes_lws_recreate_the_whole_group(api: client.ApiClie
     pods = await wait_for(two_ready, timeout=60, what="group ready", describe=lambda: describe_pods(api, namespace))
     before = {p.metadata.name: p.metadata.uid for p in pods}
     worker = next(p for p in pods if p.metadata.labels[WORKER_INDEX] == "1")
-    # kwok chaos stage: this label makes kwok fail the pod's container
+    # rig chaos stage (hack/rig/stages/pod-container-restart.yaml): the worker's container crashes and is
+    # restarted in place, as a kubelet does for restartPolicy=Always; LWS's RecreateGroupOnPodRestart must
+    # then recreate the whole group, the healthy leader included
     await core.patch_namespaced_pod(worker.metadata.name, namespace, {"metadata": {"labels": {
-        "pod-container-running-failed.stage.kwok.x-k8s.io": "true"}, "annotations": {
-        "pod-container-running-failed.stage.kwok.x-k8s.io/delay": "100"}}})
+        "pod-container-restart.stage.moe-operator.io": "true"}}})
 
     async def recreated() -> bool:
         pods = await group_pods(api, namespace, "chaos")
@@ -146,6 +148,31 @@ async def test_failed_pod_makes_lws_recreate_the_whole_group(api: client.ApiClie
         return len(now) == 2 and all(now.get(n) not in (None, uid) for n, uid in before.items())
 
     await wait_for(recreated, timeout=90, what="LWS to recreate both pods of the group",
+                   describe=lambda: describe_pods(api, namespace))
+
+
+async def test_failed_pod_is_replaced(api: client.ApiClient, namespace: str) -> None:
+    """kwok's own chaos stage (phase Failed) still works on the rig: the StatefulSet replaces the failed pod."""
+    core = client.CoreV1Api(api)
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(*LWS[:2], namespace, LWS[2],
+                                                                       lws_manifest("fail", size=2, gpus=8))
+
+    async def two_ready() -> list[client.V1Pod] | None:
+        pods = await group_pods(api, namespace, "fail")
+        return pods if len(pods) == 2 and all(is_ready(p) for p in pods) else None
+
+    pods = await wait_for(two_ready, timeout=60, what="group ready", describe=lambda: describe_pods(api, namespace))
+    worker = next(p for p in pods if p.metadata.labels[WORKER_INDEX] == "1")
+    await core.patch_namespaced_pod(worker.metadata.name, namespace, {"metadata": {"labels": {
+        "pod-container-running-failed.stage.kwok.x-k8s.io": "true"}, "annotations": {
+        "pod-container-running-failed.stage.kwok.x-k8s.io/delay": "100"}}})
+
+    async def replaced() -> bool:
+        pods = await group_pods(api, namespace, "fail")
+        new = [p for p in pods if p.metadata.name == worker.metadata.name and p.metadata.uid != worker.metadata.uid]
+        return bool(new) and is_ready(new[0])
+
+    await wait_for(replaced, timeout=90, what="the failed worker pod replaced",
                    describe=lambda: describe_pods(api, namespace))
 
 
