@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ class OperatorProcess:
         self.starts += 1
 
     def wait_live(self, timeout: float = 60) -> None:
+        """Live (kopf's /healthz) and ready (the webhook port accepts connections, the chart's readiness probe):
+        admission of MoEDeployments needs the webhook, so a restarted operator is only usable once it listens."""
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.ports[2]}/healthz"
         while time.monotonic() < deadline:
@@ -44,12 +47,14 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
+                    live = r.status == 200
+                if live:
+                    with socket.create_connection(("127.0.0.1", self.ports[0]), timeout=1):
                         return
             except OSError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"operator not live after {timeout}s:\n{self.tail()}")
+        raise TimeoutError(f"operator not live and ready after {timeout}s:\n{self.tail()}")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizer handling — what a node failure or OOM does."""

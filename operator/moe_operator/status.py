@@ -171,7 +171,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
 
 # Fields owned by other writers (the autoscaler) that a status recompute must not drop.
 _CARRIED = ("kvUtilization", "kvUtilizationPercent", "liveSessions", "lastScaleTime", "lastScaleReason", "drain",
-            "plan", "pool")
+            "podsWithoutMetrics", "plan", "pool")
 
 
 def _cond(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:

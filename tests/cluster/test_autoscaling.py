@@ -157,3 +157,83 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
 
     await wait_for(gone, timeout=30, what="MoEDeployment deleted")
 
+
+
+async def test_a_silent_metrics_endpoint_does_not_freeze_scaling_of_the_other_groups(
+        api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
+    co = client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": "quiet"},
+        "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
+                 "maxGroups": 3,
+                 "autoscaling": {"enabled": True, "minGroups": 2, "maxGroups": 3, "targetKVUtilization": 0.5,
+                                 "coldStartSeconds": 5, "scaleDownStabilizationSeconds": 600}},
+    }
+    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    async def status() -> dict:
+        return (await get_moed(api, namespace, "quiet")).get("status", {})
+
+    async def describe() -> str:
+        st = await status()
+        keys = ("desiredGroups", "readyGroups", "kvUtilization", "podsWithoutMetrics", "lastScaleReason")
+        log = await asyncio.to_thread(live_fleet.read_text, errors="replace")
+        return f"status: { {k: st.get(k) for k in keys} }\npod runner log:\n{log[-1500:]}"
+
+    async def two_groups_ready() -> bool:
+        st = await status()
+        return st.get("readyGroups") == 2 and st.get("desiredGroups") == 2
+
+    await wait_for(two_groups_ready, timeout=90, what="2 ready groups", describe=describe)
+    pods = (await core.list_namespaced_pod(namespace, label_selector="leaderworkerset.sigs.k8s.io/name=quiet")).items
+    by_group = {p.metadata.labels["leaderworkerset.sigs.k8s.io/group-index"]: p for p in pods}
+    silent, loaded = by_group["1"], by_group["0"]
+    # group 1's exporter wedges: its /metrics accepts connections and never answers
+    await core.patch_namespaced_pod(silent.metadata.name, namespace, {"metadata": {"annotations": {
+        "moe-operator.io/sim-metrics-fault": "hang"}}})
+
+    async def reported_silent() -> bool:
+        return silent.metadata.name in ((await status()).get("podsWithoutMetrics") or [])
+
+    await wait_for(reported_silent, timeout=60, what="the silent pod in status.podsWithoutMetrics",
+                   describe=describe)
+
+    # load group 0 straight at its leader (not through the router, so the load cannot land on the silent group):
+    # ~12 x 2.4k tokens against 8 DP ranks x 4096 KV tokens -> well above the 50 % target, with a queue
+    url = f"http://{loaded.status.pod_ip}:30000/v1/chat/completions"
+    payload = {"model": "moonshotai/Kimi-K2.5", "max_tokens": 400, "messages": [{"role": "user", "content": PROMPT}]}
+
+    async def one(session: aiohttp.ClientSession) -> int:
+        async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=300)) as r:
+            await r.read()
+            return r.status
+
+    async with aiohttp.ClientSession() as session:
+        load = [asyncio.create_task(one(session)) for _ in range(12)]
+
+        async def scaled_to_three() -> bool:
+            st = await status()
+            return st.get("desiredGroups") == 3
+
+        try:
+            await wait_for(scaled_to_three, timeout=60, what="a third group while group 1's /metrics hangs",
+                           describe=describe)
+        finally:
+            for t in load:
+                t.cancel()
+            await asyncio.gather(*load, return_exceptions=True)
+    st = await status()
+    assert "-> 3 groups" in st.get("lastScaleReason", ""), st.get("lastScaleReason")
+    assert silent.metadata.name in (st.get("podsWithoutMetrics") or []), st
+
+    async def lws_at_three() -> bool:
+        lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace, "leaderworkersets",
+                                                    "quiet")
+        return lws["spec"]["replicas"] == 3
+
+    await wait_for(lws_at_three, timeout=30, what="the LeaderWorkerSet at 3 replicas", describe=describe)
+    events = (await core.list_namespaced_event(namespace)).items
+    warnings = [e for e in events if e.involved_object.name == "quiet" and e.reason == "MetricsMissing"]
+    assert warnings and warnings[0].type == "Warning" and silent.metadata.name in warnings[0].message, warnings

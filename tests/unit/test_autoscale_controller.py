@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moe_operator.autoscale.controller import Memory, plan_step, starting_groups
+from moe_operator.autoscale.controller import Memory, plan_step, starting_groups, with_silent_pods
 from moe_operator.autoscale.scrape import GroupMetrics
 
 SPEC = {"autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 4, "targetKVUtilization": 0.5,
@@ -81,3 +81,23 @@ def _iso(t: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_a_silent_group_is_reported_and_scaling_goes_on() -> None:
+    # group 1's only pod is silent: group 0 alone at 80 % still scales the fleet up (group 1 counts as its mean)
+    r = step(1000.0, {}, 2, {0: gm(0, 800, running=8)}, Memory())
+    assert r.changed_replicas and r.desired_groups >= 3, r
+    r = with_silent_pods(r, {}, ("auto-1",))
+    assert r.status_patch["podsWithoutMetrics"] == ["auto-1"]
+    assert r.event and r.event[0] == "ScaledUp" and r.event_type == "Normal"  # the scale event wins the step
+
+
+def test_silent_pods_warn_once_and_clear() -> None:
+    quiet = step(1000.0, {}, 1, {0: gm(0, 400, running=4)}, Memory())
+    assert quiet.event is None
+    r = with_silent_pods(quiet, {}, ("auto-0-1", "auto-1"))
+    assert r.event_type == "Warning" and r.event and r.event[0] == "MetricsMissing" and "auto-0-1" in r.event[1]
+    again = with_silent_pods(quiet, {"podsWithoutMetrics": ["auto-0-1", "auto-1"]}, ("auto-0-1", "auto-1"))
+    assert again.event is None  # same set: no new event
+    cleared = with_silent_pods(quiet, {"podsWithoutMetrics": ["auto-1"]}, ())
+    assert cleared.status_patch["podsWithoutMetrics"] is None and cleared.event is None

@@ -68,10 +68,12 @@ async def test_scrape_aggregates_groups_and_tolerates_a_silent_pod() -> None:
         async with aiohttp.ClientSession() as session:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
-            groups = await scrape(session, targets, timeout=0.5)
+            result = await scrape(session, targets, timeout=0.5)
             assert loop.time() - t0 < 2.0  # a silent pod costs one timeout, not a stall
     finally:
         await runner.cleanup()
+    groups = result.groups
+    assert result.silent == ("g1-0-1", "g2-0")
     assert groups[0].kv_used_tokens == 1000 and groups[0].kv_total_tokens == 4000 and groups[0].ranks == 4
     assert groups[0].running_reqs == 6 and groups[0].pods_scraped == 2
     assert groups[1].queued_reqs == 4 and groups[1].pods_missing == ("g1-0-1",)

@@ -401,3 +401,17 @@ async def test_metrics_conform_to_sglang_0_5_23_collectors(sim2: Sim) -> None:
             if ref_le:
                 our_le = [s.labels.get("le") for s in f.samples if s.name.endswith("_bucket")][:len(ref_le)]
                 assert our_le == ref_le, name
+
+
+async def test_metrics_fault_injection(sim: Sim) -> None:
+    import aiohttp
+
+    sim.server.metrics_fault = "error"
+    async with sim.client.get("/metrics") as r:
+        assert r.status == 500
+    sim.server.metrics_fault = "hang"
+    with pytest.raises(TimeoutError):
+        async with sim.client.get("/metrics", timeout=aiohttp.ClientTimeout(total=0.3)) as r:
+            await r.read()
+    sim.server.metrics_fault = ""
+    assert "sglang:kv_used_tokens" in await sim.metrics()

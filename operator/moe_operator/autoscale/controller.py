@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -47,6 +47,7 @@ class StepResult:
     status_patch: dict[str, Any]
     event: tuple[str, str] | None  # (reason, message)
     changed_replicas: bool
+    event_type: str = "Normal"
 
 
 def law_params(spec: Mapping[str, Any], measured_cold_start: float | None, planned_groups: int) -> LawParams:
@@ -172,6 +173,21 @@ def plan_step(*, now: float, spec: Mapping[str, Any], status: Mapping[str, Any],
     return decision, StepResult(desired_groups=desired, status_patch=patch, event=event, changed_replicas=changed)
 
 
+def with_silent_pods(result: StepResult, status: Mapping[str, Any], silent: tuple[str, ...]) -> StepResult:
+    """Report pods whose /metrics did not answer in status.podsWithoutMetrics, with a Warning event when the set
+    changes to a non-empty one (a scale event of the same step takes precedence; the status still says it)."""
+    before = tuple(status.get("podsWithoutMetrics") or ())
+    now = silent[:64]
+    patch = {**result.status_patch, "podsWithoutMetrics": list(now) if now else None}
+    event = result.event
+    if now and now != before and event is None:
+        shown = ", ".join(now[:5]) + (f" and {len(now) - 5} more" if len(now) > 5 else "")
+        event = ("MetricsMissing", f"no /metrics from {len(now)} pod(s): {shown}; scaling continues on the "
+                                   f"groups that answered (a silent group counts as their mean load)")
+    return replace(result, status_patch=patch, event=event, event_type="Warning" if event and
+                   event[0] == "MetricsMissing" else result.event_type)
+
+
 async def set_routable(kube: Kube, namespace: str, name: str, group: int, routable: bool) -> None:
     """Flip the routable label on the group's leader pod: the router's discovery selector includes it."""
     pods = await kube.list("v1", "Pod", namespace,
@@ -197,10 +213,11 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
     memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
     measured = max(memory.cold_starts) if memory.cold_starts else None
     port = int((spec.get("sglang") or {}).get("port") or 30000)
-    metrics = await scrape(session, targets(pods, port))
+    scraped = await scrape(session, targets(pods, port))
     _, result = plan_step(now=time.time(), spec=spec, status=status, replicas=replicas,
-                          starting=starting_groups(pods, replicas), metrics=metrics,
+                          starting=starting_groups(pods, replicas), metrics=scraped.groups,
                           memory=memory, planned_groups=planned_groups, measured_cold_start=measured)
+    result = with_silent_pods(result, status, scraped.silent)
     drain_before = status.get("drain")
     drain_after = result.status_patch.get("drain", drain_before)
     if drain_after and not drain_before:

@@ -1,7 +1,8 @@
 """The autoscaling control law: how many SGLang groups a MoEDeployment should have, from KV-cache occupancy.
 
-One pure, deterministic function (`decide`) shared by the operator (called every 5-15 s with scraped metrics) and
-by the offline simulator (`moe-operator simulate`), so the benchmarks measure the law that runs in the cluster.
+One pure, deterministic function (`decide`) shared by the operator (called every STEP_SECONDS = 15 s with scraped
+metrics) and by the offline simulator (`moe-operator simulate`), so the benchmarks measure the law that runs in the
+cluster.
 No I/O, no clock: time comes in as `now_s`; memory between calls lives in a small `LawState` that round-trips
 through JSON (the operator may keep it in memory or persist it in an annotation).
 
@@ -54,8 +55,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope", "theil_sen_slope"]
+__all__ = ["STEP_SECONDS", "LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope",
+           "theil_sen_slope"]
 
+STEP_SECONDS = 15.0  # the operator's autoscaling cadence; the offline simulator replays the law at the same one
 HISTORY_MAX = 48  # bounded trend history (48 calls = 12 min at the operator's 15 s cadence)
 
 

@@ -87,13 +87,19 @@ async def _fetch(session: aiohttp.ClientSession, sem: asyncio.Semaphore, target:
             return target, None
 
 
+@dataclass(frozen=True)
+class Scrape:
+    groups: dict[int, GroupMetrics]  # groups where at least one pod answered
+    silent: tuple[str, ...]  # pods that did not answer (timeout, refused, non-200, unparsable), sorted
+
+
 async def scrape(session: aiohttp.ClientSession, targets: Iterable[PodTarget], *, concurrency: int = 32,
-                 timeout: float = 2.0) -> dict[int, GroupMetrics]:
-    """Scrape all targets with bounded concurrency over one shared session; aggregate per group. Groups where no
-    pod answered are absent from the result."""
+                 timeout: float = 2.0) -> Scrape:
+    """Scrape all targets with bounded concurrency over one shared session; aggregate per group. A pod that does
+    not answer costs at most `timeout` and is listed in `silent`; groups where no pod answered are absent."""
     sem = asyncio.Semaphore(concurrency)
     results = await asyncio.gather(*(_fetch(session, sem, t, timeout) for t in targets))
-    return aggregate(results)
+    return Scrape(groups=aggregate(results), silent=tuple(sorted(t.pod for t, s in results if s is None)))
 
 
 def aggregate(results: Sequence[tuple[PodTarget, list[RankSample] | None]]) -> dict[int, GroupMetrics]:

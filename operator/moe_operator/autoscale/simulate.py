@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from moe_operator.autoscale.law import GroupSample, LawParams, LawState, decide
+from moe_operator.autoscale.law import STEP_SECONDS, GroupSample, LawParams, LawState, decide
 
 BLOCK_TOKENS = 512  # Mooncake hash_ids block size (traces README)
 # Per-request decode speed: 20 tokens/s = a 50 ms inter-token latency, the default ITL SLO of NVIDIA Dynamo's
@@ -54,7 +54,7 @@ HPA_SYNC_S = 15.0  # Kubernetes HPA --horizontal-pod-autoscaler-sync-period defa
 HPA_TOLERANCE = 0.1
 HPA_DOWN_STABILIZATION_S = 300.0
 KEDA_POLL_S = 30.0  # KEDA ScaledObject pollingInterval default
-MOE_TICK_S = 15.0  # the operator's autoscaling cadence
+MOE_TICK_S = STEP_SECONDS  # the operator's autoscaling cadence (one constant, law.STEP_SECONDS)
 ORACLE_SLOT_S = 15.0
 
 

@@ -9,11 +9,12 @@ import aiohttp
 import kopf
 
 from moe_operator.autoscale.controller import Memory, autoscale_once
+from moe_operator.autoscale.law import STEP_SECONDS
 from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, fresh, run_reconcile
 from moe_operator.handlers.lifecycle import lock_for
 from moe_operator.kube import KubeError
 
-AUTOSCALE_SECONDS = 10.0
+AUTOSCALE_SECONDS = STEP_SECONDS  # the cadence the offline simulator and the benchmarks replay the law at
 
 
 def _enabled(spec: kopf.Spec, **_: Any) -> bool:
@@ -51,7 +52,7 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: 
                 return
             raise
     if result.event:
-        kopf.event(body, type="Normal", reason=result.event[0], message=result.event[1])
-        logger.info(f"{result.event[0]}: {result.event[1]}")
+        kopf.event(body, type=result.event_type, reason=result.event[0], message=result.event[1])
+        (logger.warning if result.event_type == "Warning" else logger.info)(f"{result.event[0]}: {result.event[1]}")
     if result.changed_replicas:
         await run_reconcile(memo, body, logger)  # applies the new LWS replica count now, not at the next resync

@@ -16,6 +16,8 @@ this machine *is* the pod. The runner watches pods (one namespace or all) and, f
     - cold start: annotation `moe-operator.io/sim-cold-start-seconds`, `--cold-start`;
     - decode speed: annotation `moe-operator.io/sim-decode-tps`, `--decode-tps`;
     - nodes per group: env `LWS_GROUP_SIZE` of the container (set by the LWS webhook), else 1.
+  Fault injection, applied live on every pod update: annotation `moe-operator.io/sim-metrics-fault` = `hang` (the
+  pod's /metrics accepts and never answers), `error` (HTTP 500), anything else or absent (answers).
   Pod gone (deletionTimestamp, DELETED, phase Failed/Succeeded) = SIGTERM: the leader flips /health and /ready to
   503, drains running requests and exits; workers exit when their leader has (SGLang's rank-0 ShutdownReq). The pod's
   `terminationGracePeriodSeconds` (default 30) bounds the drain, like the kubelet's SIGKILL.
@@ -71,6 +73,7 @@ A_MAX_TOKENS = "moe-operator.io/sim-max-total-tokens-per-dp"
 A_DP_SIZE = "moe-operator.io/sim-dp-size"
 A_COLD_START = "moe-operator.io/sim-cold-start-seconds"
 A_DECODE_TPS = "moe-operator.io/sim-decode-tps"
+METRICS_FAULT = "moe-operator.io/sim-metrics-fault"
 SGLANG_MARK = "sglang.launch_server"
 ROUTER_MARK = "sglang_router.launch_router"
 DEFAULT_PORT = 30000
@@ -297,7 +300,10 @@ class PodRunner:
             if uid in self.pods:
                 self.stop(self.pods[uid])
             return
-        if uid in self.pods or pod.status.phase != "Running" or not pod.status.pod_ip:
+        if uid in self.pods:
+            self._apply_faults(self.pods[uid], pod)
+            return
+        if pod.status.phase != "Running" or not pod.status.pod_ip:
             return
         kind = classify(pod)
         if kind is None or not await self._node_matches(pod.spec.node_name or ""):
@@ -341,7 +347,18 @@ class PodRunner:
                 group.leader_exited.set()
 
             self._spawn(mark_exit())
+        self._apply_faults(pp, pod)
         pp.task = self._spawn(self._bind(pp, server))
+
+    @staticmethod
+    def _apply_faults(pp: PodProc, pod: Any) -> None:
+        if pp.server is None:
+            return
+        fault = (pod.metadata.annotations or {}).get(METRICS_FAULT, "")
+        fault = fault if fault in ("hang", "error") else ""
+        if fault != pp.server.metrics_fault:
+            log.info("%s: /metrics fault %r", pp.key, fault or "none")
+            pp.server.metrics_fault = fault
 
     async def _bind(self, pp: PodProc, server: SimServer) -> None:
         """Bind, retrying while an old process (a draining predecessor on the same IP) still holds the port."""

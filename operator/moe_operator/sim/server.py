@@ -81,6 +81,8 @@ class SimServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.app = self._make_app()
         self.created = time.monotonic()
+        # fault injection for tests: "" (answer), "hang" (accept, never answer), "error" (HTTP 500)
+        self.metrics_fault = ""
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
@@ -281,6 +283,12 @@ class SimServer:
         return web.Response(text="Cache flushed.\n")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:
+        if self.metrics_fault == "hang":
+            # a wedged exporter: the connection is accepted and never answered (the handler is cancelled when
+            # the scraper gives up and disconnects)
+            await asyncio.sleep(3600)
+        if self.metrics_fault == "error":
+            return web.Response(status=500, text="metrics fault injected\n")
         body = self.metrics.exposition(self.engine)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -560,6 +560,12 @@ class MoEDeploymentStatus(StatusModel):
     drain: DrainStatus | None = Field(
         default=None, description="The group being drained before the next scale-down, if any."
     )
+    pods_without_metrics: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Group pods whose /metrics did not answer at the last autoscaling step (the first 64). Scaling "
+        "goes on without them: a silent group is assumed to carry the mean load of the groups that answered.",
+    )
     selector: str | None = Field(
         default=None,
         max_length=4096,
