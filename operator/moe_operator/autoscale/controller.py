@@ -15,7 +15,7 @@ do not fight it. spec.replicas, when set, wins (kubectl scale / HPA / KEDA throu
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,7 +70,7 @@ def _ts(s: str | None) -> float | None:
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-def measure_cold_starts(pods: list[Mapping[str, Any]]) -> list[float]:
+def measure_cold_starts(pods: Sequence[Mapping[str, Any]]) -> list[float]:
     """Seconds from leader pod creation to Ready, for leaders that became Ready (what a new group costs)."""
     out = []
     for p in pods:
@@ -85,7 +85,7 @@ def measure_cold_starts(pods: list[Mapping[str, Any]]) -> list[float]:
     return out
 
 
-def targets(pods: list[Mapping[str, Any]], port: int) -> list[PodTarget]:
+def targets(pods: Sequence[Mapping[str, Any]], port: int) -> list[PodTarget]:
     out = []
     for p in pods:
         labels = p["metadata"].get("labels", {})
@@ -100,7 +100,7 @@ def targets(pods: list[Mapping[str, Any]], port: int) -> list[PodTarget]:
     return out
 
 
-def starting_groups(pods: list[Mapping[str, Any]], replicas: int) -> int:
+def starting_groups(pods: Sequence[Mapping[str, Any]], replicas: int) -> int:
     """Groups below `replicas` whose leader pod is missing or not Ready yet: capacity that is coming."""
     ready = set()
     for p in pods:

@@ -15,7 +15,7 @@ from moe_operator.admission import check_moedeployment, check_pool
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "moedeployments", id="validate-moedeployment",
                   operations=["CREATE", "UPDATE"])
-async def validate_moedeployment(body: kopf.Body, old: Any, operation: str | None, memo: kopf.Memo,
+async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, old: Any = None, operation: str | None = None,
                                  **_: Any) -> None:
     if operation == "UPDATE" and not spec_changed(old, body):
         # metadata/finalizer/status-only updates (kopf removing its finalizer on deletion among them) must always
@@ -39,7 +39,8 @@ def spec_changed(old: Any, new: Any) -> bool:
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "acceleratorpools", id="validate-acceleratorpool",
                   operations=["CREATE", "UPDATE"])
-async def validate_acceleratorpool(body: kopf.Body, old: Any, operation: str | None, **_: Any) -> None:
+async def validate_acceleratorpool(body: kopf.Body, old: Any = None, operation: str | None = None,
+                                   **_: Any) -> None:
     if operation == "UPDATE" and not spec_changed(old, body):
         return
     error = check_pool(body)

@@ -22,7 +22,8 @@ async def pool_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_:
                 if c.get("type") == "Ready" and c.get("status") == "True")
     gen = body["metadata"].get("generation", 1)
     ok = "True" if nodes else "False"
-    prev = next((c for c in body.get("status", {}).get("conditions", []) if c.get("type") == "Ready"), {})
+    conditions = body.get("status", {}).get("conditions", [])
+    prev: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
     patch.status.update({
         "observedGeneration": gen, "nodes": len(nodes), "readyNodes": ready, "allocatableDevices": devices,
         "conditions": [{

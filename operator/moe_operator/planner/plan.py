@@ -206,9 +206,10 @@ def _evaluate(
     assert best is not None
     if best.sessions_per_dp < 1:
         if best.kv_pool_bytes <= 0:
+            frac = best.mem.value if best.mem is not None else 0.0
             best.reason = (
-                f"weights {_gb(w)} per GPU exceed the static budget {_gb(best.pre_free_bytes * best.mem.value)}"
-                f" (mem-fraction-static {best.mem.value:.3f})"  # type: ignore[union-attr]
+                f"weights {_gb(w)} per GPU exceed the static budget {_gb(best.pre_free_bytes * frac)}"
+                f" (mem-fraction-static {frac:.3f})"
             )
         else:
             best.reason = (

@@ -94,7 +94,7 @@ def _attention(spec: ModelSpec) -> list[tuple[str, str, float, str]]:
 
 def _moe(spec: ModelSpec) -> list[tuple[str, str, float, str]]:
     h = spec.hidden_size
-    out = [
+    out: list[tuple[str, str, float, str]] = [
         ("router.gate", "router", h * spec.n_routed_experts + spec.n_routed_experts, "rep"),
         ("routed_experts", "routed", spec.n_routed_experts * 3 * h * spec.moe_intermediate_size, "experts"),
     ]
