@@ -1,6 +1,7 @@
 """KV-cache autoscaling end to end on the live rig: SGLang simulators at the group pods' IPs, the real sglang-router
-discovering routable leaders, the operator scraping /metrics. Load through the router raises KV occupancy -> a group
-is added and becomes Ready; load falls -> the highest group is drained and removed with 0 failed requests."""
+discovering routable leaders, the operator scraping /metrics. A slice of the Mooncake trace replayed through the router
+raises KV occupancy -> a group is added and becomes Ready; the load falls -> the highest group is drained and removed
+with 0 failed requests; a group whose /metrics hangs does not freeze scaling of the others."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from kube import Cluster, wait_for
+from moe_operator.sim.loadgen import ReplayRequest, replay, trace_slice
 from operator_proc import OperatorProcess, pod_runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,8 @@ ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
 KV_PER_DP = 4096  # small simulated KV pools, so a handful of requests fills a group
 PROMPT = "x" * 8000  # ~2000 prompt tokens for the simulator (len/4), whatever the router forwards
+MODEL = "moonshotai/Kimi-K2.5"
+TRACE = ROOT / "tests/fixtures/mooncake_conversation_first_180s.jsonl"
 
 
 @pytest.fixture
@@ -85,68 +89,46 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
     await wait_for(one_group_ready, timeout=90, what="1 ready group", describe=describe)
     url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
 
-    results: list[tuple[int, str]] = []
+    # load: the first 180 s of Kimi's production conversation trace (Mooncake), prompts built from its prefix
+    # blocks and scaled by 1/8 to fit the rig's small KV pools (8 DP ranks x 4096 tokens per group)
+    def phase(rate: float) -> list[ReplayRequest]:
+        return trace_slice(str(TRACE), duration_s=180, rate_scale=rate, token_scale=0.125, max_input_tokens=2048,
+                           max_output_tokens=64)
 
-    async def request(session: aiohttp.ClientSession, max_tokens: int) -> None:
-        payload = {"model": "moonshotai/Kimi-K2.5", "max_tokens": max_tokens,
-                   "messages": [{"role": "user", "content": PROMPT}]}
-        try:
-            async with session.post(f"{url}/v1/chat/completions", json=payload,
-                                    timeout=aiohttp.ClientTimeout(total=180)) as r:
-                data = await r.json(content_type=None)
-                ok = r.status == 200 and data.get("choices") and data["choices"][0].get("finish_reason") == "length"
-                results.append((r.status, "ok" if ok else str(data)[:200]))
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            results.append((0, f"{type(exc).__name__}: {exc}"))
+    async def scaled_up() -> bool:
+        st = await status()
+        return st.get("desiredGroups") == 2 and st.get("readyGroups") == 2
+
+    async def scaled_down() -> bool:
+        st = await status()
+        lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace,
+                                                    "leaderworkersets", "auto")
+        return st.get("desiredGroups") == 1 and lws["spec"]["replicas"] == 1 and not st.get("drain")
 
     async with aiohttp.ClientSession() as session:
-        # heavy phase: ~12 concurrent 2k-token sessions decoding for ~20 s: well above 50 % of one group's KV
-        heavy = [asyncio.create_task(request(session, 400)) for _ in range(12)]
-
-        async def scaled_up() -> bool:
-            st = await status()
-            return st.get("desiredGroups") == 2 and st.get("readyGroups") == 2
-
+        # rising: the slice at 3x its rate (~9 requests/s for 60 s): KV of one group runs out, requests queue
+        fast = asyncio.create_task(replay(session, url, phase(3.0), model=MODEL))
         await wait_for(scaled_up, timeout=90, what="a second group added and Ready", describe=describe)
         up_reason = (await status()).get("lastScaleReason", "")
-
-        # light phase: a trickle of short requests, 1/s, from the scale-up on, through the falling load, the
-        # drain and the scale-down, and a few seconds past it (the remaining group must keep serving)
-        stop_trickle = asyncio.Event()
-        trickle: list[asyncio.Task[None]] = []
-
-        async def trickle_load() -> None:
-            while not stop_trickle.is_set():
-                trickle.append(asyncio.create_task(request(session, 40)))
-                try:
-                    await asyncio.wait_for(stop_trickle.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-
-        trickler = asyncio.create_task(trickle_load())
-        await asyncio.gather(*heavy)
-
-        async def scaled_down() -> bool:
-            st = await status()
-            lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace,
-                                                        "leaderworkersets", "auto")
-            return st.get("desiredGroups") == 1 and lws["spec"]["replicas"] == 1 and not st.get("drain")
-
+        high = await fast
+        # falling: the same slice at half its rate (~1.5 requests/s), through the drain and the scale-down and a
+        # few seconds past it (the remaining group must keep serving)
+        stop = asyncio.Event()
+        low = asyncio.create_task(replay(session, url, phase(0.5), model=MODEL, stop=stop))
         try:
             await wait_for(scaled_down, timeout=150, interval=1.0, what="the drained group removed",
                            describe=describe)
             await asyncio.sleep(5)
         finally:
-            stop_trickle.set()
-            await trickler
-            await asyncio.gather(*trickle)
+            stop.set()
+            low_result = await low
     st = await status()
     assert "drained" in st.get("lastScaleReason", ""), st.get("lastScaleReason")
     assert "-> 2 groups" in up_reason, up_reason
-    failed = [r for r in results if r[1] != "ok"]
-    # 12 heavy + one trickle request per second for at least the 5 s after the scale-down
-    assert len(trickle) >= 5 and len(results) == 12 + len(trickle) and not failed, \
-        f"{len(failed)} of {len(results)} requests ({len(trickle)} trickle) failed: {failed[:5]}"
+    for name, res in (("rising", high), ("falling", low_result)):
+        assert res.ok == res.sent and not res.failures, \
+            f"{name} phase: {len(res.failures)} of {res.sent} requests failed: {res.failures[:5]}"
+    assert high.sent > 500 and low_result.sent >= 5, (high.summary(), low_result.summary())
     events = (await core.list_namespaced_event(namespace)).items
     reasons = {e.reason for e in events if e.involved_object.name == "auto"}
     assert {"ScaledUp", "Draining", "ScaledDown"} <= reasons, reasons

@@ -1,5 +1,6 @@
-"""`python -m moe_operator.sim serve ...` (one simulated SGLang server) and `... pod-runner ...` (the rig's kubelet
-stand-in: simulators and routers for kwok pods). Console script: `sglang-sim = moe_operator.sim.__main__:main`."""
+"""`python -m moe_operator.sim serve ...` (one simulated SGLang server), `... pod-runner ...` (the rig's kubelet
+stand-in: simulators and routers for kwok pods) and `... replay ...` (a trace slice sent to a router or server).
+Console script: `sglang-sim = moe_operator.sim.__main__:main`."""
 
 from __future__ import annotations
 
@@ -57,6 +58,35 @@ async def _serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", required=True, help="Mooncake JSONL or Azure LLM CSV trace")
+    p.add_argument("--url", required=True, help="base URL of the router or server, e.g. http://127.1.0.5:8000")
+    p.add_argument("--model", default="default", help="model name sent in each request")
+    p.add_argument("--start", type=float, default=0.0, help="slice start, seconds of trace time")
+    p.add_argument("--duration", type=float, default=60.0, help="slice length, seconds of trace time")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="divide the slice's arrival times by X")
+    p.add_argument("--token-scale", type=float, default=1.0, help="multiply prompt and output lengths by X")
+    p.add_argument("--max-input-tokens", type=int, default=1 << 20)
+    p.add_argument("--max-output-tokens", type=int, default=1 << 16)
+    p.add_argument("--log-level", default="warning")
+
+
+async def _replay(a: argparse.Namespace) -> int:
+    import json
+
+    import aiohttp
+
+    from .loadgen import replay, trace_slice
+
+    reqs = trace_slice(a.trace, start_s=a.start, duration_s=a.duration, rate_scale=a.rate_scale,
+                       token_scale=a.token_scale, max_input_tokens=a.max_input_tokens,
+                       max_output_tokens=a.max_output_tokens)
+    async with aiohttp.ClientSession() as session:
+        res = await replay(session, a.url.rstrip("/"), reqs, model=a.model)
+    print(json.dumps({**res.summary(), "first_failures": res.failures[:5]}, indent=1))
+    return 0 if not res.failures else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sglang-sim", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -64,11 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runner import add_runner_args
 
     add_runner_args(sub.add_parser("pod-runner", help="run simulators/routers for the rig's kwok pods"))
+    _replay_args(sub.add_parser("replay", help="replay a slice of a request trace against a router or server"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=getattr(logging, a.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.cmd == "serve":
         return asyncio.run(_serve(a))
+    if a.cmd == "replay":
+        return asyncio.run(_replay(a))
     from .runner import run_pod_runner
 
     return asyncio.run(run_pod_runner(a))
