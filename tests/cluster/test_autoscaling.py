@@ -21,7 +21,7 @@ from operator_proc import OperatorProcess, pod_runner
 ROOT = Path(__file__).resolve().parents[2]
 ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
-KV_PER_DP = 4096  # small simulated KV pools, so a handful of requests fills a group
+KV_PER_DP = 16384  # small simulated KV pools (8 DP ranks: 131k tokens per group), so a trace slice fills a group
 PROMPT = "x" * 8000  # ~2000 prompt tokens for the simulator (len/4), whatever the router forwards
 MODEL = "moonshotai/Kimi-K2.5"
 TRACE = ROOT / "tests/fixtures/mooncake_conversation_first_180s.jsonl"
@@ -90,10 +90,12 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
     url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
 
     # load: the first 180 s of Kimi's production conversation trace (Mooncake), prompts built from its prefix
-    # blocks and scaled by 1/8 to fit the rig's small KV pools (8 DP ranks x 4096 tokens per group)
+    # blocks and scaled by 1/8 (outputs by 1/2) to fit the rig's small KV pools (8 DP ranks x 16k tokens per
+    # group). At 3x its rate that is ~99k KV tokens in use on average (75 % of one group, target 50 %); at half
+    # its rate ~16k (6 % of two groups)
     def phase(rate: float) -> list[ReplayRequest]:
-        return trace_slice(str(TRACE), duration_s=180, rate_scale=rate, token_scale=0.125, max_input_tokens=2048,
-                           max_output_tokens=64)
+        return trace_slice(str(TRACE), duration_s=180, rate_scale=rate, token_scale=0.125, output_scale=0.5,
+                           max_input_tokens=2048, max_output_tokens=256)
 
     async def scaled_up() -> bool:
         st = await status()
@@ -183,17 +185,18 @@ async def test_a_silent_metrics_endpoint_does_not_freeze_scaling_of_the_other_gr
                    describe=describe)
 
     # load group 0 straight at its leader (not through the router, so the load cannot land on the silent group):
-    # ~12 x 2.4k tokens against 8 DP ranks x 4096 KV tokens -> well above the 50 % target, with a queue
+    # 48 x 2.4k tokens against 8 DP ranks x 16k KV tokens -> ~88 %, well above the 50 % target
     url = f"http://{loaded.status.pod_ip}:30000/v1/chat/completions"
-    payload = {"model": "moonshotai/Kimi-K2.5", "max_tokens": 400, "messages": [{"role": "user", "content": PROMPT}]}
 
-    async def one(session: aiohttp.ClientSession) -> int:
+    async def one(session: aiohttp.ClientSession, i: int) -> int:
+        # distinct prompts: identical ones would share their prefix KV in the radix cache and barely use any
+        payload = {"model": MODEL, "max_tokens": 400, "messages": [{"role": "user", "content": f"{i:08d}" + PROMPT}]}
         async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=300)) as r:
             await r.read()
             return r.status
 
     async with aiohttp.ClientSession() as session:
-        load = [asyncio.create_task(one(session)) for _ in range(12)]
+        load = [asyncio.create_task(one(session, i)) for i in range(48)]
 
         async def scaled_to_three() -> bool:
             st = await status()

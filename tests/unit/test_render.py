@@ -403,18 +403,17 @@ def test_router_args_golden() -> None:
 
 
 @pytest.mark.parametrize(
-    ("plan", "dp_aware"),
+    "plan",
     [
-        (("--model-path", "m", "--tp-size", "16", "--attn-dp-size", "16"), True),
-        (("--model-path", "m", "--tp-size", "16", "--attention-data-parallel-size=4"), True),
-        (("--model-path", "m", "--tp", "16", "--enable-dp-attention", "--dp-size", "16"), True),
-        (("--model-path", "m", "--tp-size", "16", "--attn-dp-size", "1"), False),
-        (("--model-path", "m", "--tp-size", "8", "--dp-size", "2"), False),  # replicas, not attention DP
+        ("--model-path", "m", "--tp-size", "16", "--attn-dp-size", "16"),
+        ("--model-path", "m", "--tp-size", "16", "--attention-data-parallel-size=4"),
+        ("--model-path", "m", "--tp-size", "8", "--dp-size", "2"),
     ],
 )
-def test_router_dp_aware(plan: tuple[str, ...], dp_aware: bool) -> None:
+def test_router_never_pins_requests_to_a_dp_rank(plan: tuple[str, ...]) -> None:
+    # --dp-aware with SGLang 0.5.x (dp_size 1 in /server_info) sends every request to attention-DP rank 0
     args = router_deployment(make(sglang_args=plan))["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert ("--dp-aware" in args) is dp_aware
+    assert "--dp-aware" not in args
 
 
 def test_router_selector_matches_leader_template_only() -> None:

@@ -193,9 +193,11 @@ def router_args(inp: RenderInput) -> list[str]:
         "--policy",
         inp.router_policy,
     ]
-    if attn_dp_size(inp.sglang_args + inp.extra_args) > 1:
-        # route per attention-DP rank (worker@rank) instead of per server
-        args.append("--dp-aware")
+    # No --dp-aware. SGLang 0.5.x reports the attention-DP width as `attn_dp_size` and keeps `dp_size` (router-level
+    # replicas) at 1 in /server_info; sglang-router 0.3.2 then registers one worker@0 per server and stamps
+    # `data_parallel_rank: 0` on every request, which SGLang honours: the whole group's traffic lands on attention-DP
+    # rank 0 and 7/8 of its KV cache idles (seen on the rig: 10 running + 90 queued on rank 0, ranks 1-7 empty).
+    # Without it SGLang's own DP controller spreads requests over the ranks.
     args += [
         "--host",
         "0.0.0.0",

@@ -65,7 +65,9 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, default=0.0, help="slice start, seconds of trace time")
     p.add_argument("--duration", type=float, default=60.0, help="slice length, seconds of trace time")
     p.add_argument("--rate-scale", type=float, default=1.0, help="divide the slice's arrival times by X")
-    p.add_argument("--token-scale", type=float, default=1.0, help="multiply prompt and output lengths by X")
+    p.add_argument("--token-scale", type=float, default=1.0, help="multiply prompt lengths by X")
+    p.add_argument("--output-scale", type=float, default=None, help="multiply output lengths by X (default: "
+                   "--token-scale)")
     p.add_argument("--max-input-tokens", type=int, default=1 << 20)
     p.add_argument("--max-output-tokens", type=int, default=1 << 16)
     p.add_argument("--log-level", default="warning")
@@ -79,7 +81,7 @@ async def _replay(a: argparse.Namespace) -> int:
     from .loadgen import replay, trace_slice
 
     reqs = trace_slice(a.trace, start_s=a.start, duration_s=a.duration, rate_scale=a.rate_scale,
-                       token_scale=a.token_scale, max_input_tokens=a.max_input_tokens,
+                       token_scale=a.token_scale, output_scale=a.output_scale, max_input_tokens=a.max_input_tokens,
                        max_output_tokens=a.max_output_tokens)
     async with aiohttp.ClientSession() as session:
         res = await replay(session, a.url.rstrip("/"), reqs, model=a.model)

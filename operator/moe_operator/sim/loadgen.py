@@ -73,12 +73,14 @@ def prompt_for(r: Request, token_scale: float, max_input_tokens: int, salt: int)
 
 
 def trace_slice(path: str, *, start_s: float = 0.0, duration_s: float = 60.0, rate_scale: float = 1.0,
-                token_scale: float = 1.0, max_input_tokens: int = 1 << 20, max_output_tokens: int = 1 << 16,
-                ) -> list[ReplayRequest]:
+                token_scale: float = 1.0, output_scale: float | None = None, max_input_tokens: int = 1 << 20,
+                max_output_tokens: int = 1 << 16) -> list[ReplayRequest]:
     """The requests of [start_s, start_s + duration_s) of the trace (trace time), arrival times divided by
-    rate_scale and shifted to start at 0."""
-    if duration_s <= 0 or rate_scale <= 0 or token_scale <= 0:
-        raise ValueError("duration, rate scale and token scale must be > 0")
+    rate_scale and shifted to start at 0; prompts scaled by token_scale, outputs by output_scale (default: the
+    same)."""
+    out_scale = token_scale if output_scale is None else output_scale
+    if duration_s <= 0 or rate_scale <= 0 or token_scale <= 0 or out_scale <= 0:
+        raise ValueError("duration, rate scale, token scale and output scale must be > 0")
     out = []
     for i, r in enumerate(load_trace(path)):
         if r.arrival < start_s:
@@ -88,7 +90,7 @@ def trace_slice(path: str, *, start_s: float = 0.0, duration_s: float = 60.0, ra
         out.append(ReplayRequest(
             at=(r.arrival - start_s) / rate_scale,
             prompt=prompt_for(r, token_scale, max_input_tokens, salt=i),
-            max_tokens=max(1, min(max_output_tokens, round(r.output_len * token_scale))),
+            max_tokens=max(1, min(max_output_tokens, round(r.output_len * out_scale))),
         ))
     return out
 
