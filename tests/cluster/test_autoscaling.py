@@ -39,6 +39,21 @@ def live_fleet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Pat
         yield log
 
 
+def autoscaled_kimi(name: str, *, min_groups: int, max_groups: int, stabilization_s: int,
+                    drain_timeout_s: int) -> dict:
+    """Kimi-K2.5 INT4 on the rig's H200 pool (1-node groups), autoscaled at a 50 % KV target, 5 s cold start."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": name},
+        "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
+                 "maxGroups": max_groups,
+                 "autoscaling": {"enabled": True, "minGroups": min_groups, "maxGroups": max_groups,
+                                 "targetKVUtilization": 0.5, "coldStartSeconds": 5,
+                                 "scaleDownStabilizationSeconds": stabilization_s},
+                 "drain": {"timeoutSeconds": drain_timeout_s}},
+    }
+
+
 async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:
     return await client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
@@ -47,16 +62,8 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
         api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
     co = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": "auto"},
-        "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
-                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
-                 "maxGroups": 2,
-                 "autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 2, "targetKVUtilization": 0.5,
-                                 "coldStartSeconds": 5, "scaleDownStabilizationSeconds": 20},
-                 "drain": {"timeoutSeconds": 120}},
-    }
-    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, autoscaled_kimi(
+        "auto", min_groups=1, max_groups=2, stabilization_s=20, drain_timeout_s=120))
 
     async def status() -> dict:
         return (await get_moed(api, namespace, "auto")).get("status", {})
@@ -147,15 +154,8 @@ async def test_a_silent_metrics_endpoint_does_not_freeze_scaling_of_the_other_gr
         api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
     co = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": "quiet"},
-        "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
-                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
-                 "maxGroups": 3,
-                 "autoscaling": {"enabled": True, "minGroups": 2, "maxGroups": 3, "targetKVUtilization": 0.5,
-                                 "coldStartSeconds": 5, "scaleDownStabilizationSeconds": 600}},
-    }
-    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, autoscaled_kimi(
+        "quiet", min_groups=2, max_groups=3, stabilization_s=600, drain_timeout_s=600))
 
     async def status() -> dict:
         return (await get_moed(api, namespace, "quiet")).get("status", {})

@@ -122,17 +122,22 @@ async def test_lws_group_of_two_runs_on_distinct_h200_nodes(api: client.ApiClien
         assert ipaddress.ip_address(p.status.pod_ip) in ipaddress.ip_network("127.0.0.0/8"), p.status.pod_ip
 
 
+async def ready_group_of_two(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:
+    """An LWS of one 2-pod group (8 GPUs each), once both pods are Ready."""
+    await client.CustomObjectsApi(api).create_namespaced_custom_object(*LWS[:2], namespace, LWS[2],
+                                                                       lws_manifest(name, size=2, gpus=8))
+
+    async def two_ready() -> list[client.V1Pod] | None:
+        pods = await group_pods(api, namespace, name)
+        return pods if len(pods) == 2 and all(is_ready(p) for p in pods) else None
+
+    return await wait_for(two_ready, timeout=60, what="group ready", describe=lambda: describe_pods(api, namespace))
+
+
 async def test_crashed_worker_container_makes_lws_recreate_the_whole_group(
         api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
-    await client.CustomObjectsApi(api).create_namespaced_custom_object(*LWS[:2], namespace, LWS[2],
-                                                                       lws_manifest("chaos", size=2, gpus=8))
-
-    async def two_ready() -> list[client.V1Pod] | None:
-        pods = await group_pods(api, namespace, "chaos")
-        return pods if len(pods) == 2 and all(is_ready(p) for p in pods) else None
-
-    pods = await wait_for(two_ready, timeout=60, what="group ready", describe=lambda: describe_pods(api, namespace))
+    pods = await ready_group_of_two(api, namespace, "chaos")
     before = {p.metadata.name: p.metadata.uid for p in pods}
     worker = next(p for p in pods if p.metadata.labels[WORKER_INDEX] == "1")
     # rig chaos stage (hack/rig/stages/pod-container-restart.yaml): the worker's container crashes and is
@@ -154,14 +159,7 @@ async def test_crashed_worker_container_makes_lws_recreate_the_whole_group(
 async def test_failed_pod_is_replaced(api: client.ApiClient, namespace: str) -> None:
     """kwok's own chaos stage (phase Failed) still works on the rig: the StatefulSet replaces the failed pod."""
     core = client.CoreV1Api(api)
-    await client.CustomObjectsApi(api).create_namespaced_custom_object(*LWS[:2], namespace, LWS[2],
-                                                                       lws_manifest("fail", size=2, gpus=8))
-
-    async def two_ready() -> list[client.V1Pod] | None:
-        pods = await group_pods(api, namespace, "fail")
-        return pods if len(pods) == 2 and all(is_ready(p) for p in pods) else None
-
-    pods = await wait_for(two_ready, timeout=60, what="group ready", describe=lambda: describe_pods(api, namespace))
+    pods = await ready_group_of_two(api, namespace, "fail")
     worker = next(p for p in pods if p.metadata.labels[WORKER_INDEX] == "1")
     await core.patch_namespaced_pod(worker.metadata.name, namespace, {"metadata": {"labels": {
         "pod-container-running-failed.stage.kwok.x-k8s.io": "true"}, "annotations": {
