@@ -11,8 +11,8 @@ from moe_operator.planner.precision import PRECISIONS
 from moe_operator.planner.weights import Layout, per_gpu_weight_bytes
 
 
-def cell(model: str, kv: str, attn_tp: int = 8, vendor: str = "nvidia", mtp: bool = False) -> int:
-    return kv_cell(CATALOG[model], kv, attn_tp, vendor, mtp).bytes_per_token
+def cell(model: str, kv: str, attn_tp: int = 8, acc: str = "h200", mtp: bool = False) -> int:
+    return kv_cell(CATALOG[model], kv, attn_tp, ACCELERATORS[acc], mtp).bytes_per_token
 
 
 # ---- KV bytes per token per GPU -------------------------------------------------------------------------
@@ -26,14 +26,23 @@ def test_mla_latent_is_576_per_layer_and_not_split_by_tp(model: str) -> None:
 
 
 def test_dsa_fp8_656_layout_plus_132_byte_indexer() -> None:
+    """H200: FlashMLA (flashmla_kv) layout, sglang mem_cache/kv_cache_configurator.py::calculate_mla_kv_cache_dim."""
     assert cell("deepseek-v3.2", "fp8_e4m3") == (656 + 132) * 61 == 48_068
     assert cell("deepseek-v3.2", "bfloat16") == (1152 + 132) * 61 == 78_324
     assert cell("glm-5", "bfloat16") == (1152 + 132) * 78 == 100_152
     assert cell("glm-5", "fp8_e4m3") == (656 + 132) * 78 == 61_464
 
 
+def test_dsa_fp8_on_b200_keeps_the_raw_trtllm_layout() -> None:
+    """B200: SGLang defaults DSA with fp8 KV to the trtllm backends (arg_groups/overrides.py, 'trtllm' if major >= 10),
+    and calculate_mla_kv_cache_dim returns the raw kv_lora_rank + rope = 576 for them: 576 x 1 B + 132 indexer."""
+    assert cell("glm-5", "fp8_e4m3", acc="b200") == (576 + 132) * 78 == 55_224
+    assert cell("deepseek-v3.2", "fp8_e4m3", acc="b200") == (576 + 132) * 61 == 43_188
+    assert cell("glm-5", "bfloat16", acc="b200") == (1152 + 132) * 78  # bf16: the same 576 elements either way
+
+
 def test_dsa_indexer_on_npu_with_bf16_kv_uses_kv_dtype() -> None:
-    assert cell("deepseek-v3.2", "bfloat16", vendor="huawei") == (1152 + 128 * 2) * 61
+    assert cell("deepseek-v3.2", "bfloat16", acc="ascend-910b") == (1152 + 128 * 2) * 61
 
 
 @pytest.mark.parametrize(("attn_tp", "expected"), [(8, 47_104), (16, 47_104), (4, 2 * 256 * 92 * 2), (1, 376_832)])
@@ -78,9 +87,30 @@ def test_mem_fraction_heuristic_h200_tp8_mla() -> None:
 
 def test_mem_fraction_heuristic_b200_dp8_deepep() -> None:
     m = mem_fraction_static(ACCELERATORS["b200"], CATALOG["deepseek-v3"], tp=8, attn_dp=8, deepep=True)
-    # 512 + 16384*1.5 + 1024 + 512*2 + 512*8*3 + 512*8*1.5 + 1536, + 2048 DeepEP
-    assert m.reserved_mib == 512 + 24_576 + 1024 + 1024 + 12_288 + 6144 + 1536 + 2048
-    assert m.value == round((183_359 - m.reserved_mib) / 183_359, 3)
+    # 512 + 16384*1.5 + 1024 + 512*2 + 512*8*3 + 512*8*1.5 + 1536 (MLA prefill graphs) + 1024 (breakable prefill
+    # graphs with DeepEP: memory_hook.py::reserve_for_graph_mb) + 2048 (reserve_for_deepep_a2a_mb)
+    assert m.reserved_mib == 512 + 24_576 + 1024 + 1024 + 12_288 + 6144 + 1536 + 1024 + 2048 == 50_176
+    assert m.value == round((183_359 - m.reserved_mib) / 183_359, 3) == 0.726
+
+
+def test_mem_fraction_deepep_on_h200_matches_sglang_default() -> None:
+    """The plan pinned 0.872 here in v0.1; SGLang's own default is 0.865 (the breakable-prefill DeepEP GiB)."""
+    m = mem_fraction_static(ACCELERATORS["h200"], CATALOG["deepseek-v3"], tp=8, attn_dp=1, deepep=True)
+    assert m.reserved_mib == 512 + 12_288 + 1024 + 1024 + 1536 + 1024 + 2048 == 19_456
+    assert m.value == 0.865
+
+
+def test_mem_fraction_on_ascend_has_no_prefill_graphs_and_bs_256() -> None:
+    """hardware_backend/npu/utils.py::set_default_server_args: <= 64 GiB -> chunked 8192, decode max bs 256 (tp >= 4);
+    cuda_graph_config.py::default_prefill_backend: prefill graphs only on CUDA."""
+    acc = ACCELERATORS["ascend-910b"]
+    m = mem_fraction_static(acc, CATALOG["deepseek-v3"], tp=8, attn_dp=1, deepep=False)
+    assert (m.chunked_prefill_size, m.cuda_graph_max_bs) == (8192, 256)
+    assert m.reserved_mib == max(512 + 12_288 + 1024 + 256 * 2, 10 * 1024) == 14_336
+    assert m.value == round((65_536 - 14_336) / 65_536, 3) == 0.781
+    dp = mem_fraction_static(acc, CATALOG["deepseek-v3"], tp=8, attn_dp=8, deepep=True)
+    assert dp.reserved_mib == 512 + 12_288 + 1024 + 512 + 256 * 8 * 3 + 2048  # no +1 GiB: no prefill graphs
+    assert dp.value == 0.656
 
 
 def test_mem_fraction_gqa_prefill_graphs() -> None:
@@ -129,14 +159,19 @@ def test_group_bytes_sum_to_checkpoint() -> None:
 
 
 def req(model: str, precision: str, acc: str, kv: str = "auto", **kw: object) -> PlanRequest:
-    return PlanRequest(
-        model=model, precision=precision, kv_dtype=kv, sessions=100, context=131072, accelerator=acc, **kw
-    )  # type: ignore[arg-type]
+    kw.setdefault("context", 131072)
+    return PlanRequest(model=model, precision=precision, kv_dtype=kv, sessions=100, accelerator=acc, **kw)  # type: ignore[arg-type]
 
 
-def test_kimi_k25_needs_attention_dp_on_h200() -> None:
+def test_kimi_k25_int4_uses_attention_dp_without_deepep_on_h200() -> None:
+    """Kimi's native INT4 experts cannot run under DeepEP in SGLang 0.5.23 (DeepEPMoE.run_moe_core asserts): the
+    plan is SGLang's own one-node recipe, TP8 + attention DP8 with --moe-a2a-backend none, 56 sessions per node."""
     p = plan(req("kimi-k2.5", "int4", "h200", "fp8_e4m3"))
-    assert p.nodes_per_group == 1 and p.attn_dp_size == 8 and p.ep_size == 8 and p.moe_a2a_backend == "deepep"
+    assert p.nodes_per_group == 1 and p.attn_dp_size == 8 and p.moe_a2a_backend == "none"
+    assert p.sessions_per_group == 56 and p.total_nodes == 2 and p.objective == "min-cost"
+    deepep = [a for a in p.alternatives if a["moe_a2a_backend"] == "deepep"]
+    assert deepep and all(a["rule"] == "deepep-int4-w4a16" and not a["feasible"] for a in deepep)
+    assert all("forward_deepgemm_contiguous is deprecated" in a["reason"] for a in deepep)
     no_dp = [a for a in p.alternatives if a["nodes_per_group"] == 1 and a["attn_dp_size"] == 1]
     assert no_dp and all(a["sessions_per_group"] < p.sessions_per_group for a in no_dp)
     # without attention DP the 35 KB/token latent sits on all 8 GPUs: one session costs 4.6 GB on every GPU
@@ -148,17 +183,79 @@ def test_kimi_k25_needs_attention_dp_on_h200() -> None:
 def test_seed_scenario_compare_b200_beats_h200() -> None:
     for model, prec in (("kimi-k2.5", "int4"), ("glm-5", "fp8"), ("glm-4.7", "fp8")):
         h, b = plan(req(model, prec, "h200")), plan(req(model, prec, "b200"))
-        assert b.sessions_per_group >= h.sessions_per_group
+        assert b.sessions_per_group / b.nodes_per_group >= h.sessions_per_group / h.nodes_per_group
     g5h, g5b = plan(req("glm-5", "fp8", "h200")), plan(req("glm-5", "fp8", "b200"))
     assert (g5h.kv_dtype, g5b.kv_dtype) == ("bfloat16", "fp8_e4m3")
-    assert (g5h.kv_bytes_per_token, g5b.kv_bytes_per_token) == (100_152, 61_464)
+    assert (g5h.kv_bytes_per_token, g5b.kv_bytes_per_token) == (100_152, 55_224)
 
 
-def test_min_nodes_objective_never_uses_more_nodes() -> None:
-    a = plan(req("glm-5", "fp8", "h200"))
-    b = plan(req("glm-5", "fp8", "h200", objective="min-nodes"))
-    assert b.total_nodes <= a.total_nodes
-    assert any("objective min-nodes" in w for w in a.warnings) or a.total_nodes == b.total_nodes
+def test_min_cost_default_beats_min_group_and_names_the_runner_up() -> None:
+    """Issue 9 §2: GLM-5 FP8 (bf16 KV) at 100 x 128k on H200 took 13 one-node groups under v0.1's min-group."""
+    small = plan(req("glm-5", "fp8", "h200", objective="min-group"))
+    cheap = plan(req("glm-5", "fp8", "h200"))
+    assert cheap.objective == "min-cost" and small.objective == "min-group"
+    assert small.nodes_per_group == 1 and cheap.total_nodes == 4 < small.total_nodes
+    assert cheap.cost_per_hour is not None and small.cost_per_hour is not None
+    assert cheap.cost_per_hour < small.cost_per_hour
+    ru = cheap.runner_up
+    assert ru is not None and ru["feasible"] and ru["cost_per_hour"] >= cheap.cost_per_hour
+    # v0.1's name for it still works
+    assert plan(req("glm-5", "fp8", "h200", objective="min-nodes")).total_nodes == cheap.total_nodes
+
+
+def test_max_sessions_per_gpu_objective_packs_densest() -> None:
+    dense = plan(req("deepseek-v3", "fp8", "h200", objective="max-sessions-per-gpu"))
+    for a in dense.alternatives:
+        if a["feasible"]:
+            gpus = a["nodes_per_group"] * 8
+            assert a["sessions_per_group"] / gpus <= dense.sessions_per_group / dense.gpus_per_group
+
+
+def test_multi_node_groups_need_rdma_and_respect_pool_max_nodes() -> None:
+    no_rdma = plan(req("glm-5", "fp8", "h200", rdma=False))
+    assert no_rdma.nodes_per_group == 1
+    multi = [a for a in no_rdma.alternatives if a["nodes_per_group"] > 1]
+    assert multi and all("needs RDMA" in a["reason"] for a in multi)
+    capped = plan(req("glm-5", "fp8", "h200", pool_max_nodes=4))
+    assert capped.total_nodes <= 4
+    assert all(a["total_nodes"] <= 4 for a in capped.alternatives if a["feasible"])
+    assert any("maxNodes 4" in a["reason"] for a in capped.alternatives)
+    with pytest.raises(PlanError) as e:
+        plan(req("glm-5", "fp8", "h200", pool_max_nodes=3))
+    assert e.value.constraint == "pool_max_nodes" and "maxNodes 3" in e.value.message
+
+
+def test_deepep_layouts_respect_the_dispatch_budget() -> None:
+    """environ.py SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK = 128: decode graphs and the running batch of a DP
+    rank stay within it (Qwen3 at 4k would otherwise plan 335 requests per rank)."""
+    for model, prec, acc in (("qwen3-235b-a22b", "fp8", "h200"), ("deepseek-v3", "fp8", "b200")):
+        p = plan(req(model, prec, acc, context=4096, objective="max-sessions-per-gpu", max_nodes_per_group=2))
+        cands = [p.to_dict(), *p.alternatives]
+        deepep = [c for c in cands if c["moe_a2a_backend"] == "deepep" and c["sessions_per_group"]]
+        assert deepep
+        assert all(c["sessions_per_group"] <= 128 * c["attn_dp_size"] for c in deepep)
+    d = plan(req("deepseek-v3", "fp8", "h200", objective="min-group", context=4096, max_nodes_per_group=2))
+    if d.moe_a2a_backend == "deepep":
+        assert d.cuda_graph_max_bs <= 128 and "--cuda-graph-max-bs-decode" in d.sglang_args
+
+
+def test_bf16_experts_under_deepep_get_the_deepgemm_runner() -> None:
+    p = plan(req("glm-4.7", "bf16", "b200", context=32768, objective="max-sessions-per-gpu"))
+    cands = [p.to_dict(), *p.alternatives]
+    deepep = [c for c in cands if c["moe_a2a_backend"] == "deepep"]
+    assert deepep and all(c["moe_runner_backend"] == "deep_gemm" for c in deepep)
+    if p.moe_a2a_backend == "deepep":
+        assert p.sglang_args[p.sglang_args.index("--moe-runner-backend") + 1] == "deep_gemm"
+
+
+def test_chunked_prefill_is_per_dp_rank() -> None:
+    p = plan(req("kimi-k2.5", "int4", "h200", "fp8_e4m3"))
+    assert p.chunked_prefill_per_rank == 8192 // 8 == 1024 and p.prefill_chunks_per_context == 128
+
+
+def test_b200_gqa_page_64() -> None:
+    assert plan(req("glm-4.7", "fp8", "b200")).page_size == 64  # trtllm_mha
+    assert plan(req("glm-4.7", "fp8", "h200")).page_size == 1
 
 
 def test_expected_occupancy_mode_holds_more_sessions() -> None:
@@ -190,7 +287,7 @@ def test_cost_fields() -> None:
         ({"model": "glm-5", "precision": "fp8", "acc": "ascend-910b"}, "precision_unsupported", "fp8"),
         ({"model": "deepseek-v3", "precision": "nvfp4", "acc": "h200"}, "precision_unsupported", "nvfp4"),
         ({"model": "kimi-k2", "precision": "fp8", "acc": "h200", "context": 200_000}, "context_too_long", "131,072"),
-        ({"model": "glm-5", "precision": "bf16", "acc": "ascend-910b"}, "weights_fit", "4 nodes x 8 x 64 GB"),
+        ({"model": "glm-5", "precision": "bf16", "acc": "ascend-910b"}, "weights_fit", "4 nodes x 8 x 64.0 GiB"),
         (
             {"model": "kimi-k2.5", "precision": "int4", "acc": "h200", "max_groups": 1, "max_nodes_per_group": 1},
             "max_groups",
@@ -224,7 +321,7 @@ def test_weights_fit_message_has_numbers() -> None:
             )
         )
     msg = e.value.message
-    assert "2.05 TB" in msg and "1 node x 8 x 141 GB = 1.13 TB" in msg and "mem-fraction-static" in msg
+    assert "1.87 TiB" in msg and "1 node x 8 x 140.4 GiB = 1.10 TiB" in msg and "mem-fraction-static" in msg
 
 
 # ---- custom pools and SGLang args ----------------------------------------------------------------------------
@@ -250,24 +347,25 @@ def test_custom_accelerator_from_plain_data() -> None:
 
 
 def test_sglang_args_canonical_and_flat() -> None:
-    p = plan(req("kimi-k2.5", "int4", "h200", "fp8_e4m3"))
+    p = plan(req("glm-4.7", "fp8", "b200"))
+    assert (p.ep_size, p.moe_a2a_backend) == (8, "none")
     a = p.sglang_args
     assert all(isinstance(x, str) for x in a)
-    assert a[:4] == ["--model-path", "moonshotai/Kimi-K2.5", "--tp-size", "8"]
+    assert a[:4] == ["--model-path", "zai-org/GLM-4.7-FP8", "--tp-size", "8"]
     flags = [x for x in a if x.startswith("--")]
+    assert "--moe-a2a-backend" not in flags and "--attn-dp-size" not in flags
     for f in (
         "--ep-size",
-        "--attn-dp-size",
-        "--moe-a2a-backend",
         "--kv-cache-dtype",
         "--mem-fraction-static",
         "--context-length",
         "--max-running-requests",
-        "--trust-remote-code",
-        "--tool-call-parser",
-        "--reasoning-parser",
     ):
         assert f in flags
+    kimi = plan(req("kimi-k2.5", "int4", "h200", "fp8_e4m3")).sglang_args
+    for f in ("--attn-dp-size", "--trust-remote-code", "--tool-call-parser", "--reasoning-parser"):
+        assert f in kimi
+    assert "--moe-a2a-backend" not in kimi
     for banned in (
         "--tp",
         "--dp",

@@ -34,6 +34,8 @@ class AcceleratorProfile:
     # KV page size SGLang uses by default per attention kind on this device (max_total_num_tokens floors to it)
     page_size: Mapping[str, int] = field(default_factory=lambda: {"mla": 1, "dsa": 64, "gqa": 1})
     moe_a2a_backend: str = "deepep"
+    # compute architecture the SGLang rules key on (data/sglang_compat.yaml): sm90 (Hopper), sm100 (Blackwell), npu
+    arch: str = "sm90"
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -66,6 +68,8 @@ class AcceleratorProfile:
         if missing:
             raise PlanError("accelerator", f"accelerator profile lacks {', '.join(missing)}")
         kw.setdefault("supported_precisions", ("bf16",))
+        if kw.get("vendor") == "huawei":
+            kw.setdefault("arch", "npu")
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +87,8 @@ class AcceleratorProfile:
 _NV_SRC = {
     "usable_mib": "nvidia-smi total memory: H200 143771 MiB, B200 183359 MiB [inferred from commonly posted logs]",
     "dsa_default_kv_dtype": "sglang overrides.py::_dsa_kv_cache_dtype_default (sglang.md §1.1)",
-    "page_size": "sglang: DSA forces page_size 64 on CUDA; trtllm_mla (Blackwell MLA default) uses 64; fa3 1 [code]",
+    "page_size": "sglang: DSA forces page_size 64 on CUDA; trtllm_mla (Blackwell MLA default, DeepSeek family) and "
+    "trtllm_mha (Blackwell GQA default: model_override_base.py::get_default_attn_backend) use 64; fa3 1 [code]",
 }
 
 ACCELERATORS: dict[str, AcceleratorProfile] = {
@@ -121,7 +126,8 @@ ACCELERATORS: dict[str, AcceleratorProfile] = {
         dsa_default_kv_dtype="fp8_e4m3",
         supported_kv_dtypes=("auto", "bf16", "bfloat16", "fp8_e4m3", "fp8_e5m2"),
         product_label="NVIDIA-B200",
-        page_size={"mla": 64, "dsa": 64, "gqa": 1},
+        page_size={"mla": 64, "dsa": 64, "gqa": 64},
+        arch="sm100",
         sources=_NV_SRC,
     ),
     "ascend-910b": AcceleratorProfile(
@@ -143,6 +149,7 @@ ACCELERATORS: dict[str, AcceleratorProfile] = {
         product_label_key="accelerator",
         product_label="huawei-Ascend910",
         page_size={"mla": 128, "dsa": 128, "gqa": 128},
+        arch="npu",
         sources={
             "usable_mib": "npu-smi HBM capacity 65536 MB per 910B device [inferred]",
             "page_size": "sglang Ascend backend default page size 128 [inferred]",
@@ -167,6 +174,7 @@ ACCELERATORS: dict[str, AcceleratorProfile] = {
         product_label_key="accelerator",
         product_label="huawei-Ascend910",
         page_size={"mla": 128, "dsa": 128, "gqa": 128},
+        arch="npu",
         sources={
             "devices_per_node": "sglang.md §1.3: 1x Atlas 800I A3 = 16 NPUs (DeepSeek-R1 W4A8 --tp 16)",
             "usable_mib": "64 GB HBM per A3 die [inferred]",

@@ -78,6 +78,7 @@ class ModelSpec:
     reasoning_parser: str | None = None
     trust_remote_code: bool = False
     mtp_checkpoint_duplicates_embeddings: bool = False
+    local_path: str | None = None  # the directory of a config.json read from disk: the default --model-path
     published: tuple[PublishedSize, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # field -> citation
 
@@ -216,6 +217,9 @@ def spec_from_config(
     merge = _get(vision, "merge_kernel_size", default=[2, 2]) if vision else [1]
     merge_factor = math.prod(int(m) for m in merge) if isinstance(merge, list | tuple) else int(merge)
 
+    if not meta:
+        meta = _serving_defaults(arch, top)
+
     def m(key: str, default: Any) -> Any:
         return meta.get(key, default)
 
@@ -262,9 +266,24 @@ def spec_from_config(
         reasoning_parser=m("reasoning_parser", None),
         trust_remote_code=bool(m("trust_remote_code", False)),
         mtp_checkpoint_duplicates_embeddings=bool(m("mtp_checkpoint_duplicates_embeddings", False)),
+        local_path=m("local_path", None),
         published=published,
         sources=dict(sources or {}),
     )
+
+
+def _serving_defaults(arch: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """For a config.json from outside the catalog: the parsers of the catalog model with the same architecture, and
+    --trust-remote-code when the config maps its classes to code in the repository (auto_map)."""
+    out: dict[str, Any] = {}
+    for spec in CATALOG.values():
+        if spec.architecture == arch:
+            out = {"tool_call_parser": spec.tool_call_parser, "reasoning_parser": spec.reasoning_parser,
+                   "trust_remote_code": spec.trust_remote_code}  # fmt: skip
+            break
+    if config.get("auto_map"):
+        out["trust_remote_code"] = True
+    return out
 
 
 def load_model_config(source: str | Path | Mapping[str, Any], model_id: str | None = None) -> ModelSpec:
@@ -289,6 +308,11 @@ def load_model_config(source: str | Path | Mapping[str, Any], model_id: str | No
             except json.JSONDecodeError as exc:
                 raise ModelConfigError(f"model config {path} is not valid JSON: {exc}") from exc
             model_id = model_id or path.parent.name or path.stem
+            if not isinstance(cfg, Mapping):
+                raise ModelConfigError("model config must be a JSON object")
+            arch = (cfg.get("architectures") or ["unknown"])[0] if isinstance(cfg.get("architectures"), list) else ""
+            meta = {**_serving_defaults(str(arch), cfg), "local_path": str(path.resolve().parent)}
+            return spec_from_config(cfg, model_id=model_id, meta=meta)
     if not isinstance(cfg, Mapping):
         raise ModelConfigError("model config must be a JSON object")
     return spec_from_config(cfg, model_id=model_id)

@@ -2,7 +2,10 @@
 
 Code references (sglang 0.5.23): ``model_executor/pool_configurator.py::DefaultPoolConfigurator._compute_cell_size``,
 ``mem_cache/kv_cache_configurator.py::calculate_mla_kv_cache_dim``, ``_compute_dsa_indexer_cell_size``,
-``mem_cache/memory_pool.py::DSATokenToKVPool(quant_block_size=128)`` (shared/reference/sglang.md §4).
+``mem_cache/memory_pool.py::DSATokenToKVPool(quant_block_size=128)`` (shared/reference/sglang.md §4); the DSA fp8
+layout follows the backend (rule dsa-kv-layout of data/sglang_compat.yaml): SGLang's SM100 default backend for DSA
+with fp8 KV is trtllm (dsa-backend-default), which keeps the raw (kv_lora_rank + rope) x 1 B layout; FlashMLA
+(SM90) uses nope fp8 + an fp32 scale per 128 + bf16 rope.
 """
 
 from __future__ import annotations
@@ -49,13 +52,38 @@ class KVCell:
     model_bytes_per_token: int  # unsharded: what one token costs the model as a whole (one replica)
 
 
-def kv_cell(spec: ModelSpec, kv_dtype: str, attn_tp: int, vendor: str, serve_mtp: bool = False) -> KVCell:
+# overrides.py::_DEEPSEEK_FAMILY_ARCHS: architectures whose MLA attention SGLang sends to trtllm_mla (page 64) on SM100
+DEEPSEEK_FAMILY_ARCHS = frozenset({
+    "DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM", "KimiK25ForConditionalGeneration", "MistralLarge3ForCausalLM",
+    "PixtralForConditionalGeneration", "GlmMoeDsaForCausalLM", "Glm5NextForConditionalGeneration", "HYV4ForCausalLM",
+    "HYV4ForCausalLMNextN", "LongcatFlashForCausalLM", "LongcatFlashForCausalLMNextN", "Dots3NoteForCausalLM",
+})  # fmt: skip
+
+
+def page_size(spec: ModelSpec, acc: AcceleratorProfile) -> int:
+    """The KV page SGLang picks by default: the pool's per-attention default, except MLA on SM100 outside the
+    DeepSeek family, which gets flashinfer (page 1) instead of trtllm_mla (page 64)."""
+    page = acc.page_size.get(spec.attention, 1)
+    if acc.arch == "sm100" and spec.attention == "mla" and spec.architecture not in DEEPSEEK_FAMILY_ARCHS:
+        return 1
+    return page
+
+
+def dsa_uses_trtllm_layout(acc: AcceleratorProfile, kv_dtype: str) -> bool:
+    """dsa-backend-default + dsa-kv-layout: trtllm (raw layout) is the DSA backend SGLang picks on SM100."""
+    return acc.arch == "sm100" and acc.vendor == "nvidia"
+
+
+def kv_cell(
+    spec: ModelSpec, kv_dtype: str, attn_tp: int, acc: AcceleratorProfile, serve_mtp: bool = False
+) -> KVCell:
+    vendor = acc.vendor
     b = KV_DTYPE_BYTES[kv_dtype]
     layers = spec.num_layers + (spec.num_nextn_predict_layers if serve_mtp else 0)
     indexer = 0
     if spec.is_mla:
         lora, rope = spec.kv_lora_rank, spec.qk_rope_head_dim
-        if spec.is_dsa and kv_dtype == "fp8_e4m3":
+        if spec.is_dsa and kv_dtype == "fp8_e4m3" and not dsa_uses_trtllm_layout(acc, kv_dtype):
             # fp8 nope part + one fp32 scale per 128 + bf16 rope
             per_layer = lora + lora // DSA_QUANT_BLOCK * 4 + rope * 2
         else:

@@ -1,13 +1,14 @@
 """SGLang's memory budget per GPU: mem_fraction_static heuristic and the KV pool it leaves.
 
-Faithful to sglang 0.5.23 ``arg_groups/memory_hook.py::handle_gpu_memory_settings``,
-``reserve_for_graph_mb``, ``reserve_for_deepep_a2a_mb``, ``adjust_mem_fraction_for_vlm`` and
-``mem_cache/kv_cache_configurator.py::_profile_available_bytes`` (shared/reference/sglang.md §4), with
-these simplifications (docs/planning.md):
+Faithful to sglang 0.5.23 (rule ids of data/sglang_compat.yaml, each checked against the wheel):
+``arg_groups/memory_hook.py::handle_gpu_memory_settings`` (reserve-formula, cuda-memory-buckets),
+``reserve_for_graph_mb`` (graph-reserve: incl. +1 GiB for DeepEP with breakable prefill graphs),
+``reserve_for_deepep_a2a_mb`` (deepep-a2a-reserve), ``model_executor/cuda_graph_config.py::default_prefill_backend``
+(prefill graphs on CUDA only), ``hardware_backend/npu/utils.py::set_default_server_args`` (npu-memory-buckets),
+``adjust_mem_fraction_for_vlm`` and ``mem_cache/kv_cache_configurator.py::_profile_available_bytes``
+(shared/reference/sglang.md §4), with these simplifications (docs/planning.md):
 - the non-post-capture path (reserve computed up front) and unified (non-PD) serving;
-- prefill CUDA graphs assumed enabled (their reserve: 1.5 GiB on MLA backends, 8 MiB per captured
-  size otherwise);
-- EAGLE/MTP adds 2 GiB (the pre-refactor server_args rule), the only speculative case modelled;
+- no reserve for EAGLE/MTP: 0.5.23 has none (no-speculative-reserve);
 - "fixed_overhead" in max_total_num_tokens is taken as 0; the CUDA/CANN context plus communicator
   buffers taken before profiling is the profile's runtime_overhead_mib.
 """
@@ -21,8 +22,15 @@ from moe_operator.planner.accelerators import MIB, AcceleratorProfile
 from moe_operator.planner.catalog import ModelSpec
 
 
-def gpu_defaults(gpu_mem_mib: int, tp: int) -> tuple[int, int]:
-    """(chunked_prefill_size, decode cuda-graph max_bs) by GPU memory bucket."""
+def gpu_defaults(gpu_mem_mib: int, tp: int, vendor: str = "nvidia") -> tuple[int, int]:
+    """(chunked_prefill_size, decode cuda-graph max_bs) by device memory bucket (cuda-memory-buckets,
+    npu-memory-buckets)."""
+    if vendor == "huawei":
+        if gpu_mem_mib <= 32 * 1024:
+            return 4096, 16 if tp < 4 else 64
+        if gpu_mem_mib <= 64 * 1024:
+            return 8192, 64 if tp < 4 else 256
+        # larger NPUs: set_default_server_args leaves these to the generic (CUDA) buckets below
     if gpu_mem_mib < 20 * 1024:
         return 2048, 8
     if gpu_mem_mib < 35 * 1024:
@@ -62,11 +70,10 @@ def mem_fraction_static(
     tp: int,
     attn_dp: int,
     deepep: bool,
-    serve_mtp: bool = False,
     cuda_graph_max_bs: int | None = None,
 ) -> MemFraction:
     gpu_mem = acc.gpu_mem_mib
-    chunked, default_bs = gpu_defaults(gpu_mem, tp)
+    chunked, default_bs = gpu_defaults(gpu_mem, tp, acc.vendor)
     max_bs = cuda_graph_max_bs or default_bs
     activation_tokens = max(chunked, 2048)
     reserved = 512 + activation_tokens * 1.5 + tp / 8 * 1024
@@ -76,14 +83,20 @@ def mem_fraction_static(
         graph += max_bs * attn_dp * 3
         if max_bs > 300:
             graph += max_bs * attn_dp * 1.5
-    graph += 1.5 * 1024 if spec.is_mla else len(prefill_graph_sizes(chunked)) * 8
+    if acc.vendor != "huawei":  # prefill graphs: breakable on CUDA, disabled elsewhere
+        if spec.is_mla:
+            graph += 1.5 * 1024
+        elif deepep:  # apply_deepep_adjustments: sizes up to 2048, rounded up to multiples of 8
+            graph += len({(b + 7) // 8 * 8 for b in prefill_graph_sizes(2048)}) * 8
+        else:
+            graph += len(prefill_graph_sizes(chunked)) * 8
+        if deepep:
+            graph += 1024  # breakable prefill graphs with DeepEP: bridge pool + NVL first-touch
     reserved += graph
     if gpu_mem > 60 * 1024:
         reserved = max(reserved, 10 * 1024)
     if deepep:
         reserved += 2 * 1024  # reserve_for_deepep_a2a_mb
-    if serve_mtp:
-        reserved += 2 * 1024
     mfs = round((gpu_mem - reserved) / gpu_mem, 3)
     factor = 1.0
     if spec.is_multimodal:

@@ -9,8 +9,9 @@ from typing import Any
 
 from moe_operator.planner.accelerators import AcceleratorProfile, resolve_accelerator
 from moe_operator.planner.catalog import ModelSpec, resolve_model
+from moe_operator.planner.compat import Rule, moe_rule
 from moe_operator.planner.errors import PlanError
-from moe_operator.planner.kv import KVCell, kv_cell, resolve_kv_dtype
+from moe_operator.planner.kv import KVCell, kv_cell, page_size, resolve_kv_dtype
 from moe_operator.planner.memory import MemFraction, gpu_defaults, kv_pool, mem_fraction_static
 from moe_operator.planner.precision import Precision, resolve_precision
 from moe_operator.planner.weights import Layout, WeightSummary, per_gpu_weight_bytes, summarize
@@ -19,7 +20,15 @@ __all__ = ["Plan", "PlanError", "PlanRequest", "plan"]
 
 # decode CUDA-graph max batch sizes the planner may pin (per DP rank), besides SGLang's default
 GRAPH_BS_CANDIDATES = (8, 16, 32, 64, 128, 256, 512)
-OBJECTIVES = ("min-group", "min-nodes")
+# min-cost: cheapest fleet for the target (nodes x price per node-hour; devices when the pool has no price), ties to
+# fewer nodes per group, then the simpler layout; min-group: the smallest group that fits, cheapest within it;
+# max-sessions-per-gpu: the densest layout, cheapest among equals. "min-nodes" (v0.1) is min-cost.
+OBJECTIVES = ("min-cost", "min-group", "max-sessions-per-gpu")
+OBJECTIVE_ALIASES = {"min-nodes": "min-cost"}
+# environ.py SGLANG_DEEPEP_NUM_MAX_DISPATCH_TOKENS_PER_RANK (rule deepep-dispatch-budget): DeepEP's low-latency
+# buffers hold this many tokens per rank and step; nothing in SGLang clamps the decode batch to it
+DEEPEP_DISPATCH_TOKENS_PER_RANK = 128
+MTP_DRAFT_TOKENS = 4  # --speculative-num-draft-tokens below: tokens per request per decode step
 MTP_ARGS = [
     "--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3",
     "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",
@@ -40,9 +49,10 @@ class PlanRequest:
     cost_per_node_hour: float | None = None
     serve_mtp: bool = False
     model_path: str | None = None
-    # "min-group": the issue-4 rule (smallest group that fits, then the best layout in it);
-    # "min-nodes": the group size that minimises the fleet (groups x nodes), ties to the smaller group
-    objective: str = "min-group"
+    objective: str = "min-cost"  # see OBJECTIVES
+    # the pool: RDMA between its nodes (multi-node groups need it) and the most nodes it may grow to
+    rdma: bool = True
+    pool_max_nodes: int | None = None
 
 
 @dataclass
@@ -60,14 +70,30 @@ class Candidate:
     sessions_per_dp: int = 0
     page: int = 1
     pinned_graph_bs: bool = False
+    rule: Rule | None = None  # the SGLang compatibility rule that admitted / rejected the layout
+    groups: int = 0
+    fleet_reason: str = ""  # feasible per group, but the fleet breaks max_groups / the pool's maxNodes
+    cost: float = 0.0  # fleet cost per hour (USD), or devices when the pool has no price
 
     @property
-    def feasible(self) -> bool:
+    def fits_group(self) -> bool:
         return self.valid and self.sessions_per_dp >= 1
 
     @property
+    def feasible(self) -> bool:
+        return self.fits_group and not self.fleet_reason
+
+    @property
     def sessions_per_group(self) -> int:
-        return self.layout.attn_dp * self.sessions_per_dp if self.feasible else 0
+        return self.layout.attn_dp * self.sessions_per_dp if self.fits_group else 0
+
+    @property
+    def total_nodes(self) -> int:
+        return self.groups * self.layout.nodes
+
+    @property
+    def runner(self) -> str:
+        return self.rule.runner if self.rule is not None else "auto"
 
 
 @dataclass
@@ -115,6 +141,11 @@ class Plan:
     sglang_args: list[str]
     alternatives: list[dict[str, Any]]
     warnings: list[str]
+    moe_runner_backend: str = "auto"
+    compat_rule: str | None = None  # the data/sglang_compat.yaml rule that admitted the layout
+    chunked_prefill_per_rank: int = 0  # what each attention-DP rank prefills per step
+    prefill_chunks_per_context: int = 0  # steps to prefill one full-context prompt on one rank
+    runner_up: dict[str, Any] | None = None  # the best other feasible layout under the same objective
     cost_per_node_hour: float | None = None
     cost_source: str | None = None
     cost_per_hour: float | None = None
@@ -134,19 +165,38 @@ def _divisors(n: int) -> list[int]:
 
 
 def _layouts(spec: ModelSpec, acc: AcceleratorProfile, nodes: int) -> list[Layout]:
+    """Every TP/attention-DP/EP/all-to-all layout of one group of `nodes` nodes: TP over all devices; attention DP
+    over any divisor; MoE experts TP-split (EP1) or expert-parallel (EP = TP), with no all-to-all backend or with
+    DeepEP (which forces ep_size = tp_size: overrides.py::_a2a_ep_size). The compatibility table decides later."""
     g = nodes * acc.devices_per_node
     out: list[Layout] = []
     for dp in _divisors(g):
-        if dp > 1 and spec.n_routed_experts:
-            out.append(Layout(nodes, g, g, dp, g, acc.moe_a2a_backend))
-            continue
-        if dp > 1:
-            out.append(Layout(nodes, g, g, dp, 1, "none"))
-            continue
-        out.append(Layout(nodes, g, g, 1, 1, "none"))
+        out.append(Layout(nodes, g, g, dp, 1, "none"))
         if spec.n_routed_experts:
-            out.append(Layout(nodes, g, g, 1, g, acc.moe_a2a_backend if nodes > 1 else "none"))
+            out.append(Layout(nodes, g, g, dp, g, "none"))
+            if acc.moe_a2a_backend != "none":
+                out.append(Layout(nodes, g, g, dp, g, acc.moe_a2a_backend))
     return out
+
+
+def _complexity(lay: Layout) -> int:
+    """Tie-break between layouts of equal cost and group size: plain TP < EP < attention DP < all-to-all backend."""
+    return (lay.a2a != "none") * 4 + (lay.attn_dp > 1) * 2 + (lay.ep > 1)
+
+
+def _compat(spec: ModelSpec, prec: Precision, acc: AcceleratorProfile, lay: Layout, req: PlanRequest) -> tuple[
+    Rule | None, str
+]:
+    """(the SGLang rule for this layout's MoE, why it is rejected or '') — plus the pool's own limits."""
+    if lay.nodes > 1 and not req.rdma:
+        return None, (
+            f"a {lay.nodes}-node group needs RDMA between its nodes (the pool sets no spec.rdma): its TP all-reduce"
+            " / EP all-to-all would cross nodes over TCP"
+        )
+    if not spec.n_routed_experts:
+        return None, ""
+    rule = moe_rule(a2a=lay.a2a, quant=prec.id, arch=acc.arch)
+    return rule, "" if rule.supported else f"SGLang cannot run {prec.id} experts with {lay.a2a}: {rule.explain()}"
 
 
 def _invalid_reason(spec: ModelSpec, prec: Precision, lay: Layout) -> str:
@@ -178,58 +228,85 @@ def _ceil_to(x: int, m: int) -> int:
 def _evaluate(
     spec: ModelSpec, prec: Precision, acc: AcceleratorProfile, lay: Layout, kv_dtype: str, req: PlanRequest
 ) -> Candidate:
-    page = acc.page_size.get(spec.attention, 1)
+    page = page_size(spec, acc)
+    # what SGLang (or the pool) cannot run at all is named first, before shape divisibility
+    rule, rejected = _compat(spec, prec, acc, lay, req)
+    if rejected:
+        return Candidate(lay, False, rejected, page=page, rule=rule)
     reason = _invalid_reason(spec, prec, lay)
     if reason:
-        return Candidate(lay, False, reason, page=page)
+        return Candidate(lay, False, reason, page=page, rule=rule)
     w, by_group = per_gpu_weight_bytes(spec, prec, lay, req.serve_mtp)
-    cell = kv_cell(spec, kv_dtype, lay.attn_tp, acc.vendor, req.serve_mtp)
+    cell = kv_cell(spec, kv_dtype, lay.attn_tp, acc, req.serve_mtp)
     need_ctx = _ceil_to(req.context, page)
     occ_ctx = _ceil_to(req.avg_context, page) if req.avg_context else need_ctx
-    _, default_bs = gpu_defaults(acc.gpu_mem_mib, lay.tp)
+    _, default_bs = gpu_defaults(acc.gpu_mem_mib, lay.tp, acc.vendor)
+    # DeepEP: a DP rank's decode batch (x draft tokens with MTP) must fit the dispatch budget, graphs included
+    cap = DEEPEP_DISPATCH_TOKENS_PER_RANK // (MTP_DRAFT_TOKENS if req.serve_mtp else 1) if lay.a2a == "deepep" else 0
+    sizes = [b for b in GRAPH_BS_CANDIDATES if b < default_bs] + [default_bs]
+    if cap:
+        sizes = [b for b in sizes if b < cap] + [min(cap, default_bs)]
     best: Candidate | None = None
     best_value = -1
-    for bs in [b for b in GRAPH_BS_CANDIDATES if b < default_bs] + [default_bs]:
+    for bs in sizes:
         mem = mem_fraction_static(
-            acc, spec, tp=lay.tp, attn_dp=lay.attn_dp, deepep=lay.a2a == "deepep",
-            serve_mtp=req.serve_mtp, cuda_graph_max_bs=bs,
-        )  # fmt: skip
+            acc, spec, tp=lay.tp, attn_dp=lay.attn_dp, deepep=lay.a2a == "deepep", cuda_graph_max_bs=bs
+        )
         pool = kv_pool(acc, mem.value, w, cell.bytes_per_token, page)
         s = pool.max_total_tokens // occ_ctx if pool.max_total_tokens >= need_ctx else 0
-        value = s if bs == default_bs else min(s, bs)
+        value = s if bs == default_bs and not cap else min(s, bs)
         if value > best_value:
             best_value = value
             best = Candidate(
                 lay, True, "", w, by_group, mem, cell, pool.kv_pool_bytes, pool.pre_load_free_bytes,
-                pool.max_total_tokens, value, page, bs != default_bs,
+                pool.max_total_tokens, value, page, bs != default_bs, rule,
             )  # fmt: skip
     assert best is not None
     if best.sessions_per_dp < 1:
         if best.kv_pool_bytes <= 0:
             frac = best.mem.value if best.mem is not None else 0.0
             best.reason = (
-                f"weights {_gb(w)} per GPU exceed the static budget {_gb(best.pre_free_bytes * frac)}"
+                f"weights {gib(w)} per GPU exceed the static budget {gib(best.pre_free_bytes * frac)}"
                 f" (mem-fraction-static {frac:.3f})"
             )
         else:
             best.reason = (
-                f"KV pool {_gb(best.kv_pool_bytes)} per GPU holds {best.max_total_tokens:,} tokens per DP group,"
+                f"KV pool {gib(best.kv_pool_bytes)} per GPU holds {best.max_total_tokens:,} tokens per DP group,"
                 f" less than one {req.context:,}-token session"
             )
     return best
 
 
-def _gb(b: float) -> str:
-    return f"{b / 1e12:.2f} TB" if b >= 1e12 else f"{b / 1e9:.1f} GB"
+def gib(b: float) -> str:
+    """Sizes as SGLang logs them (its "GB" are GiB)."""
+    return f"{b / 2**40:.2f} TiB" if b >= 2**40 else f"{b / 2**30:.1f} GiB"
 
 
-def _rank(c: Candidate) -> tuple[int, int, int]:
-    return (-c.sessions_per_group, c.layout.attn_dp, c.layout.ep)
+def _size_fleet(c: Candidate, req: PlanRequest, acc: AcceleratorProfile, price: float | None) -> None:
+    """Groups, fleet cost and the fleet-level limits (max_groups, the pool's maxNodes) of a candidate that fits."""
+    if not c.fits_group:
+        return
+    c.groups = math.ceil(req.sessions / c.sessions_per_group)
+    c.cost = c.total_nodes * price if price is not None else c.groups * c.layout.gpus
+    if req.max_groups is not None and c.groups > req.max_groups:
+        c.fleet_reason = f"needs {c.groups} groups > max_groups {req.max_groups}"
+    elif req.pool_max_nodes is not None and c.total_nodes > req.pool_max_nodes:
+        c.fleet_reason = f"needs {c.total_nodes} nodes > the pool's maxNodes {req.pool_max_nodes}"
 
 
-def _alt(c: Candidate, req: PlanRequest, reason: str) -> dict[str, Any]:
-    spg = c.sessions_per_group
-    groups = math.ceil(req.sessions / spg) if spg else None
+def _objective_key(objective: str) -> Any:
+    def simple(c: Candidate) -> tuple[Any, ...]:
+        return (_complexity(c.layout), -c.sessions_per_group)
+
+    if objective == "min-group":
+        return lambda c: (c.layout.nodes, c.cost, *simple(c))
+    if objective == "max-sessions-per-gpu":
+        return lambda c: (-c.sessions_per_group / c.layout.gpus, c.cost, c.layout.nodes, *simple(c))
+    return lambda c: (c.cost, c.layout.nodes, *simple(c))
+
+
+def _alt(c: Candidate, reason: str, price: float | None) -> dict[str, Any]:
+    ok = c.fits_group
     return {
         "layout": c.layout.label(),
         "nodes_per_group": c.layout.nodes,
@@ -237,9 +314,13 @@ def _alt(c: Candidate, req: PlanRequest, reason: str) -> dict[str, Any]:
         "attn_dp_size": c.layout.attn_dp,
         "ep_size": c.layout.ep,
         "moe_a2a_backend": c.layout.a2a,
-        "sessions_per_group": spg if c.feasible else 0,
-        "groups": groups,
-        "total_nodes": groups * c.layout.nodes if groups else None,
+        "moe_runner_backend": c.runner,
+        "sessions_per_group": c.sessions_per_group,
+        "groups": c.groups if ok else None,
+        "total_nodes": c.total_nodes if ok else None,
+        "cost_per_hour": round(c.cost, 2) if ok and price is not None else None,
+        "rule": c.rule.id if c.rule is not None else None,
+        "feasible": c.feasible,
         "reason": reason,
     }
 
@@ -252,7 +333,8 @@ def plan(req: PlanRequest) -> Plan:
         raise PlanError("request", f"sessions ({req.sessions}) and context ({req.context}) must be positive")
     if req.avg_context is not None and not 0 < req.avg_context <= req.context:
         raise PlanError("request", f"avg_context {req.avg_context} must be in 1..context ({req.context})")
-    if req.objective not in OBJECTIVES:
+    objective = OBJECTIVE_ALIASES.get(req.objective, req.objective)
+    if objective not in OBJECTIVES:
         raise PlanError("request", f"objective {req.objective!r} not one of {', '.join(OBJECTIVES)}")
     if not acc.supports(prec.id):
         raise PlanError(
@@ -271,33 +353,24 @@ def plan(req: PlanRequest) -> Plan:
     max_nodes = req.max_nodes_per_group or 4
     if max_nodes < 1 or (req.max_groups is not None and req.max_groups < 1):
         raise PlanError("request", "max_nodes_per_group and max_groups must be >= 1")
+    if req.pool_max_nodes is not None:
+        if req.pool_max_nodes < 1:
+            raise PlanError("request", "the pool's maxNodes must be >= 1")
+        max_nodes = min(max_nodes, req.pool_max_nodes)
     weights = summarize(spec, prec, req.serve_mtp)
+    price = req.cost_per_node_hour if req.cost_per_node_hour is not None else acc.cost_per_node_hour
 
-    per_nodes: dict[int, list[Candidate]] = {}
+    candidates: list[Candidate] = []
     for n in range(1, max_nodes + 1):
-        per_nodes[n] = sorted(
-            (_evaluate(spec, prec, acc, lay, kv_dtype, req) for lay in _layouts(spec, acc, n)), key=_rank
-        )
-
-    def best_at(n: int) -> Candidate | None:
-        feas = [c for c in per_nodes[n] if c.feasible]
-        return feas[0] if feas else None
-
-    def groups_for(c: Candidate) -> int:
-        return math.ceil(req.sessions / c.sessions_per_group)
-
-    options = []
-    for n in per_nodes:
-        c = best_at(n)
-        if c is not None and (req.max_groups is None or groups_for(c) <= req.max_groups):
-            options.append(c)
-    if not options:
-        _raise_infeasible(spec, prec, acc, req, per_nodes, weights, kv_dtype, max_nodes)
-    if req.objective == "min-nodes":
-        chosen = min(options, key=lambda c: (groups_for(c) * c.layout.nodes, c.layout.nodes, _rank(c)))
-    else:
-        chosen = min(options, key=lambda c: c.layout.nodes)
-    return _build_plan(spec, prec, acc, req, kv_dtype, weights, chosen, per_nodes, groups_for)
+        for lay in _layouts(spec, acc, n):
+            c = _evaluate(spec, prec, acc, lay, kv_dtype, req)
+            _size_fleet(c, req, acc, price)
+            candidates.append(c)
+    key = _objective_key(objective)
+    feasible = sorted((c for c in candidates if c.feasible), key=key)
+    if not feasible:
+        _raise_infeasible(spec, prec, acc, req, candidates, weights, kv_dtype, max_nodes)
+    return _build_plan(spec, prec, acc, req, kv_dtype, weights, feasible[0], candidates, objective, price, key)
 
 
 def _raise_infeasible(
@@ -305,43 +378,48 @@ def _raise_infeasible(
     prec: Precision,
     acc: AcceleratorProfile,
     req: PlanRequest,
-    per_nodes: dict[int, list[Candidate]],
+    candidates: list[Candidate],
     weights: WeightSummary,
     kv_dtype: str,
     max_nodes: int,
 ) -> None:
-    feasible = [c for cs in per_nodes.values() for c in cs if c.feasible]
-    if feasible and req.max_groups is not None:
-        best = max(feasible, key=lambda c: c.sessions_per_group)
-        need = math.ceil(req.sessions / best.sessions_per_group)
+    fits = [c for c in candidates if c.fits_group]
+    if fits:
+        best = max(fits, key=lambda c: (c.sessions_per_group / c.layout.nodes, -c.layout.nodes))
+        if req.max_groups is not None and best.groups > req.max_groups:
+            raise PlanError(
+                "max_groups",
+                f"{req.sessions} sessions x {req.context:,} tokens need {best.groups} groups of the best layout "
+                f"({best.layout.label()}, {best.sessions_per_group} sessions per group), more than max_groups "
+                f"{req.max_groups}",
+            )
         raise PlanError(
-            "max_groups",
-            f"{req.sessions} sessions x {req.context:,} tokens need {need} groups of the best layout "
-            f"({best.layout.label()}, {best.sessions_per_group} sessions per group), more than max_groups "
-            f"{req.max_groups}",
+            "pool_max_nodes",
+            f"{req.sessions} sessions x {req.context:,} tokens need at least {best.total_nodes} nodes "
+            f"({best.groups} x {best.layout.label()}), more than the pool's maxNodes {req.pool_max_nodes}",
         )
-    largest = [c for c in per_nodes[max_nodes] if c.valid and c.mem is not None]
     g = max_nodes * acc.devices_per_node
+    largest = [c for c in candidates if c.layout.nodes == max_nodes and c.valid and c.mem is not None]
     if not largest:
-        reasons = "; ".join(sorted({c.reason for c in per_nodes[max_nodes]}))
+        reasons = "; ".join(sorted({c.reason for c in candidates if c.layout.nodes == max_nodes}))
         raise PlanError("layout", f"no valid TP/EP/attention-DP layout on {g} devices of {acc.name}: {reasons}")
     top = max(largest, key=lambda c: c.kv_pool_bytes)
     mfs = top.mem.value  # type: ignore[union-attr]
     budget = top.pre_free_bytes * mfs
+    nodes = f"{max_nodes} node{'s' if max_nodes > 1 else ''}"
     if top.kv_pool_bytes <= 0:
         raise PlanError(
             "weights_fit",
-            f"weights {_gb(weights.bytes)} ({prec.id}) do not fit in the largest allowed group: {max_nodes} node"
-            f"{'s' if max_nodes > 1 else ''} x {acc.devices_per_node} x {acc.memory_gb:g} GB = "
-            f"{_gb(g * acc.memory_bytes)} at mem-fraction-static {mfs:.3f}: best layout {top.layout.label()} "
-            f"puts {_gb(top.weights_per_gpu)} on each device against a static budget of {_gb(budget)}",
+            f"weights {gib(weights.bytes)} ({prec.id}) do not fit in the largest allowed group: {nodes} x "
+            f"{acc.devices_per_node} x {gib(acc.usable_bytes)} = {gib(g * acc.usable_bytes)} at mem-fraction-static "
+            f"{mfs:.3f}: best layout {top.layout.label()} puts {gib(top.weights_per_gpu)} on each device against a "
+            f"static budget of {gib(budget)}",
         )
     raise PlanError(
         "kv_fit",
-        f"weights fit, but no layout up to {max_nodes} node{'s' if max_nodes > 1 else ''} of {acc.name} leaves room "
-        f"for one {req.context:,}-token session per DP group: best is {top.layout.label()} with a "
-        f"{_gb(top.kv_pool_bytes)} KV pool per device = {top.max_total_tokens:,} tokens at "
-        f"{top.cell.bytes_per_token:,} B/token ({kv_dtype})",  # type: ignore[union-attr]
+        f"weights fit, but no layout up to {nodes} of {acc.name} leaves room for one {req.context:,}-token session "
+        f"per DP group: best is {top.layout.label()} with a {gib(top.kv_pool_bytes)} KV pool per device = "
+        f"{top.max_total_tokens:,} tokens at {top.cell.bytes_per_token:,} B/token ({kv_dtype})",  # type: ignore[union-attr]
     )
 
 
@@ -353,7 +431,19 @@ def _model_path(spec: ModelSpec, prec: Precision, req: PlanRequest, warnings: li
     repo = spec.checkpoint_for(prec.id)
     if repo:
         return repo, [prec.sglang_quantization] if prec.sglang_quantization else []
-    native = spec.checkpoint_for(spec.native_precision) or spec.id
+    native = spec.checkpoint_for(spec.native_precision) or spec.local_path
+    if native is None:
+        warnings.append(
+            f"no checkpoint of {spec.id} is known: --model-path {spec.id} is a placeholder, pass --model-path"
+        )
+        native = spec.id
+    elif not spec.checkpoint_for(spec.native_precision):
+        warnings.append(
+            f"--model-path {native} is the directory of the config.json given; pass --model-path if the weights"
+            " live elsewhere"
+        )
+    if prec.id == spec.native_precision:
+        return native, [prec.sglang_quantization] if prec.sglang_quantization else []
     if prec.id == "fp8" and spec.native_precision == "bf16":
         warnings.append(f"no published FP8 checkpoint of {spec.id} known: online FP8 quantisation of {native}")
         return native, ["fp8"]
@@ -378,6 +468,8 @@ def sglang_args(
         args += ["--attn-dp-size", str(lay.attn_dp)]
     if lay.a2a != "none":
         args += ["--moe-a2a-backend", lay.a2a]
+    if c.runner != "auto":  # the compatibility rule names the only runner SGLang can use for this layout
+        args += ["--moe-runner-backend", c.runner]
     if quant:
         args += ["--quantization", quant[0]]
     args += [
@@ -401,6 +493,31 @@ def sglang_args(
     return args
 
 
+def _why_not(c: Candidate, chosen: Candidate, objective: str, price: float | None) -> str:
+    """Why a candidate lost to the chosen one, in the objective's terms."""
+    if not c.valid:
+        return f"invalid: {c.reason}" if c.rule is None else f"rejected: {c.reason}"
+    if not c.fits_group:
+        return f"infeasible: {c.reason}"
+    if c.fleet_reason:
+        return f"infeasible: {c.fleet_reason}"
+    unit = "$/h" if price is not None else "devices"
+    cost = f"{c.cost:,.2f} {unit}" if price is not None else f"{c.cost:,.0f} {unit}"
+    mine = f"{chosen.cost:,.2f} {unit}" if price is not None else f"{chosen.cost:,.0f} {unit}"
+    fleet = f"{c.groups} group{'s' if c.groups != 1 else ''}, {c.total_nodes} node{'s' if c.total_nodes != 1 else ''}"
+    if objective == "max-sessions-per-gpu":
+        a, b = c.sessions_per_group / c.layout.gpus, chosen.sessions_per_group / chosen.layout.gpus
+        if a < b:
+            return f"{a:.2f} sessions per device < {b:.2f} ({fleet}, {cost})"
+    if objective == "min-group" and c.layout.nodes > chosen.layout.nodes:
+        return f"larger group than needed (objective min-group); {fleet}, {cost} vs {mine}"
+    if c.cost > chosen.cost:
+        return f"costs more: {fleet}, {cost} vs {mine}"
+    if c.layout.nodes > chosen.layout.nodes:
+        return f"same cost ({cost}) with a larger group ({c.layout.nodes} nodes): a larger failure domain"
+    return f"same cost ({cost}) and group size, more complex layout"
+
+
 def _build_plan(
     spec: ModelSpec,
     prec: Precision,
@@ -409,56 +526,25 @@ def _build_plan(
     kv_dtype: str,
     weights: WeightSummary,
     chosen: Candidate,
-    per_nodes: dict[int, list[Candidate]],
-    groups_for: Any,
+    candidates: list[Candidate],
+    objective: str,
+    price: float | None,
+    key: Any,
 ) -> Plan:
     lay, cell, mem = chosen.layout, chosen.cell, chosen.mem
     assert cell is not None and mem is not None
-    groups = groups_for(chosen)
+    groups = chosen.groups
     spg = chosen.sessions_per_group
     warnings: list[str] = []
+    if objective != req.objective:
+        warnings.append(f"objective {req.objective!r} is now called {objective!r}")
     path, quant = _model_path(spec, prec, req, warnings)
 
-    alternatives: list[dict[str, Any]] = []
-    for c in per_nodes[lay.nodes]:
-        if c is chosen:
-            continue
-        if not c.valid:
-            why = f"invalid: {c.reason}"
-        elif not c.feasible:
-            why = f"infeasible: {c.reason}"
-        else:
-            why = (
-                f"fewer sessions per group ({spg_c} < {spg})"
-                if (spg_c := c.sessions_per_group) < spg
-                else (f"same {spg} sessions per group with a more complex layout")
-            )
-        alternatives.append(_alt(c, req, why))
-    for n, cands in per_nodes.items():
-        if n == lay.nodes:
-            continue
-        best = next((c for c in cands if c.feasible), None)
-        if best is None:
-            top = next((c for c in cands if c.valid), cands[0] if cands else None)
-            if top is not None:
-                alternatives.append(_alt(top, req, f"infeasible on {n} node(s): {top.reason}"))
-            continue
-        g = groups_for(best)
-        fleet, mine = g * n, groups * lay.nodes
-        if req.max_groups is not None and g > req.max_groups:
-            why = f"needs {g} groups > max_groups {req.max_groups}"
-        elif req.objective == "min-nodes":
-            why = f"fleet of {fleet} nodes vs {mine}" if fleet != mine else f"same fleet ({fleet} nodes), larger group"
-        elif n > lay.nodes:
-            why = f"larger group than needed (min-group rule); fleet {fleet} nodes vs {mine}"
-            if fleet < mine:
-                warnings.append(
-                    f"{n}-node groups ({best.layout.label()}) would need {fleet} nodes in total instead of {mine};"
-                    " use objective min-nodes (--objective min-nodes) to prefer them"
-                )
-        else:
-            why = f"smaller group, but needs {g} groups"
-        alternatives.append(_alt(best, req, why))
+    ranked = sorted((c for c in candidates if c is not chosen), key=lambda c: (not c.feasible, *(
+        key(c) if c.feasible else (c.layout.nodes, _complexity(c.layout))
+    )))  # fmt: skip
+    alternatives = [_alt(c, _why_not(c, chosen, objective, price), price) for c in ranked]
+    runner_up = next((a for a in alternatives if a["feasible"]), None)
 
     ctx = req.context
     per_session_gpu = cell.bytes_per_token * _ceil_to(ctx, chosen.page)
@@ -476,6 +562,9 @@ def _build_plan(
         "unallocated_bytes": usable - (usable - chosen.pre_free_bytes) - reserved - chosen.weights_per_gpu - kv_used,
         "kv_tokens_for_sessions": spg // lay.attn_dp * _ceil_to(req.avg_context or ctx, chosen.page),
     }
+    # parallel_hook.py::handle_data_parallelism (rule chunked-prefill-per-dp-rank): each DP rank prefills
+    # chunked_prefill_size // attn_dp tokens per step
+    chunk_per_rank = max(1, mem.chunked_prefill_size // lay.attn_dp)
     max_running = spg
     args = sglang_args(spec, acc, chosen, kv_dtype, path, quant, req, max_running)
     p = Plan(
@@ -488,7 +577,7 @@ def _build_plan(
         sessions=req.sessions,
         avg_context=req.avg_context,
         mode="expected_occupancy" if req.avg_context else "worst_case",
-        objective=req.objective,
+        objective=objective,
         weights_params=weights.params,
         weights_bytes=weights.bytes,
         checkpoint_bytes=weights.checkpoint_bytes,
@@ -522,11 +611,15 @@ def _build_plan(
         sglang_args=args,
         alternatives=alternatives,
         warnings=warnings,
+        moe_runner_backend=chosen.runner,
+        compat_rule=chosen.rule.id if chosen.rule is not None else None,
+        chunked_prefill_per_rank=chunk_per_rank,
+        prefill_chunks_per_context=-(-ctx // chunk_per_rank),
+        runner_up=runner_up,
     )
-    cost = req.cost_per_node_hour if req.cost_per_node_hour is not None else acc.cost_per_node_hour
-    if cost is not None:
-        p.cost_per_node_hour = cost
+    if price is not None:
+        p.cost_per_node_hour = price
         p.cost_source = "request" if req.cost_per_node_hour is not None else acc.cost_source
-        p.cost_per_hour = round(cost * p.total_nodes, 2)
-        p.cost_per_session_hour = round(cost * p.total_nodes / req.sessions, 4)
+        p.cost_per_hour = round(price * p.total_nodes, 2)
+        p.cost_per_session_hour = round(price * p.total_nodes / req.sessions, 4)
     return p
