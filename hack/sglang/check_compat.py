@@ -63,11 +63,30 @@ def check(table: dict) -> list[dict]:
     return out
 
 
+def probes() -> dict[str, object]:
+    """Rules small enough to call, not only read: SGLang's own functions run on plain namespaces."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _sglang_env  # noqa: F401  (stubs torch & co. before any sglang import)
+    from sglang.srt.arg_groups import overrides
+
+    return {
+        backend: overrides._a2a_ep_size(SimpleNamespace(moe_a2a_backend=backend, ep_size=1, tp_size=16))
+        for backend in ("none", "deepep")
+    }
+
+
 def main() -> int:
     table = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
     from importlib.metadata import version
 
-    doc = {"sglang_version": version("sglang"), "table_sglang": table.get("sglang"), "results": check(table)}
+    doc = {
+        "sglang_version": version("sglang"),
+        "table_sglang": table.get("sglang"),
+        "results": check(table),
+        "a2a_ep_size": probes(),
+    }
     json.dump(doc, sys.stdout, indent=1)
     sys.stdout.write("\n")
     bad = [r for r in doc["results"] if r["missing"] or r["present"] or r["error"]]

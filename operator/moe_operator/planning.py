@@ -68,8 +68,9 @@ def profile_for_pool(pool: Mapping[str, Any]) -> AcceleratorProfile:
     return AcceleratorProfile.from_dict(base)
 
 
-def _request(spec: Mapping[str, Any], profile: AcceleratorProfile) -> PlanRequest:
+def _request(spec: Mapping[str, Any], profile: AcceleratorProfile, pool: Mapping[str, Any]) -> PlanRequest:
     model = spec.get("model", {}) or {}
+    pool_spec = pool.get("spec") or {}
     sessions = spec.get("sessions", {}) or {}
     model_ref: Any = model.get("catalog")
     if not model_ref and model.get("config") is not None:
@@ -86,6 +87,9 @@ def _request(spec: Mapping[str, Any], profile: AcceleratorProfile) -> PlanReques
         max_groups=spec.get("maxGroups") or (spec.get("autoscaling") or {}).get("maxGroups"),
         max_nodes_per_group=spec.get("maxNodesPerGroup") or 4,
         model_path=model_path_hint(spec),
+        objective=(spec.get("planning") or {}).get("objective") or "min-cost",
+        rdma=bool(pool_spec.get("rdma")),
+        pool_max_nodes=pool_spec.get("maxNodes"),
     )
 
 
@@ -154,7 +158,7 @@ async def plan_deployment(spec: Mapping[str, Any], get_pool: PoolGetter,
             continue
         try:
             profile = profile_for_pool(pool)
-            result = plan(_request(spec, profile))
+            result = plan(_request(spec, profile, pool))
         except (PlanError, KeyError, ValueError, TypeError) as exc:
             if not isinstance(exc, PlanError):
                 exc = PlanError("model", f"{type(exc).__name__}: {exc}")
@@ -181,6 +185,7 @@ def _plan_field(exc: PlanError, pool_field: str) -> str:
         "mtp": "spec.model",
         "request": "spec.sessions",
         "weights_fit": pool_field,
+        "pool_max_nodes": pool_field,
         "layout": pool_field,
         "accelerator": pool_field,
     }.get(exc.constraint, "spec")
@@ -189,7 +194,13 @@ def _plan_field(exc: PlanError, pool_field: str) -> str:
 def plan_summary(p: Plan) -> dict[str, Any]:
     """The subset of the planner's JSON kept in status.plan (camelCase, as the CRD declares it)."""
     d = p.to_dict()
+    ru = d.get("runner_up")
+    runner_up = None
+    if ru:
+        price = f", ${ru['cost_per_hour']:,.2f}/h" if ru.get("cost_per_hour") is not None else ""
+        runner_up = f"{ru['layout']}: {ru['groups']} x {ru['nodes_per_group']} = {ru['total_nodes']} nodes{price}"
     return {
+        "objective": d["objective"],
         "nodesPerGroup": d["nodes_per_group"],
         "gpusPerGroup": d["gpus_per_group"],
         "tpSize": d["tp_size"],
@@ -201,5 +212,9 @@ def plan_summary(p: Plan) -> dict[str, Any]:
         "weightsBytes": int(d["weights_bytes"]),
         "maxTotalTokensPerDp": int(d["max_total_tokens_per_dp"]),
         "memFractionStatic": str(d["mem_fraction_static"]),
+        "moeA2ABackend": d["moe_a2a_backend"],
+        "totalNodes": d["total_nodes"],
+        **({"costPerHour": f"{d['cost_per_hour']:.2f}"} if d.get("cost_per_hour") is not None else {}),
+        **({"runnerUp": runner_up} if runner_up else {}),
         "sglangArgs": list(d["sglang_args"]),
     }

@@ -165,17 +165,27 @@ def _planner_argvs() -> dict[str, list[str]]:
         from moe_operator.planner import ACCELERATORS, CATALOG, PRECISIONS, PlanError, PlanRequest, plan
     except ImportError as e:  # pragma: no cover - the planner lands separately
         pytest.skip(f"moe_operator.planner is not importable yet ({e}); planner argv conformance not checked")
+    # issue 9's acceptance grid (every catalog model x pool x precision x sessions {1, 100, 1000} x context
+    # {32k, 128k}) under every objective, plus the v0.1 smoke case; identical argvs are parsed once
     argvs: dict[str, list[str]] = {}
+    seen: set[tuple[str, ...]] = set()
     for model in CATALOG:
         for acc in ACCELERATORS:
             for prec in PRECISIONS:
-                try:
-                    p = plan(PlanRequest(model=model, precision=prec, sessions=8, context=32768, accelerator=acc))
-                except PlanError:
-                    continue
-                nodes = getattr(p, "nodes_per_group", None) or getattr(getattr(p, "layout", None), "nodes", None) or 1
-                extra = [a.format(nodes=nodes) for a in RENDERER_ARGS]
-                argvs[f"{model}/{acc}/{prec}"] = list(p.sglang_args) + extra
+                for sessions, context, objective in [(8, 32768, "min-cost")] + [
+                    (n, c, o) for n in (1, 100, 1000) for c in (32_768, 131_072)
+                    for o in ("min-cost", "min-group", "max-sessions-per-gpu")
+                ]:  # fmt: skip
+                    try:
+                        p = plan(PlanRequest(model=model, precision=prec, sessions=sessions, context=context,
+                                             accelerator=acc, objective=objective))  # fmt: skip
+                    except PlanError:
+                        continue
+                    extra = [a.format(nodes=p.nodes_per_group) for a in RENDERER_ARGS]
+                    argv = list(p.sglang_args) + extra
+                    if tuple(argv) not in seen:
+                        seen.add(tuple(argv))
+                        argvs[f"{model}/{acc}/{prec}/{sessions}x{context}/{objective}"] = argv
     return argvs
 
 

@@ -108,11 +108,13 @@ def _assert_cheapest_allowed(r) -> None:
     price = acc.cost_per_node_hour
     mine = r.total_nodes * price if price is not None else r.total_gpus
     for alt in r.alternatives:
-        if spec.n_routed_experts and not moe_rule(a2a=alt["moe_a2a_backend"], quant=r.precision, arch=acc.arch).supported:
+        rule = moe_rule(a2a=alt["moe_a2a_backend"], quant=r.precision, arch=acc.arch)
+        if spec.n_routed_experts and not rule.supported:
             assert not alt["feasible"] and alt["reason"].startswith("rejected: SGLang cannot run")
         if alt["feasible"]:
-            theirs = alt["total_nodes"] * price if price is not None else alt["groups"] * alt["nodes_per_group"] * 8
-            if price is None:
+            if price is not None:
+                theirs = alt["total_nodes"] * price
+            else:
                 theirs = alt["groups"] * alt["nodes_per_group"] * acc.devices_per_node
             assert theirs >= mine - 1e-9, (alt, mine)
             if theirs == mine:  # ties: fewer nodes per group first

@@ -28,10 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", help="HF repo id or path for --model-path (default: the catalog checkpoint)")
     p.add_argument(
         "--objective",
-        default="min-group",
-        choices=("min-group", "min-nodes"),
-        help="min-group: smallest group that fits (default); min-nodes: smallest fleet",
+        default="min-cost",
+        choices=("min-cost", "min-group", "max-sessions-per-gpu", "min-nodes"),
+        help="min-cost: cheapest fleet, ties to smaller groups then simpler layouts (default); min-group: smallest "
+        "group that fits; max-sessions-per-gpu: densest layout (min-nodes: old name of min-cost)",
     )
+    p.add_argument(
+        "--no-rdma", dest="rdma", action="store_false", help="the pool has no RDMA: single-node groups only"
+    )
+    p.add_argument("--pool-max-nodes", type=int, help="most nodes the pool may grow to (caps group and fleet)")
     p.add_argument("-o", "--output", default="table", choices=("table", "json"))
 
 
@@ -53,6 +58,8 @@ def _request(args: argparse.Namespace, accelerator: str, model: Any) -> Any:
         serve_mtp=args.serve_mtp,
         model_path=args.model_path,
         objective=args.objective,
+        rdma=args.rdma,
+        pool_max_nodes=args.pool_max_nodes,
     )
 
 
@@ -88,15 +95,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{pool}: {r}", file=sys.stderr)
         return 0 if ok else 1
     if args.compare:
-        print(render_compare(results))
+        print(render_compare(results))  # a failing pool's error is a line of the table, said once
     else:
         r = results[0][1]
         if isinstance(r, PlanError):
             return _fail(args, r)
         print(render_table(r))
-    for pool, r in results:
-        if isinstance(r, PlanError):
-            print(f"error: {pool}: {r}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -115,13 +119,36 @@ def _fail(args: argparse.Namespace, exc: Any) -> int:
 
 
 def _gb(b: float) -> str:
-    if b >= 1e12:
-        return f"{b / 1e12:.2f} TB"
-    if b >= 1e9:
-        return f"{b / 1e9:.1f} GB"
-    if b >= 1e6:
-        return f"{b / 1e6:.1f} MB"
+    """Binary units throughout, as SGLang logs memory (its "GB" are GiB)."""
+    if b >= 2**40:
+        return f"{b / 2**40:.2f} TiB"
+    if b >= 2**30:
+        return f"{b / 2**30:.1f} GiB"
+    if b >= 2**20:
+        return f"{b / 2**20:.1f} MiB"
     return f"{b:,.0f} B"
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _alternatives(p: Any, feasible_shown: int = 6) -> list[str]:
+    """The best feasible alternatives, then every rejected layout grouped by the rule or constraint that refused it."""
+    out: list[str] = []
+    feas = [a for a in p.alternatives if a["feasible"]]
+    for a in feas[:feasible_shown]:
+        out.append(f"  - {a['layout']}: {a['sessions_per_group']} sessions/group — {a['reason']}")
+    if len(feas) > feasible_shown:
+        out.append(f"  - … {len(feas) - feasible_shown} more feasible layouts (-o json lists them all)")
+    by_reason: dict[str, list[str]] = {}
+    for a in p.alternatives:
+        if not a["feasible"]:
+            by_reason.setdefault(a["reason"], []).append(a["layout"])
+    for reason, layouts in by_reason.items():
+        shown = ", ".join(layouts[:3]) + (f" (+{len(layouts) - 3} more)" if len(layouts) > 3 else "")
+        out.append(f"  - {shown} — {reason}")
+    return out
 
 
 def _kv(n: int) -> str:
@@ -133,7 +160,7 @@ def render_table(p: Any) -> str:
     rows: list[tuple[str, str]] = [
         ("model", f"{p.model_name} [{p.model}]"),
         ("precision / KV dtype", f"{p.precision} / {p.kv_dtype}"),
-        ("accelerator", p.accelerator),
+        ("accelerator", f"{p.accelerator}: {_gb(g['usable_bytes'])} per device as the runtime reports it"),
         (
             "target",
             f"{p.sessions} sessions x {p.context:,} tokens"
@@ -153,9 +180,12 @@ def render_table(p: Any) -> str:
         ),
         (
             "layout",
-            f"{p.nodes_per_group} node(s) x {p.gpus_per_group // p.nodes_per_group} = {p.gpus_per_group} "
-            f"devices: TP{p.tp_size} EP{p.ep_size} attn-DP{p.attn_dp_size} a2a={p.moe_a2a_backend}",
+            f"{_n(p.nodes_per_group, 'node')} x {p.gpus_per_group // p.nodes_per_group} = {p.gpus_per_group} "
+            f"devices: TP{p.tp_size} EP{p.ep_size} attn-DP{p.attn_dp_size} a2a={p.moe_a2a_backend}"
+            + (f" runner={p.moe_runner_backend}" if p.moe_runner_backend != "auto" else "")
+            + (f" (SGLang rule {p.compat_rule})" if p.compat_rule else ""),
         ),
+        ("chosen by", f"objective {p.objective}" + (f"; runner-up {_runner_up(p.runner_up)}" if p.runner_up else "")),
         (
             "per-GPU memory",
             f"{_gb(g['usable_bytes'])} = runtime {_gb(g['runtime_overhead_bytes'])} + reserved "
@@ -166,11 +196,17 @@ def render_table(p: Any) -> str:
             f"{p.mem_fraction_static:.3f} (chunked prefill {p.chunked_prefill_size}, decode "
             f"graph max bs {p.cuda_graph_max_bs})",
         ),
+        (
+            "prefill per DP rank",
+            f"{p.chunked_prefill_per_rank:,} tokens per step: {_n(p.prefill_chunks_per_context, 'step')} "
+            f"for one {p.context:,}-token prompt",
+        ),
         ("KV tokens per DP group", f"{p.max_total_tokens_per_dp:,}"),
         ("sessions", f"{p.sessions_per_dp} per DP group x {p.attn_dp_size} = {p.sessions_per_group} per group"),
         (
             "groups",
-            f"{p.groups} -> {p.total_nodes} nodes, {p.total_gpus} devices, capacity {p.capacity_sessions} sessions",
+            f"{_n(p.groups, 'group')} -> {_n(p.total_nodes, 'node')}, {_n(p.total_gpus, 'device')}, capacity "
+            f"{_n(p.capacity_sessions, 'session')}",
         ),
         ("fits", "yes"),
     ]
@@ -189,13 +225,15 @@ def render_table(p: Any) -> str:
     if p.alternatives:
         out.append("")
         out.append("alternatives considered:")
-        for a in p.alternatives:
-            spg = a["sessions_per_group"]
-            extra = f" {spg} sessions/group, {a['groups']} groups, {a['total_nodes']} nodes" if spg else ""
-            out.append(f"  - {a['layout']}:{extra} — {a['reason']}")
+        out.extend(_alternatives(p))
     for w in p.warnings:
         out.append(f"warning: {w}")
     return "\n".join(out)
+
+
+def _runner_up(ru: dict[str, Any]) -> str:
+    cost = f", ${ru['cost_per_hour']:,.2f}/h" if ru.get("cost_per_hour") is not None else ""
+    return f"{ru['layout']} ({_n(ru['groups'], 'group')}, {_n(ru['total_nodes'], 'node')}{cost})"
 
 
 def render_compare(results: list[tuple[str, Any]]) -> str:
@@ -206,7 +244,11 @@ def render_compare(results: list[tuple[str, Any]]) -> str:
         ("weights", lambda p: _gb(p.weights_bytes)),
         ("KV/token/GPU", lambda p: f"{p.kv_bytes_per_token:,} B"),
         ("KV/session", lambda p: _gb(p.kv_bytes_per_session)),
-        ("layout", lambda p: f"{p.nodes_per_group}n TP{p.tp_size} DP{p.attn_dp_size} EP{p.ep_size}"),
+        (
+            "layout",
+            lambda p: f"{p.nodes_per_group}n TP{p.tp_size} DP{p.attn_dp_size} EP{p.ep_size}"
+            + (f" {p.moe_a2a_backend}" if p.moe_a2a_backend != "none" else ""),
+        ),
         ("weights/GPU", lambda p: _gb(p.per_gpu["weights_bytes"])),
         ("KV pool/GPU", lambda p: _gb(p.per_gpu["kv_pool_bytes"])),
         ("mem-fraction", lambda p: f"{p.mem_fraction_static:.3f}"),

@@ -74,6 +74,7 @@ class Candidate:
     groups: int = 0
     fleet_reason: str = ""  # feasible per group, but the fleet breaks max_groups / the pool's maxNodes
     cost: float = 0.0  # fleet cost per hour (USD), or devices when the pool has no price
+    refused: bool = False  # by the SGLang compatibility table or the pool (RDMA), not by shape divisibility
 
     @property
     def fits_group(self) -> bool:
@@ -232,7 +233,7 @@ def _evaluate(
     # what SGLang (or the pool) cannot run at all is named first, before shape divisibility
     rule, rejected = _compat(spec, prec, acc, lay, req)
     if rejected:
-        return Candidate(lay, False, rejected, page=page, rule=rule)
+        return Candidate(lay, False, rejected, page=page, rule=rule, refused=True)
     reason = _invalid_reason(spec, prec, lay)
     if reason:
         return Candidate(lay, False, reason, page=page, rule=rule)
@@ -496,7 +497,7 @@ def sglang_args(
 def _why_not(c: Candidate, chosen: Candidate, objective: str, price: float | None) -> str:
     """Why a candidate lost to the chosen one, in the objective's terms."""
     if not c.valid:
-        return f"invalid: {c.reason}" if c.rule is None else f"rejected: {c.reason}"
+        return f"rejected: {c.reason}" if c.refused else f"invalid: {c.reason}"
     if not c.fits_group:
         return f"infeasible: {c.reason}"
     if c.fleet_reason:

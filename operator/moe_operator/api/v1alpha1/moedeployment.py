@@ -37,6 +37,7 @@ CATALOG_MODELS: tuple[str, ...] = CatalogModel.__args__  # type: ignore[attr-def
 Precision = Literal["bf16", "fp8", "int4", "w8a8", "w4a8", "nvfp4"]
 PRECISIONS: tuple[str, ...] = Precision.__args__  # type: ignore[attr-defined]
 KVCacheDtype = Literal["auto", "bf16", "fp8_e4m3", "fp8_e5m2"]
+PlanObjective = Literal["min-cost", "min-group", "max-sessions-per-gpu"]
 RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
 
 Arg = Annotated[str, StringConstraints(max_length=1024)]
@@ -356,6 +357,17 @@ class Drain(ApiModel):
     )
 
 
+class Planning(ApiModel):
+    """How the planner picks one layout among those SGLang can run."""
+
+    objective: PlanObjective = Field(
+        default="min-cost",
+        description="min-cost: the cheapest fleet for sessions.target (nodes x the pool's costPerNodeHour, devices "
+        "when it has none), ties to fewer nodes per group, then the simpler layout; min-group: the smallest group "
+        "that fits; max-sessions-per-gpu: the densest layout.",
+    )
+
+
 # ------------------------------------------------------------------------------------------------ spec
 class MoEDeploymentSpec(ApiModel):
     """Desired state: model, precision, weights, session target and accelerator pool(s)."""
@@ -457,6 +469,11 @@ class MoEDeploymentSpec(ApiModel):
         default_factory=RouterSpec, description="sglang-router settings.", json_schema_extra={"default": {}}
     )
     placement: Placement | None = Field(default=None, description="Topology placement of each group.")
+    planning: Planning = Field(
+        default_factory=Planning,
+        description="How the layout is chosen (the planner's objective).",
+        json_schema_extra={"default": {}},
+    )
     drain: Drain = Field(
         default_factory=Drain, description="Graceful retirement of groups.", json_schema_extra={"default": {}}
     )
@@ -492,6 +509,7 @@ class MoEDeploymentSpec(ApiModel):
 class PlanStatus(StatusModel):
     """The part of the planner's result the operator records (sizes in bytes, parallelism per group)."""
 
+    objective: PlanObjective | None = Field(default=None, description="The objective that chose the layout.")
     nodes_per_group: int | None = Field(default=None, ge=0, description="Nodes in one group (LWS size).")
     gpus_per_group: int | None = Field(default=None, ge=0, description="Accelerator devices in one group.")
     tp_size: int | None = Field(default=None, ge=0, description="Tensor-parallel size (--tp-size).")
@@ -512,6 +530,18 @@ class PlanStatus(StatusModel):
     )
     mem_fraction_static: Fraction | None = Field(
         default=None, description="Fraction of device memory for weights + KV cache (--mem-fraction-static)."
+    )
+    moe_a2a_backend: str | None = Field(
+        default=None, max_length=32, description="MoE all-to-all backend (--moe-a2a-backend): none or deepep."
+    )
+    total_nodes: int | None = Field(default=None, ge=0, description="Nodes of the planned fleet (groups x nodes).")
+    cost_per_hour: str | None = Field(
+        default=None, max_length=32, description="Planned fleet's cost per hour (USD, from the pool's price)."
+    )
+    runner_up: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The best other layout under the same objective and what its fleet would cost.",
     )
     sglang_args: list[Arg] = Field(
         default_factory=list,

@@ -1,0 +1,64 @@
+"""The planner's API inputs are read: spec.planning.objective, the pool's rdma and maxNodes (each test fails when
+the operator ignores the field), and status.plan says which objective chose the layout and what the runner-up costs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from moe_operator.planning import SpecProblem, plan_deployment, plan_summary
+
+POOL: dict[str, Any] = {
+    "metadata": {"name": "h200"},
+    "spec": {
+        "accelerator": {"profile": "h200"},
+        "rdma": {"resourceName": "rdma/ib", "count": 8},
+        "costPerNodeHour": 30,
+    },
+}
+SPEC: dict[str, Any] = {
+    "model": {"catalog": "glm-5"},
+    "weights": {"huggingFace": {"repo": "zai-org/GLM-5-FP8"}},
+    "precision": "fp8",
+    "sessions": {"target": 100, "contextTokens": 131072},
+    "pool": "h200",
+}
+
+
+async def _plan(spec: dict[str, Any], pool: dict[str, Any] = POOL) -> Any:
+    async def get_pool(name: str) -> dict[str, Any] | None:
+        return pool if name == "h200" else None
+
+    return (await plan_deployment(spec, get_pool)).plan
+
+
+async def test_objective_field_is_read() -> None:
+    cheap = await _plan(SPEC)
+    small = await _plan({**SPEC, "planning": {"objective": "min-group"}})
+    assert cheap.objective == "min-cost" and small.objective == "min-group"
+    assert (cheap.nodes_per_group, cheap.total_nodes) == (2, 4)
+    assert small.nodes_per_group == 1 and small.total_nodes > cheap.total_nodes
+    s = plan_summary(cheap)
+    assert s["objective"] == "min-cost" and s["totalNodes"] == 4 and s["costPerHour"] == "120.00"
+    assert s["runnerUp"].endswith("/h") and "nodes" in s["runnerUp"]
+    assert s["moeA2ABackend"] == "none"
+
+
+async def test_pool_without_rdma_gets_single_node_groups() -> None:
+    pool = copy.deepcopy(POOL)
+    del pool["spec"]["rdma"]
+    p = await _plan(SPEC, pool)
+    assert p.nodes_per_group == 1
+    assert any("needs RDMA" in a["reason"] for a in p.alternatives)
+
+
+async def test_pool_max_nodes_caps_the_fleet() -> None:
+    pool = copy.deepcopy(POOL)
+    pool["spec"]["maxNodes"] = 3
+    with pytest.raises(SpecProblem) as e:
+        await _plan(SPEC, pool)
+    assert e.value.field == "spec.pool" and "maxNodes 3" in e.value.message
+    pool["spec"]["maxNodes"] = 4
+    assert (await _plan(SPEC, pool)).total_nodes <= 4
