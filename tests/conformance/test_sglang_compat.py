@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-
 from tests.conformance.test_sglang_conformance import ROOT, run_sglang
 
 pytestmark = pytest.mark.conformance
