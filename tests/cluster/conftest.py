@@ -37,7 +37,7 @@ POOLS = {
                    "tolerations": [KWOK_TOLERATION]},
     # one node only: a 2-node group cannot be placed
     "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
-                     "tolerations": [KWOK_TOLERATION]},
+                     "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1}},
 }
 
 

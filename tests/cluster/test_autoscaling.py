@@ -41,11 +41,14 @@ def live_fleet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Pat
 
 def autoscaled_kimi(name: str, *, min_groups: int, max_groups: int, stabilization_s: int,
                     drain_timeout_s: int) -> dict:
-    """Kimi-K2.5 INT4 on the rig's H200 pool (1-node groups), autoscaled at a 50 % KV target, 5 s cold start."""
+    """Kimi-K2.5 INT4 on the rig's H200 pool (1-node attention-DP8 groups), autoscaled at a 50 % KV target, 5 s cold
+    start."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment", "metadata": {"name": name},
         "spec": {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
-                 "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "rig-h200",
+                 # 200 x 8k does not fit 2 plain-TP8 groups (76 each), so the min-cost plan is one node with attention
+                 # DP8 (440 per group): 8 simulated DP ranks of KV_PER_DP tokens per group, as the load below expects
+                 "precision": "int4", "sessions": {"target": 200, "contextTokens": 8192}, "pool": "rig-h200",
                  "maxGroups": max_groups,
                  "autoscaling": {"enabled": True, "minGroups": min_groups, "maxGroups": max_groups,
                                  "targetKVUtilization": 0.5, "coldStartSeconds": 5,
