@@ -169,3 +169,25 @@ def test_catalog_files_are_wellformed() -> None:
     assert len(files) == len(MODEL_IDS)
     for f in files:
         assert load_catalog_file(f).id == f.stem
+
+
+def test_kimi_k25_config_as_published() -> None:
+    """Issue 9 §6: text_config.model_type deepseek_v3, compressed-tensors config_groups + ignore, vt_* vision keys."""
+    from moe_operator.planner.catalog import DATA_DIR, _load_yaml, _unwrap, spec_from_config
+
+    doc = _load_yaml(DATA_DIR / "kimi-k2.5.yaml")
+    config = _unwrap(doc["config"], {}, doc["sources"], "")
+    assert config["text_config"]["model_type"] == "deepseek_v3"
+    q = config["text_config"]["quantization_config"]
+    assert q["config_groups"]["group_0"]["weights"]["num_bits"] == 4 and "lm_head" in q["ignore"]
+    assert set(config["vision_config"]) >= {"vt_num_hidden_layers", "vt_hidden_size", "vt_intermediate_size"}
+    plain = spec_from_config(config)  # no catalog meta: precision and vision read from the config itself
+    assert plain.native_precision == "int4"
+    assert (plain.vision_num_layers, plain.vision_hidden_size, plain.vision_intermediate_size) == (27, 1152, 4304)
+
+
+def test_glm5_checkpoint_has_no_mtp_embedding_copies() -> None:
+    spec = CATALOG["glm-5"]
+    assert not spec.mtp_checkpoint_duplicates_embeddings
+    s = summarize(spec, PRECISIONS["fp8"], serve_mtp=True)
+    assert s.checkpoint_bytes == pytest.approx(s.bytes)  # everything in the checkpoint is loaded with MTP on

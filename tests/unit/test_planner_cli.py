@@ -203,3 +203,57 @@ def test_cli_cold_start() -> None:
         [sys.executable, "-m", "moe_operator.cli", *KIMI, "-o", "json"], capture_output=True, text=True, check=True
     )
     assert time.perf_counter() - t < 3.0  # target < 1 s on an idle machine
+
+
+def test_compare_says_a_failing_pools_error_once(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--model", "glm-5", "--precision", "fp8", "--sessions", "100", "--context", "131072",
+            "--compare", "h200,ascend-910c"]  # fmt: skip
+    assert main(argv) == 1
+    cap = capsys.readouterr()
+    assert (cap.out + cap.err).count("fp8 weights are not supported on ascend-910c") == 1
+    assert cap.out.endswith("\n")
+
+
+def test_model_config_defaults_model_path_parsers_and_remote_code(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config.json of a catalog architecture keeps its parsers; --model-path defaults to the config's directory
+    (not its file stem), said once and without contradicting itself; auto_map asks for --trust-remote-code."""
+    glm = CATALOG["glm-4.7"]
+    config = {
+        "architectures": [glm.architecture], "model_type": glm.model_type, "num_hidden_layers": 92,
+        "hidden_size": 5120, "intermediate_size": 12288, "num_attention_heads": 96, "num_key_value_heads": 8,
+        "head_dim": 128, "n_routed_experts": 160, "n_shared_experts": 1, "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3, "moe_intermediate_size": 1536, "vocab_size": 151552,
+        "max_position_embeddings": 202752, "auto_map": {"AutoConfig": "configuration.Glm4MoeConfig"},
+    }  # fmt: skip
+    d = tmp_path / "my-glm"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(config))
+    argv = ["plan", "--model-config", str(d / "config.json"), "--sessions", "4", "--context", "8192", "-o", "json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    args = out["sglang_args"]
+    assert args[args.index("--model-path") + 1] == str(d)
+    assert "--trust-remote-code" in args
+    assert args[args.index("--tool-call-parser") + 1] == glm.tool_call_parser
+    assert args[args.index("--reasoning-parser") + 1] == glm.reasoning_parser
+    assert len([w for w in out["warnings"] if "--model-path" in w]) == 1
+    assert not any("no published" in w for w in out["warnings"])
+
+
+def test_table_counts_agree_in_number(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--model", "qwen3-235b-a22b", "--precision", "fp8", "--sessions", "4", "--context", "8192"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 group -> 1 node," in out and "1 groups" not in out and "1 nodes" not in out
+    assert " GB" not in out and "GiB" in out  # binary units, as SGLang logs them
+    assert "chosen by               objective min-cost; runner-up" in out
+
+
+def test_every_rejected_layout_names_its_own_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*KIMI, "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    three = [a for a in d["alternatives"] if a["nodes_per_group"] == 3]
+    reasons = {a["reason"] for a in three}
+    assert any("attention heads not divisible" in r for r in reasons)
+    assert any("is not a multiple of the int4 block 32" in r for r in reasons)  # the DP variants' own reason
+    assert any(r.startswith("rejected: SGLang cannot run int4 experts with deepep") for r in reasons)
