@@ -239,3 +239,22 @@ def test_metrics_fixture_matches_sglang_collectors() -> None:
     )
     for name in ("sglang:token_usage", "sglang:num_queue_reqs", "sglang:kv_used_tokens", "sglang:max_total_num_tokens"):
         assert f"# TYPE {name} gauge" in fresh, name
+
+
+def test_every_runner_the_compatibility_table_names_is_a_flag_value_sglang_accepts() -> None:
+    """The table's `runner` values (passed as --moe-runner-backend with the layouts that need one, e.g. BF16 experts
+    under DeepEP) and the all-to-all backends the planner emits parse with the pinned SGLang, DeepEP layouts
+    included: they are alternatives more often than winners, so the plan sweep above rarely parses them."""
+    from moe_operator.planner.compat import moe_rules
+
+    runners = sorted({r.runner for r in moe_rules() if r.supported and r.runner != "auto"})
+    argvs = {
+        f"deepep+{runner}": ["--model-path", "m", "--tp-size", "8", "--ep-size", "8", "--attn-dp-size", "8",
+                             "--moe-a2a-backend", "deepep", "--moe-runner-backend", runner,
+                             "--cuda-graph-max-bs-decode", "128"]
+        for runner in runners
+    }  # fmt: skip
+    argvs["deepep"] = ["--model-path", "m", "--tp-size", "16", "--ep-size", "16", "--moe-a2a-backend", "deepep"]
+    assert runners == ["deep_gemm"]
+    for rid, res in parse(argvs).items():
+        assert res["accepted"] and res["resolution_error"] is None, (rid, res.get("error"), res["resolution_error"])
