@@ -6,28 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from moe_operator.planning import ConfigMapGetter, PoolGetter, SpecProblem, plan_deployment, profile_for_pool
+from moe_operator.planning import ConfigMapGetter, PoolGetter, SpecProblem, profile_for_pool, typed_pool
 
 
 async def check_moedeployment(body: Mapping[str, Any], get_pool: PoolGetter,
                              get_config_map: ConfigMapGetter | None = None) -> str | None:
-    """None when admissible, else the reason."""
+    """None when admissible, else the reason: exactly the checks reconcile runs (desired.desired_state), so what
+    passes here renders, and what the renderer would refuse is refused here."""
     try:
-        from moe_operator.api import InvalidResource, validate_object
+        from moe_operator.desired import desired_state
 
-        try:
-            validate_object({**body, "kind": "MoEDeployment"})
-        except InvalidResource as exc:
-            return "; ".join(exc.errors[:5]) or str(exc)
-        spec = body.get("spec", {})
-        extra = (spec.get("sglang") or {}).get("extraArgs") or []
-        if extra:
-            from moe_operator.sglang_flags import validate_extra_args
-
-            flag_errors = validate_extra_args(list(extra))
-            if flag_errors:
-                return "spec.sglang.extraArgs: " + "; ".join(flag_errors)
-        await plan_deployment(spec, get_pool, get_config_map)
+        await desired_state(body, get_pool, get_config_map)
     except SpecProblem as exc:
         return f"{exc.field}: {exc.message}"
     except Exception as exc:  # noqa: BLE001 - admission must answer, never crash, on any input
@@ -43,7 +32,9 @@ def check_pool(body: Mapping[str, Any]) -> str | None:
             validate_object({**body, "kind": "AcceleratorPool"})
         except InvalidResource as exc:
             return "; ".join(exc.errors[:5]) or str(exc)
-        profile_for_pool(body)
+        profile_for_pool(typed_pool(body, "spec"))
+    except SpecProblem as exc:
+        return f"{exc.field}: {exc.message}"
     except Exception as exc:  # noqa: BLE001
         return f"spec.accelerator: {exc}"
     return None

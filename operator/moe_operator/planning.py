@@ -1,5 +1,5 @@
-"""Bridge between the API (MoEDeployment / AcceleratorPool dicts) and the planner: one function used by the
-admission webhook and by reconcile, so both reach the same verdict with the same message."""
+"""Bridge between the API (the typed MoEDeployment / AcceleratorPool instances) and the planner: one function used by
+the admission webhook and by reconcile (through desired.py), so both reach the same verdict with the same message."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from moe_operator.api.v1alpha1 import AcceleratorPool, MoEDeploymentSpec
+from moe_operator.api.v1alpha1 import WeightsSource as ApiWeights
 from moe_operator.planner import ACCELERATORS, AcceleratorProfile, Plan, PlanError, PlanRequest, plan
 
-# Reads an AcceleratorPool by name (None when missing); the webhook and reconcile pass the real API here.
+DEFAULT_MAX_NODES_PER_GROUP = 4
+
+# Reads an AcceleratorPool / ConfigMap by name (None when missing); the webhook and reconcile pass the real API here.
 PoolGetter = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 ConfigMapGetter = Callable[[str], Awaitable[Mapping[str, Any] | None]]  # in the deployment's namespace
 
@@ -29,136 +33,155 @@ class SpecProblem(Exception):
 @dataclass(frozen=True)
 class PlannedDeployment:
     pool_name: str
-    pool: Mapping[str, Any]
+    pool: AcceleratorPool
     profile: AcceleratorProfile
     plan: Plan
 
 
-def profile_for_pool(pool: Mapping[str, Any]) -> AcceleratorProfile:
-    """An AcceleratorPool spec -> the planner's AcceleratorProfile (a catalog profile with the pool's overrides,
-    or a custom profile built from the pool's numbers)."""
-    spec = pool.get("spec", {})
-    acc = spec.get("accelerator", {}) or {}
-    name = acc.get("profile", "custom")
+def typed_pool(raw: Mapping[str, Any] | AcceleratorPool, field: str = "spec.pool") -> AcceleratorPool:
+    """An AcceleratorPool as the API returned it -> the typed instance (admission validated it; one written around
+    the webhook is reported against the deployment field that names it)."""
+    if isinstance(raw, AcceleratorPool):
+        return raw
+    from moe_operator.api import InvalidResource
+
+    try:
+        return AcceleratorPool.from_body({**raw, "kind": "AcceleratorPool", "status": None})
+    except InvalidResource as exc:
+        raise SpecProblem(field, "PoolInvalid", "; ".join(exc.errors[:3]) or str(exc)) from None
+
+
+def profile_for_pool(pool: AcceleratorPool) -> AcceleratorProfile:
+    """An AcceleratorPool -> the planner's AcceleratorProfile (a catalog profile with the pool's overrides, or a
+    custom profile built from the pool's numbers)."""
+    spec = pool.spec
+    acc = spec.accelerator
     overrides: dict[str, Any] = {}
-    if acc.get("memoryGB") is not None:
-        overrides["memory_gb"] = float(acc["memoryGB"])
+    if acc.memory_gb is not None:
+        overrides["memory_gb"] = float(acc.memory_gb)
         overrides["usable_mib"] = None  # derive from the stated memory
-    if acc.get("devicesPerNode") is not None:
-        overrides["devices_per_node"] = int(acc["devicesPerNode"])
-    if acc.get("supportedPrecisions"):
-        overrides["supported_precisions"] = tuple(acc["supportedPrecisions"])
-    if acc.get("vendor"):
-        overrides["vendor"] = acc["vendor"]
-    if spec.get("deviceResourceName"):
-        overrides["resource_name"] = spec["deviceResourceName"]
-    if spec.get("sglangImage"):
-        overrides["default_image"] = spec["sglangImage"]
-    if spec.get("costPerNodeHour") is not None:
-        overrides["cost_per_node_hour"] = float(spec["costPerNodeHour"])
-    if name != "custom":
-        return dataclasses.replace(ACCELERATORS[name], **overrides)
+    if acc.devices_per_node is not None:
+        overrides["devices_per_node"] = int(acc.devices_per_node)
+    if acc.supported_precisions:
+        overrides["supported_precisions"] = tuple(acc.supported_precisions)
+    if acc.vendor:
+        overrides["vendor"] = acc.vendor
+    if spec.device_resource_name:
+        overrides["resource_name"] = spec.device_resource_name
+    if spec.sglang_image:
+        overrides["default_image"] = spec.sglang_image
+    if spec.cost_per_node_hour is not None:
+        overrides["cost_per_node_hour"] = float(spec.cost_per_node_hour)
+    if acc.profile != "custom":
+        base = ACCELERATORS[acc.profile]
+        if overrides.get("vendor") == "huawei" and base.vendor != "huawei":
+            overrides["arch"] = "npu"
+        return dataclasses.replace(base, **overrides)
     vendor = overrides.get("vendor", "nvidia")
-    base = {
-        "name": f"custom:{pool.get('metadata', {}).get('name', 'pool')}",
+    base_fields = {
+        "name": f"custom:{pool.metadata.name or 'pool'}",
         "resource_name": "huawei.com/Ascend910" if vendor == "huawei" else "nvidia.com/gpu",
         "sglang_device_args": ("--device", "npu", "--attention-backend", "ascend") if vendor == "huawei" else (),
     }
-    base.update(overrides)
-    return AcceleratorProfile.from_dict(base)
+    base_fields.update(overrides)
+    return AcceleratorProfile.from_dict(base_fields)
 
 
-def _request(spec: Mapping[str, Any], profile: AcceleratorProfile, pool: Mapping[str, Any]) -> PlanRequest:
-    model = spec.get("model", {}) or {}
-    pool_spec = pool.get("spec") or {}
-    sessions = spec.get("sessions", {}) or {}
-    model_ref: Any = model.get("catalog")
-    if not model_ref and model.get("config") is not None:
-        from moe_operator.planner import load_model_config
-        model_ref = load_model_config(model["config"])
+def _request(spec: MoEDeploymentSpec, model: Any, profile: AcceleratorProfile, pool: AcceleratorPool) -> PlanRequest:
     return PlanRequest(
-        model=model_ref,
-        precision=spec.get("precision", "bf16"),
-        kv_dtype=spec.get("kvCacheDtype", "auto") or "auto",
-        sessions=int(sessions.get("target", 1)),
-        context=int(sessions.get("contextTokens", 1)),
-        avg_context=sessions.get("averageContextTokens"),
+        model=model,
+        precision=spec.precision,
+        kv_dtype=spec.kv_cache_dtype,
+        sessions=spec.sessions.target,
+        context=spec.sessions.context_tokens,
+        avg_context=spec.sessions.average_context_tokens,
         accelerator=profile,
-        max_groups=spec.get("maxGroups") or (spec.get("autoscaling") or {}).get("maxGroups"),
-        max_nodes_per_group=spec.get("maxNodesPerGroup") or 4,
+        max_groups=spec.max_groups if spec.max_groups is not None else spec.autoscaling.max_groups,
+        max_nodes_per_group=spec.max_nodes_per_group or DEFAULT_MAX_NODES_PER_GROUP,
         model_path=model_path_hint(spec),
-        objective=(spec.get("planning") or {}).get("objective") or "min-cost",
-        rdma=bool(pool_spec.get("rdma")),
-        pool_max_nodes=pool_spec.get("maxNodes"),
+        objective=spec.planning.objective,
+        rdma=pool.spec.rdma is not None,
+        pool_max_nodes=pool.spec.max_nodes,
     )
 
 
-def model_path_hint(spec: Mapping[str, Any]) -> str | None:
+def model_path_hint(spec: MoEDeploymentSpec) -> str | None:
     """--model-path as the pod sees it: the weights mount for PVC/hostPath, the repo id for Hugging Face."""
     from moe_operator.render.inputs import model_path_for  # pure, cheap
 
-    return model_path_for(weights_source(spec.get("weights") or {}), None)
+    return model_path_for(weights_source(spec.weights), None)
 
 
-def weights_source(w: Mapping[str, Any]) -> Any:
+def weights_source(w: ApiWeights) -> Any:
     from moe_operator.render.inputs import WeightsSource
 
-    pvc = w.get("pvc") or {}
-    hp = w.get("hostPath") or {}
-    hf = w.get("huggingFace") or {}
-    token = hf.get("tokenSecretRef") or {}
+    hf = w.hugging_face
+    token = hf.token_secret_ref if hf is not None else None
     return WeightsSource(
-        pvc_claim=pvc.get("claimName"), pvc_sub_path=pvc.get("subPath"), host_path=hp.get("path"),
-        hf_repo=hf.get("repo"), hf_revision=hf.get("revision"), hf_token_secret=token.get("name"),
-        hf_token_key=token.get("key") or "token",
+        pvc_claim=w.pvc.claim_name if w.pvc else None, pvc_sub_path=w.pvc.sub_path if w.pvc else None,
+        host_path=w.host_path.path if w.host_path else None,
+        hf_repo=hf.repo if hf else None, hf_revision=hf.revision if hf else None,
+        hf_token_secret=token.name if token else None, hf_token_key=(token.key if token else None) or "token",
     )
 
 
-def pool_candidates(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """[(spec field, pool name)] in order of preference."""
-    if spec.get("pool"):
-        return [("spec.pool", spec["pool"])]
-    return [(f"spec.pools[{i}]", p) for i, p in enumerate(spec.get("pools") or [])]
+async def model_for(spec: MoEDeploymentSpec, get_config_map: ConfigMapGetter | None) -> Any:
+    """The planner's model: a catalog id, or the config.json given inline or in a ConfigMap."""
+    from moe_operator.planner import load_model_config
 
-
-async def resolve_model_config(spec: Mapping[str, Any], get_config_map: ConfigMapGetter | None) -> Mapping[str, Any]:
-    """A spec whose model comes from a ConfigMap, with that config inlined (the planner needs the numbers)."""
-    ref = (spec.get("model") or {}).get("configMapRef")
-    if not ref:
-        return spec
-    cm = await get_config_map(ref["name"]) if get_config_map else None
+    m = spec.model
+    if m.catalog:
+        return m.catalog
+    if m.config is not None:
+        return load_model_config(m.config)
+    ref = m.config_map_ref
+    assert ref is not None  # the API's exactly-one rule
+    cm = await get_config_map(ref.name) if get_config_map else None
     if cm is None:
-        raise SpecProblem("spec.model.configMapRef", "InvalidSpec", f"ConfigMap {ref['name']!r} does not exist")
-    key = ref.get("key") or "config.json"
+        raise SpecProblem("spec.model.configMapRef", "InvalidSpec", f"ConfigMap {ref.name!r} does not exist")
+    key = ref.key or "config.json"
     raw = (cm.get("data") or {}).get(key)
     if raw is None:
-        raise SpecProblem("spec.model.configMapRef.key", "InvalidSpec",
-                          f"ConfigMap {ref['name']!r} has no key {key!r}")
+        raise SpecProblem("spec.model.configMapRef.key", "InvalidSpec", f"ConfigMap {ref.name!r} has no key {key!r}")
     try:
-        config = json.loads(raw)
+        return load_model_config(json.loads(raw))
     except ValueError as exc:
         raise SpecProblem("spec.model.configMapRef", "InvalidSpec", f"{key} is not JSON: {exc}") from None
-    return {**spec, "model": {**spec["model"], "configMapRef": None, "config": config}}
 
 
-async def plan_deployment(spec: Mapping[str, Any], get_pool: PoolGetter,
+def pool_candidates(spec: MoEDeploymentSpec) -> list[tuple[str, str]]:
+    """[(spec field, pool name)] in order of preference."""
+    if spec.pool:
+        return [("spec.pool", spec.pool)]
+    return [(f"spec.pools[{i}]", p) for i, p in enumerate(spec.pools or [])]
+
+
+async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
                           get_config_map: ConfigMapGetter | None = None) -> PlannedDeployment:
     """Pick the first candidate pool where the plan fits. Raises SpecProblem naming the field and the numbers."""
-    spec = await resolve_model_config(spec, get_config_map)
     candidates = pool_candidates(spec)
     if not candidates:
         raise SpecProblem("spec.pool", "InvalidSpec", "set spec.pool or spec.pools")
+    try:
+        model = await model_for(spec, get_config_map)
+    except PlanError as exc:
+        raise SpecProblem(_plan_field(exc, "spec.model"), "PlanInfeasible", exc.message) from None
     failures: list[str] = []
     last: SpecProblem | None = None
     for field, name in candidates:
-        pool = await get_pool(name)
-        if pool is None:
+        raw = await get_pool(name)
+        if raw is None:
             last = SpecProblem(field, "PoolNotFound", f"AcceleratorPool {name!r} does not exist")
             failures.append(f"{name}: not found")
             continue
         try:
+            pool = typed_pool(raw, field)
             profile = profile_for_pool(pool)
-            result = plan(_request(spec, profile, pool))
+            result = plan(_request(spec, model, profile, pool))
+        except SpecProblem as exc:
+            last = exc
+            failures.append(f"{name}: {exc.message}")
+            continue
         except (PlanError, KeyError, ValueError, TypeError) as exc:
             if not isinstance(exc, PlanError):
                 exc = PlanError("model", f"{type(exc).__name__}: {exc}")

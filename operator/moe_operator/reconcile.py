@@ -12,16 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from moe_operator import metrics
+from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
 from moe_operator.kube import Kube, KubeError
-from moe_operator.planning import PlannedDeployment, SpecProblem, plan_deployment, plan_summary, weights_source
-from moe_operator.render import children as render_children
-from moe_operator.render.argv import without_flags_set_by
-from moe_operator.render.inputs import Owner, RenderInput
+from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
+from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
 from moe_operator.status import Capacity, Observed, compute_status, status_changed
 
-API_VERSION = "moe-operator.io/v1alpha1"
-KIND = "MoEDeployment"
 DEPLOYMENT_LABEL = "moe-operator.io/deployment"
 APPLIED_HASH = "moe-operator.io/applied-hash"
 # Kinds we create for a MoEDeployment, listed to find orphans (objects we made that the spec no longer wants).
@@ -43,68 +40,6 @@ class Outcome:
     problem: SpecProblem | None
 
 
-def validate_spec(body: Mapping[str, Any]) -> None:
-    """Schema-level validation with the same pydantic models that generate the CRD."""
-    from moe_operator.api import InvalidResource, validate_object
-
-    try:
-        validate_object({**body, "kind": KIND})
-    except InvalidResource as exc:
-        first = exc.errors[0] if exc.errors else str(exc)
-        field, _, message = first.partition(": ")
-        raise SpecProblem(field, "InvalidSpec", message or first) from None
-
-
-def desired_groups(spec: Mapping[str, Any], planned: PlannedDeployment, status: Mapping[str, Any]) -> int:
-    """spec.replicas (kubectl scale / HPA / KEDA via the scale subresource) wins; with built-in autoscaling the
-    operator's own decision in status.desiredGroups; otherwise the planner's group count."""
-    auto = spec.get("autoscaling") or {}
-    if spec.get("replicas") is not None:
-        return int(spec["replicas"])
-    if auto.get("enabled"):
-        lo, hi = int(auto.get("minGroups", 1)), int(auto.get("maxGroups", planned.plan.groups))
-        current = status.get("desiredGroups")
-        return max(lo, min(hi, int(current) if current is not None else planned.plan.groups))
-    return planned.plan.groups
-
-
-def render_input(body: Mapping[str, Any], planned: PlannedDeployment, replicas: int) -> RenderInput:
-    meta, spec = body["metadata"], body["spec"]
-    pool_spec = planned.pool.get("spec", {})
-    sg = spec.get("sglang") or {}
-    router = spec.get("router") or {}
-    rdma = pool_spec.get("rdma") or {}
-    model = spec.get("model", {}) or {}
-    return RenderInput(
-        name=meta["name"], namespace=meta["namespace"],
-        owner=Owner(api_version=API_VERSION, kind=KIND, name=meta["name"], uid=meta["uid"]),
-        model_id=model.get("catalog") or "custom",
-        sglang_args=without_flags_set_by(planned.plan.sglang_args, sg.get("extraArgs") or ()),
-        nodes_per_group=planned.plan.nodes_per_group,
-        devices_per_node=planned.profile.devices_per_node,
-        device_resource=planned.profile.resource_name,
-        replicas=replicas,
-        image=sg.get("image") or planned.profile.default_image,
-        extra_args=tuple(sg.get("extraArgs") or ()),
-        env=tuple((e["name"], e.get("value", "")) for e in sg.get("env") or ()),
-        port=int(sg.get("port") or 30000),
-        node_selector=dict(pool_spec.get("nodeSelector") or {}),
-        tolerations=tuple(pool_spec.get("tolerations") or ()),
-        rdma_resource=rdma.get("resourceName"),
-        rdma_count=int(rdma.get("count") or 0),
-        exclusive_topology_key=(spec.get("placement") or {}).get("exclusiveTopologyKey"),
-        weights=weights_source(spec.get("weights") or {}),
-        router_enabled=router.get("enabled", True),
-        router_policy=router.get("policy") or "cache_aware",
-        router_replicas=int(router.get("replicas") or 1),
-        **({"router_image": router["image"]} if router.get("image") else {}),
-        drain_timeout_seconds=int((spec.get("drain") or {}).get("timeoutSeconds") or 600),
-        pool=planned.pool_name, accelerator=planned.profile.name,
-        spec_hash=spec_hash({"spec": {k: v for k, v in spec.items() if k != "replicas"},
-                             "pool": pool_spec}),
-    )
-
-
 async def _existing_children(kube: Kube, namespace: str, name: str) -> dict[tuple[str, str, str], dict]:
     out: dict[tuple[str, str, str], dict] = {}
     for api_version, kind in CHILD_KINDS:
@@ -118,9 +53,8 @@ def _owned_by(obj: Mapping[str, Any], name: str) -> bool:
     return any(r.get("kind") == KIND and r.get("name") == name for r in obj["metadata"].get("ownerReferences", []))
 
 
-async def apply_children(kube: Kube, inp: RenderInput, logger: logging.Logger) -> int:
+async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], logger: logging.Logger) -> int:
     """Apply what differs from what we applied last time (hash annotation), delete orphans. Returns API writes."""
-    desired = render_children(inp)
     existing = await _existing_children(kube, inp.namespace, inp.name)
     writes = 0
     for obj in desired:
@@ -143,7 +77,7 @@ async def apply_children(kube: Kube, inp: RenderInput, logger: logging.Logger) -
 
 async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
     """Free devices in the pool, for InsufficientCapacity messages. Only called when pods are unschedulable."""
-    sel = ",".join(f"{k}={v}" for k, v in (planned.pool.get("spec", {}).get("nodeSelector") or {}).items())
+    sel = ",".join(f"{k}={v}" for k, v in planned.pool.spec.node_selector.items())
     res = planned.profile.resource_name
     nodes = await kube.list("v1", "Node", label_selector=sel or None)
     names = {n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get(res, 0) or 0) for n in nodes}
@@ -161,7 +95,7 @@ async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
 
 
 async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger) -> Outcome:
-    meta, spec = body["metadata"], body.get("spec", {})
+    meta = body["metadata"]
     name, ns, gen = meta["name"], meta["namespace"], int(meta.get("generation", 1))
     prev_status = dict(body.get("status") or {})
     selector = f"{DEPLOYMENT_LABEL}={name},leaderworkerset.sigs.k8s.io/worker-index=0"
@@ -169,18 +103,18 @@ async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger)
     problem: SpecProblem | None = None
     planned: PlannedDeployment | None = None
     replicas = int(prev_status.get("desiredGroups", 0) or 0)
+
+    async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
+        return await kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", pool_name)
+
+    async def get_config_map(cm_name: str) -> Mapping[str, Any] | None:
+        return await kube.get("v1", "ConfigMap", cm_name, ns)
+
     try:
-        validate_spec(body)
-
-        async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
-            return await kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", pool_name)
-
-        async def get_config_map(cm_name: str) -> Mapping[str, Any] | None:
-            return await kube.get("v1", "ConfigMap", cm_name, ns)
-
-        planned = await plan_deployment(spec, get_pool, get_config_map)
-        replicas = desired_groups(spec, planned, prev_status)
-        writes += await apply_children(kube, render_input(body, planned, replicas), logger)
+        # the same checks admission runs (desired.py): a spec written around the webhook stalls here, untouched
+        want: Desired = await desired_state(body, get_pool, get_config_map, prev_status)
+        planned, replicas = want.planned, want.replicas
+        writes += await apply_children(kube, want.render, want.children, logger)
     except SpecProblem as exc:
         problem = exc
         logger.warning(f"not changing children: {exc}")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from moe_operator.autoscale.controller import Memory, plan_step, starting_groups, with_silent_pods
+from moe_operator.api.v1alpha1 import MoEDeploymentSpec
+from moe_operator.autoscale.controller import (
+    Memory,
+    law_params,
+    metrics_port,
+    plan_step,
+    starting_groups,
+    with_silent_pods,
+)
 from moe_operator.autoscale.scrape import GroupMetrics
 
-SPEC = {"autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 4, "targetKVUtilization": 0.5,
-                        "scaleDownStabilizationSeconds": 30, "coldStartSeconds": 20},
-        "drain": {"timeoutSeconds": 60}}
+BASE = {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+        "precision": "int4", "sessions": {"target": 4, "contextTokens": 8192}, "pool": "h200"}
+SPEC = MoEDeploymentSpec.model_validate({
+    **BASE,
+    "autoscaling": {"enabled": True, "minGroups": 1, "maxGroups": 4, "targetKVUtilization": 0.5,
+                    "scaleDownStabilizationSeconds": 30, "coldStartSeconds": 20},
+    "drain": {"timeoutSeconds": 60}})
 
 
 def gm(group: int, used: int, total: int = 1000, running: int = 0, queued: int = 0) -> GroupMetrics:
@@ -101,3 +113,18 @@ def test_silent_pods_warn_once_and_clear() -> None:
     assert again.event is None  # same set: no new event
     cleared = with_silent_pods(quiet, {"podsWithoutMetrics": ["auto-1"]}, ())
     assert cleared.status_patch["podsWithoutMetrics"] is None and cleared.event is None
+
+
+def test_law_settings_come_from_the_typed_spec_zero_included() -> None:
+    """0 is a legal cold start and drain timeout (no `or default` fallback), the stabilization default is the API's
+    (600 s, as the CRD declares), and the scrape port follows autoscaling.metricsPort."""
+    zero = MoEDeploymentSpec.model_validate({**BASE, "autoscaling": {"enabled": True, "maxGroups": 2,
+                                                                     "coldStartSeconds": 0}})
+    assert law_params(zero, measured_cold_start=90.0, planned_groups=1).cold_start_s == 0.0
+    plain = MoEDeploymentSpec.model_validate({**BASE, "autoscaling": {"enabled": True, "maxGroups": 2}})
+    p = law_params(plain, measured_cold_start=90.0, planned_groups=1)
+    assert p.cold_start_s == 90.0 and p.scale_down_stabilization_s == 600.0 and p.max_groups == 2
+    assert metrics_port(plain) == 30000
+    port = MoEDeploymentSpec.model_validate({**BASE, "autoscaling": {"enabled": True, "maxGroups": 2,
+                                                                     "metricsPort": 9090}})
+    assert metrics_port(port) == 9090

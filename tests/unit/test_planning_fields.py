@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from moe_operator.api.v1alpha1 import MoEDeploymentSpec
 from moe_operator.planning import SpecProblem, plan_deployment, plan_summary
 
 POOL: dict[str, Any] = {
@@ -31,7 +32,7 @@ async def _plan(spec: dict[str, Any], pool: dict[str, Any] = POOL) -> Any:
     async def get_pool(name: str) -> dict[str, Any] | None:
         return pool if name == "h200" else None
 
-    return (await plan_deployment(spec, get_pool)).plan
+    return (await plan_deployment(MoEDeploymentSpec.model_validate(spec), get_pool)).plan
 
 
 async def test_objective_field_is_read() -> None:

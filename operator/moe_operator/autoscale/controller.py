@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from moe_operator.api.v1alpha1 import MoEDeploymentSpec
 from moe_operator.autoscale.law import Decision, GroupSample, LawParams, LawState, decide
 from moe_operator.autoscale.scrape import GroupMetrics, PodTarget, scrape
 from moe_operator.kube import Kube
@@ -50,16 +51,31 @@ class StepResult:
     event_type: str = "Normal"
 
 
-def law_params(spec: Mapping[str, Any], measured_cold_start: float | None, planned_groups: int) -> LawParams:
-    auto = spec.get("autoscaling") or {}
-    cold = auto.get("coldStartSeconds") or measured_cold_start or DEFAULT_COLD_START_S
+def law_params(spec: MoEDeploymentSpec, measured_cold_start: float | None, planned_groups: int) -> LawParams:
+    """The law's settings from the typed spec: its defaults are the API's (one source), and 0 is a value."""
+    auto = spec.autoscaling
+    if auto.cold_start_seconds is not None:
+        cold = float(auto.cold_start_seconds)
+    else:
+        cold = measured_cold_start if measured_cold_start is not None else DEFAULT_COLD_START_S
+    hi = auto.max_groups if auto.max_groups is not None else spec.max_groups
     return LawParams(
-        target_kv_utilization=float(auto.get("targetKVUtilization", 0.7)),
-        min_groups=int(auto.get("minGroups", 1)),
-        max_groups=int(auto.get("maxGroups") or spec.get("maxGroups") or max(1, planned_groups)),
-        scale_down_stabilization_s=float(auto.get("scaleDownStabilizationSeconds", 300)),
-        cold_start_s=float(cold),
+        target_kv_utilization=auto.target_kv_utilization,
+        min_groups=auto.min_groups,
+        max_groups=hi if hi is not None else max(1, planned_groups),
+        scale_down_stabilization_s=float(auto.scale_down_stabilization_seconds),
+        cold_start_s=cold,
     )
+
+
+def active(spec: MoEDeploymentSpec) -> bool:
+    """The built-in autoscaler steers the group count: enabled, and nobody set spec.replicas (kubectl scale, HPA)."""
+    return spec.autoscaling.enabled and spec.replicas is None
+
+
+def metrics_port(spec: MoEDeploymentSpec) -> int:
+    """Where SGLang serves /metrics: autoscaling.metricsPort, else the HTTP port (SGLang's own default)."""
+    return spec.autoscaling.metrics_port or spec.sglang.port
 
 
 def _ts(s: str | None) -> float | None:
@@ -115,7 +131,7 @@ def starting_groups(pods: Sequence[Mapping[str, Any]], replicas: int) -> int:
     return sum(1 for g in range(replicas) if g not in ready)
 
 
-def plan_step(*, now: float, spec: Mapping[str, Any], status: Mapping[str, Any], replicas: int, starting: int,
+def plan_step(*, now: float, spec: MoEDeploymentSpec, status: Mapping[str, Any], replicas: int, starting: int,
               metrics: Mapping[int, GroupMetrics], memory: Memory, planned_groups: int,
               measured_cold_start: float | None) -> tuple[Decision, StepResult]:
     """The decision part of a step, pure: what to do given what was observed."""
@@ -136,7 +152,7 @@ def plan_step(*, now: float, spec: Mapping[str, Any], status: Mapping[str, Any],
     desired = replicas
     event = None
     changed = False
-    timeout = float((spec.get("drain") or {}).get("timeoutSeconds", 600))
+    timeout = float(spec.drain.timeout_seconds)
     if drain:
         group = int(drain["group"])
         # cancel only when the load needs every group again, not because the law's scale-down clock restarted
@@ -199,9 +215,15 @@ async def set_routable(kube: Kube, namespace: str, name: str, group: int, routab
 
 async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], memory: Memory,
                          planned_groups: int) -> StepResult | None:
-    meta, spec = body["metadata"], body.get("spec", {})
-    status = body.get("status") or {}
-    if spec.get("replicas") is not None or not (spec.get("autoscaling") or {}).get("enabled"):
+    from moe_operator.desired import typed
+    from moe_operator.planning import SpecProblem
+
+    meta, status = body["metadata"], body.get("status") or {}
+    try:
+        spec = typed(body).spec
+    except SpecProblem:
+        return None  # reconcile reports it (Stalled); the autoscaler leaves the groups alone
+    if not active(spec):
         return None
     name, ns = meta["name"], meta["namespace"]
     lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
@@ -212,8 +234,7 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
     pods = [p for p in pods if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]
     memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
     measured = max(memory.cold_starts) if memory.cold_starts else None
-    port = int((spec.get("sglang") or {}).get("port") or 30000)
-    scraped = await scrape(session, targets(pods, port))
+    scraped = await scrape(session, targets(pods, metrics_port(spec)))
     _, result = plan_step(now=time.time(), spec=spec, status=status, replicas=replicas,
                           starting=starting_groups(pods, replicas), metrics=scraped.groups,
                           memory=memory, planned_groups=planned_groups, measured_cold_start=measured)

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from moe_operator.autoscale.controller import Memory, autoscale_once
+from moe_operator.autoscale.controller import Memory, active, autoscale_once
 from moe_operator.autoscale.law import STEP_SECONDS
 from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, fresh, run_reconcile
 from moe_operator.handlers.lifecycle import lock_for
@@ -18,7 +18,14 @@ AUTOSCALE_SECONDS = STEP_SECONDS  # the cadence the offline simulator and the be
 
 
 def _enabled(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("autoscaling") or {}).get("enabled")) and spec.get("replicas") is None
+    from pydantic import ValidationError
+
+    from moe_operator.api.v1alpha1 import MoEDeploymentSpec
+
+    try:
+        return active(MoEDeploymentSpec.model_validate(dict(spec)))
+    except ValidationError:
+        return False  # reconcile stalls it and says why
 
 
 @kopf.on.startup()

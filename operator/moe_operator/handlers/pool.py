@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from moe_operator.planning import profile_for_pool
+from moe_operator.planning import profile_for_pool, typed_pool
 from moe_operator.status import now_iso
 
 
@@ -14,7 +14,7 @@ from moe_operator.status import now_iso
 @kopf.on.create("moe-operator.io", "v1alpha1", "acceleratorpools")
 @kopf.on.update("moe-operator.io", "v1alpha1", "acceleratorpools")
 async def pool_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-    profile = profile_for_pool(body)
+    profile = profile_for_pool(typed_pool(body, "spec"))
     sel = ",".join(f"{k}={v}" for k, v in (body["spec"].get("nodeSelector") or {}).items())
     nodes = await memo.kube.list("v1", "Node", label_selector=sel or None)
     devices = sum(int(n.get("status", {}).get("allocatable", {}).get(profile.resource_name, 0) or 0) for n in nodes)

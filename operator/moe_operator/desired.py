@@ -1,0 +1,162 @@
+"""What a MoEDeployment asks for: the body validated once into the typed instance, the SGLang flags checked, the plan
+and the rendered children. ONE function for the admission webhook and for reconcile, so a spec admission accepts
+renders, and one the renderer would refuse is refused at admission with the same field and message (and, written
+around the webhook, stalls the object at reconcile without touching its groups)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from moe_operator.api.v1alpha1 import MoEDeployment, MoEDeploymentSpec
+from moe_operator.planning import (
+    ConfigMapGetter,
+    PlannedDeployment,
+    PoolGetter,
+    SpecProblem,
+    plan_deployment,
+    weights_source,
+)
+from moe_operator.render import children as render_children
+from moe_operator.render.argv import without_flags_set_by
+from moe_operator.render.inputs import HostMount, Owner, RenderInput
+from moe_operator.render.meta import spec_hash
+
+API_VERSION = "moe-operator.io/v1alpha1"
+KIND = "MoEDeployment"
+# what admission renders with, before the apiserver has given the object a uid
+PENDING_UID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class Desired:
+    deployment: MoEDeployment  # the typed instance every later step reads
+    planned: PlannedDeployment
+    replicas: int
+    render: RenderInput
+    children: list[dict[str, Any]]
+
+
+def typed(body: Mapping[str, Any]) -> MoEDeployment:
+    """The kopf body / admission object -> the typed instance (status is the operator's own and not validated
+    here: an old status must never make a good spec unservable)."""
+    from moe_operator.api import InvalidResource
+
+    try:
+        return MoEDeployment.from_body({**body, "kind": KIND, "status": None})
+    except InvalidResource as exc:
+        first = exc.errors[0] if exc.errors else str(exc)
+        field, _, message = first.partition(": ")
+        raise SpecProblem(field, "InvalidSpec", message or first) from None
+
+
+def check_flags(spec: MoEDeploymentSpec) -> None:
+    """spec.sglang.extraArgs against the pinned SGLang's flag table and the flags the operator owns."""
+    if not spec.sglang.extra_args:
+        return
+    from moe_operator.sglang_flags import validate_extra_args
+
+    errors = validate_extra_args(list(spec.sglang.extra_args))
+    if errors:
+        raise SpecProblem("spec.sglang.extraArgs", "InvalidSpec", "; ".join(errors))
+
+
+def desired_groups(spec: MoEDeploymentSpec, planned: PlannedDeployment, status: Mapping[str, Any]) -> int:
+    """spec.replicas (kubectl scale / HPA / KEDA via the scale subresource) wins; with built-in autoscaling the
+    operator's own decision in status.desiredGroups; otherwise the planner's group count."""
+    auto = spec.autoscaling
+    if spec.replicas is not None:
+        return spec.replicas
+    if auto.enabled:
+        hi = auto.max_groups if auto.max_groups is not None else (spec.max_groups or planned.plan.groups)
+        current = status.get("desiredGroups")
+        return max(auto.min_groups, min(hi, int(current) if current is not None else planned.plan.groups))
+    return planned.plan.groups
+
+
+def sglang_args(obj: MoEDeployment, planned: PlannedDeployment) -> tuple[str, ...]:
+    """The plan's argv, plus what the spec adds to it (a pinned revision, the served name), minus what extraArgs
+    sets itself."""
+    spec = obj.spec
+    args = list(planned.plan.sglang_args)
+    hf = spec.weights.hugging_face
+    if hf is not None and spec.weights.pvc is None and spec.weights.host_path is None and hf.revision:
+        args += ["--revision", hf.revision]
+    if spec.model.served_model_name:
+        args += ["--served-model-name", spec.model.served_model_name]
+    return tuple(without_flags_set_by(args, spec.sglang.extra_args))
+
+
+def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) -> RenderInput:
+    meta, spec = obj.metadata, obj.spec
+    pool = planned.pool.spec
+    rdma = pool.rdma
+    placement_key = spec.placement.exclusive_topology_key if spec.placement else None
+    name = meta.name or ""
+    image = spec.sglang.image or planned.profile.default_image
+    if not image:
+        raise SpecProblem("spec.sglang.image", "InvalidSpec", f"no SGLang image: set spec.sglang.image or the "
+                          f"AcceleratorPool {planned.pool_name!r}'s sglangImage (custom pools have no default)")
+    router_image: dict[str, Any] = {"router_image": spec.router.image} if spec.router.image else {}
+    # the pool's RDMA device nodes (e.g. /dev/infiniband) where no device plugin injects them
+    devices = tuple(HostMount(host_path=d, mount_path=d, read_only=False) for d in (rdma.devices if rdma else []))
+    return RenderInput(
+        name=name, namespace=meta.namespace or "default",
+        owner=Owner(api_version=API_VERSION, kind=KIND, name=name, uid=meta.uid or PENDING_UID),
+        model_id=spec.model.catalog or "custom",
+        sglang_args=sglang_args(obj, planned),
+        nodes_per_group=planned.plan.nodes_per_group,
+        devices_per_node=planned.profile.devices_per_node,
+        device_resource=planned.profile.resource_name,
+        replicas=replicas,
+        image=image,
+        extra_args=tuple(spec.sglang.extra_args),
+        env=tuple((e.name, e.value or "") for e in spec.sglang.env),
+        port=spec.sglang.port,
+        node_selector=dict(pool.node_selector),
+        tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations),
+        rdma_resource=rdma.resource_name if rdma else None,
+        rdma_count=rdma.count if rdma else 0,
+        host_mounts=devices,
+        # the spec's key, else (documented default) the pool's: a multi-node group is packed into one fast-interconnect
+        # domain (LWS exclusive placement); a one-node group is packed by construction and keeps the whole pool
+        exclusive_topology_key=placement_key or (pool.topology_key if planned.plan.nodes_per_group > 1 else None),
+        weights=weights_source(spec.weights),
+        router_enabled=spec.router.enabled,
+        router_policy=spec.router.policy,
+        router_replicas=spec.router.replicas,
+        **router_image,
+        drain_timeout_seconds=spec.drain.timeout_seconds,
+        pool=planned.pool_name, accelerator=planned.profile.name,
+        spec_hash=spec_hash({"spec": spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
+                             "pool": pool.model_dump(mode="json", by_alias=True)}),
+    )
+
+
+def _render_field(message: str) -> str:
+    """The spec field a renderer refusal is about, so the admission message names it."""
+    if "env" in message:
+        return "spec.sglang.env"
+    if "extra_args" in message or "flag" in message or "tp*pp*dp" in message:
+        return "spec.sglang.extraArgs"
+    if "name" in message and "namespace" not in message:
+        return "metadata.name"
+    return "spec"
+
+
+async def desired_state(body: Mapping[str, Any], get_pool: PoolGetter, get_config_map: ConfigMapGetter | None = None,
+                        status: Mapping[str, Any] | None = None) -> Desired:
+    """Validate, check the flags, plan, render. Raises SpecProblem (field, reason, message) for anything that cannot
+    be served as written; never any other exception for bad input."""
+    obj = typed(body)
+    check_flags(obj.spec)
+    planned = await plan_deployment(obj.spec, get_pool, get_config_map)
+    replicas = desired_groups(obj.spec, planned, status or {})
+    try:
+        inp = render_input(obj, planned, replicas)
+        objs = render_children(inp)
+    except ValueError as exc:
+        msg = str(exc).split(": ", 1)[1] if str(exc).startswith("RenderInput ") else str(exc)
+        raise SpecProblem(_render_field(msg), "InvalidSpec", msg) from None
+    return Desired(deployment=obj, planned=planned, replicas=replicas, render=inp, children=objs)
