@@ -1,35 +1,75 @@
-"""AcceleratorPool status: how many nodes match and how many devices they offer."""
+"""AcceleratorPool status: how many Ready nodes match and how many devices they offer, refreshed as nodes come and
+go (a timer: watching Node objects would wake the operator on every kubelet heartbeat of a 2,000-node cluster)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
-from moe_operator.planning import profile_for_pool, typed_pool
+from moe_operator.planning import SpecProblem, profile_for_pool, typed_pool
 from moe_operator.status import now_iso
 
+GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "acceleratorpools"
+REFRESH_SECONDS = 30.0
 
-@kopf.on.resume("moe-operator.io", "v1alpha1", "acceleratorpools")
-@kopf.on.create("moe-operator.io", "v1alpha1", "acceleratorpools")
-@kopf.on.update("moe-operator.io", "v1alpha1", "acceleratorpools")
-async def pool_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-    profile = profile_for_pool(typed_pool(body, "spec"))
-    sel = ",".join(f"{k}={v}" for k, v in (body["spec"].get("nodeSelector") or {}).items())
-    nodes = await memo.kube.list("v1", "Node", label_selector=sel or None)
-    devices = sum(int(n.get("status", {}).get("allocatable", {}).get(profile.resource_name, 0) or 0) for n in nodes)
-    ready = sum(1 for n in nodes for c in n.get("status", {}).get("conditions", [])
-                if c.get("type") == "Ready" and c.get("status") == "True")
+
+def _ready(node: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in node.get("status", {}).get("conditions", []))
+
+
+def pool_status(body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], resource: str) -> dict[str, Any]:
+    """The status the CRD declares: `nodes` = Ready nodes matching nodeSelector, `allocatableDevices` on them."""
+    ready = [n for n in nodes if _ready(n)]
+    devices = sum(int(n.get("status", {}).get("allocatable", {}).get(resource, 0) or 0) for n in ready)
     gen = body["metadata"].get("generation", 1)
-    ok = "True" if nodes else "False"
-    conditions = body.get("status", {}).get("conditions", [])
-    prev: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
-    patch.status.update({
-        "observedGeneration": gen, "nodes": len(nodes), "readyNodes": ready, "allocatableDevices": devices,
+    ok = "True" if ready else "False"
+    prev: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions", [])
+                                 if c.get("type") == "Ready"), {})
+    reason = "NodesReady" if ready else ("NoReadyNodes" if nodes else "NoMatchingNodes")
+    return {
+        "observedGeneration": gen, "nodes": len(ready), "allocatableDevices": devices,
         "conditions": [{
-            "type": "Ready", "status": ok, "observedGeneration": gen,
-            "reason": "NodesFound" if nodes else "NoMatchingNodes",
-            "message": f"{len(nodes)} node(s) match, {devices} {profile.resource_name}",
+            "type": "Ready", "status": ok, "observedGeneration": gen, "reason": reason,
+            "message": f"{len(ready)} of {len(nodes)} matching node(s) Ready, {devices} {resource}",
             "lastTransitionTime": prev.get("lastTransitionTime") if prev.get("status") == ok else now_iso(),
         }],
-    })
+    }
+
+
+def _changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    old = old or {}
+    strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in new["conditions"]]
+    was = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old.get("conditions", [])]
+    return any(old.get(k) != new[k] for k in ("observedGeneration", "nodes", "allocatableDevices")) or strip != was
+
+
+async def _observe(body: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:
+    try:
+        pool = typed_pool(body, "spec")
+        profile = profile_for_pool(pool)
+    except (SpecProblem, KeyError, ValueError):
+        return None  # admission refuses such a pool; one written around it gets no status rather than a crash
+    sel = ",".join(f"{k}={v}" for k, v in pool.spec.node_selector.items())
+    nodes = await memo.kube.list("v1", "Node", label_selector=sel or None)
+    new = pool_status(body, nodes, profile.resource_name)
+    return new if _changed(body.get("status"), new) else None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def pool_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    new = await _observe(body, memo)
+    if new is not None:
+        patch.status.update(new)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=REFRESH_SECONDS, initial_delay=REFRESH_SECONDS)
+async def pool_refresh(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    """Nodes added, removed or NotReady: written only when the numbers change (no writes in a steady state)."""
+    new = await _observe(body, memo)
+    if new is not None:
+        patch.status.update(new)

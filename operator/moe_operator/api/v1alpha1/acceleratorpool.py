@@ -144,10 +144,15 @@ class AcceleratorPoolSpec(ApiModel):
         max_length=317,
         pattern=QUALIFIED_NAME,
         description="Node label key of the fast-interconnect domain (rack, NVLink or HCCS domain), e.g. "
-        "moe-operator.io/nvlink-domain; a group is packed into one value of it.",
+        "moe-operator.io/nvlink-domain; a multi-node group is packed into one value of it (LWS exclusive placement, "
+        "unless placement.exclusiveTopologyKey says otherwise).",
     )
     max_nodes: int | None = Field(
-        default=None, ge=1, le=100_000, description="Capacity hint: most nodes the pool may grow to (autoscaler cap)."
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Most nodes the pool may grow to: the planner keeps both the group and the planned fleet "
+        "(groups x nodes per group) within it.",
     )
 
 
