@@ -1,4 +1,4 @@
-"""Helpers for cluster-tier tests: a real client (kubernetes_asyncio) and waiting with useful failure messages."""
+"""Helpers for cluster-tier tests: a real client (kubernetes.aio, the official client) and waiting with useful failure messages."""
 
 from __future__ import annotations
 

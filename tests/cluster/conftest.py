@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes.aio import client, config
 
 from kube import Cluster, wait_for
 from operator_proc import OperatorProcess

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, watch
+from kubernetes.aio import client, watch
 
 from kube import Cluster, wait_for
 from operator_proc import OperatorProcess

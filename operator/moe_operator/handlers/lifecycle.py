@@ -53,8 +53,8 @@ def lock_for(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own kubeconfig / service-account readers: its kubernetes_asyncio piggyback reads a client
-    configuration that current kubernetes_asyncio no longer fills in for client-certificate kubeconfigs."""
+    """kopf's own kubeconfig / service-account readers, not its piggyback on an installed Kubernetes client (which
+    reads client configuration fields the asyncio clients no longer fill in for client-certificate kubeconfigs)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         return kopf.login_with_service_account(**kwargs)
     return kopf.login_with_kubeconfig(**kwargs)
