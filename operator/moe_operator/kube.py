@@ -34,6 +34,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): ("leaderworkersets", True),
     ("moe-operator.io/v1alpha1", "MoEDeployment"): ("moedeployments", True),
     ("moe-operator.io/v1alpha1", "AcceleratorPool"): ("acceleratorpools", False),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
 }
 
 

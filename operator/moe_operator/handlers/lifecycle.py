@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from moe_operator.handlers import leadership
 from moe_operator.kube import Kube
 
 PREFIX = "moe-operator.io"
@@ -32,6 +33,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 1
     memo.kube = await Kube.connect(os.environ.get("MOE_OPERATOR_KUBECONFIG") or None)
     memo.locks = {}
+    await leadership.start(memo)
     webhook = getattr(memo, "webhook", None)
     if webhook is not None:  # set by `moe-operator run`
         settings.admission.server = webhook.server
@@ -42,6 +44,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     kube = getattr(memo, "kube", None)
     if kube is not None:
+        await leadership.release(memo)
         await kube.close()
 
 
