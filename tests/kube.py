@@ -1,4 +1,5 @@
-"""Helpers for cluster-tier tests: a real client (kubernetes_asyncio) and waiting with useful failure messages."""
+"""Helpers for cluster-tier tests: a real client (the official client's kubernetes.aio) and waiting with useful
+failure messages."""
 
 from __future__ import annotations
 

@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_dir: Path, *, webhook_port: int = 29445, metrics_port: int = 29446,
-                 liveness_port: int = 29447, extra_env: dict[str, str] | None = None):
+                 liveness_port: int = 29447, extra_env: dict[str, str] | None = None,
+                 identity: str = "operator-under-test", extra_args: tuple[str, ...] = ()):
         self.kubeconfig = kubeconfig
-        self.log = log_dir / "operator-under-test.log"
+        self.identity = identity  # its leader-election identity: stable across restarts, as a pod name is
+        self.log = log_dir / f"{identity}.log"
         self.ports = (webhook_port, metrics_port, liveness_port)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.extra_args = extra_args
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOE_LEADER_ID": identity, **(extra_env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -32,7 +35,7 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moe_operator.cli", "run", "--kubeconfig", str(self.kubeconfig),
              "--webhook-port", str(wh), "--metrics-port", str(mp), "--metrics-host", "127.0.0.1",
-             "--liveness-port", str(lp)],
+             "--liveness-port", str(lp), *self.extra_args],
             stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT), start_new_session=True,
         )
         self.starts += 1

@@ -1,6 +1,7 @@
 """A small async Kubernetes client for the objects the operator writes: server-side apply under one field manager,
-plus get/list/delete/patch on plain dicts. Built on kubernetes_asyncio's ApiClient (auth, TLS, kubeconfig and
-in-cluster config) so every call goes to the real API; kopf keeps its own client for watching."""
+plus get/list/delete/patch on plain dicts. Built on the official client's asyncio flavour (`kubernetes.aio`: its
+ApiClient for auth, TLS, kubeconfig and in-cluster config, and the public `DynamicClient.request` for the HTTP calls,
+so nothing here depends on generator internals); kopf keeps its own client for watching."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes.aio import client, config
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.dynamic import DynamicClient
 
 FIELD_MANAGER = "moe-operator"
 
@@ -32,6 +34,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): ("leaderworkersets", True),
     ("moe-operator.io/v1alpha1", "MoEDeployment"): ("moedeployments", True),
     ("moe-operator.io/v1alpha1", "AcceleratorPool"): ("acceleratorpools", False),
+    ("coordination.k8s.io/v1", "Lease"): ("leases", True),
 }
 
 
@@ -75,11 +78,9 @@ class Kube:
         if query:
             path = f"{path}?{urlencode(query)}"
         try:
-            resp = await self.api.call_api(
-                path, method, header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"], response_types_map={}, _preload_content=False,
-                _return_http_data_only=True,
-            )
+            # DynamicClient.request takes a path and a body: no discovery needed for the kinds in RESOURCES
+            resp = await DynamicClient(self.api).request(method, path, body=body, content_type=content_type,
+                                                         serialize=False)
             raw = await resp.read()
             status = resp.status
         except ApiException as exc:

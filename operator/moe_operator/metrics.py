@@ -11,6 +11,7 @@ RECONCILE_SECONDS = Histogram("moe_operator_reconcile_duration_seconds", "Reconc
 API_WRITES = Counter("moe_operator_api_writes_total", "Create/apply/patch/delete calls made by reconcile")
 GROUPS_DESIRED = Gauge("moe_operator_groups_desired", "Desired SGLang groups", ["namespace", "name"])
 GROUPS_READY = Gauge("moe_operator_groups_ready", "Ready SGLang groups", ["namespace", "name"])
+LEADER = Gauge("moe_operator_leader", "1 while this replica holds the leader Lease (reconciles and autoscales)")
 ADMISSION = Counter("moe_operator_admission_total", "Admission reviews by verdict", ["kind", "verdict"])
 
 

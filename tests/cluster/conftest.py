@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, config
+from kubernetes.aio import client, config
 
 from kube import Cluster, wait_for
 from operator_proc import OperatorProcess
@@ -153,6 +153,13 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(cluster.kubeconfig, cluster.kubeconfig.parent / "logs")
     proc.start()
     proc.wait_live()
+    # it reconciles once it holds the leader Lease (at once, unless another live replica holds it)
+    for _ in range(300):
+        r = cluster.kubectl("-n", "default", "get", "lease", "moe-operator-leader", "-o",
+                            "jsonpath={.spec.holderIdentity}", check=False)
+        if r.stdout.strip() == proc.identity:
+            break
+        time.sleep(0.2)
     # the operator registers its validating webhook by URL itself; wait for it before creating pools
     for _ in range(100):
         if cluster.kubectl("get", "validatingwebhookconfiguration", "moe-operator.io", check=False).returncode == 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
+from kubernetes.aio import client
 
 from kube import Cluster, wait_for
 from moe_operator.sim.loadgen import ReplayRequest, replay, trace_slice

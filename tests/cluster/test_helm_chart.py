@@ -51,8 +51,15 @@ def installed(cluster: Cluster) -> Iterator[None]:
 
 def test_chart_installs_and_its_operator_pod_runs(cluster: Cluster, installed: None) -> None:
     dep = cluster.kubectl_json("-n", NS, "get", "deployment", f"{RELEASE}-moe-operator")
-    assert dep["status"].get("availableReplicas") == 1
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    # two replicas (every one serves the webhook, the Lease holder reconciles), rolled one at a time, kept by a PDB
+    assert dep["status"].get("availableReplicas") == 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate",
+                                       "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == \
+        "kubernetes.io/hostname"
+    pdb = cluster.kubectl_json("-n", NS, "get", "pdb", f"{RELEASE}-moe-operator")
+    assert pdb["spec"]["minAvailable"] == 1
     vwc = cluster.kubectl_json("get", "validatingwebhookconfiguration", f"{RELEASE}-moe-operator")
     paths = sorted(w["clientConfig"]["service"]["path"] for w in vwc["webhooks"])
     assert paths == ["/validate-acceleratorpool", "/validate-moedeployment"]
@@ -104,8 +111,8 @@ DENIED = [
 ]
 
 
-def can_i(cluster: Cluster, verb: str, resource: str, sub: str) -> bool:
-    args = ["auth", "can-i", verb, resource, "--as", SA, "-n", "default"]
+def can_i(cluster: Cluster, verb: str, resource: str, sub: str, namespace: str = "default") -> bool:
+    args = ["auth", "can-i", verb, resource, "--as", SA, "-n", namespace]
     if sub:
         args += ["--subresource", sub]
     r = cluster.kubectl(*args, check=False)
@@ -115,5 +122,9 @@ def can_i(cluster: Cluster, verb: str, resource: str, sub: str) -> bool:
 def test_operator_service_account_has_exactly_what_it_needs(cluster: Cluster, installed: None) -> None:
     missing = [a for a in ALLOWED if not can_i(cluster, *a)]
     excess = [d for d in DENIED if can_i(cluster, *d)]
+    # the leader Lease: in the release namespace only
+    lease = "leases.coordination.k8s.io"
+    missing += [(v, lease, NS) for v in ("get", "create", "update") if not can_i(cluster, v, lease, "", NS)]
+    excess += [(v, lease, "default") for v in ("get", "update") if can_i(cluster, v, lease, "")]
     assert not missing, f"the operator's ServiceAccount lacks {missing}"
     assert not excess, f"the operator's ServiceAccount may {excess}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client, watch
+from kubernetes.aio import client, watch
 
 from kube import Cluster, wait_for
 from operator_proc import OperatorProcess
@@ -326,3 +326,59 @@ async def test_webhook_rejects_with_the_field_named(case: str, body: dict, field
     assert "denied the request" in r.stderr or "Invalid value" in r.stderr, r.stderr
     assert field in r.stderr, f"{case}: message does not name {field}: {r.stderr}"
     assert operator.proc is not None and operator.proc.poll() is None, "operator died on bad input"
+
+
+def lease_holder(cluster: Cluster) -> str:
+    r = cluster.kubectl("-n", "default", "get", "lease", "moe-operator-leader", "-o",
+                        "jsonpath={.spec.holderIdentity}", check=False)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+async def test_standby_replica_takes_over_when_the_leader_dies(
+        api: client.ApiClient, namespace: str, moeds: Any, operator: OperatorProcess, cluster: Cluster) -> None:
+    """Two replicas, one Lease: the standby serves no reconcile while the leader lives; SIGKILL the leader and the
+    standby takes the Lease and repairs drift (a deleted child) on its own. Failover time is printed, not asserted
+    (a benchmark number: docs/benchmarks.md)."""
+    import time
+
+    await moeds(moed("ha", sessions=8, context=16384))
+    await wait_condition(api, namespace, "ha", "Ready", "True")
+    standby = OperatorProcess(cluster.kubeconfig, operator.log.parent, webhook_port=29455, metrics_port=29456,
+                              liveness_port=29457, identity="operator-standby",
+                              extra_args=("--webhook-register", "no"))  # the URL webhook stays the leader's
+    standby.start()
+    try:
+        standby.wait_live()
+        assert lease_holder(cluster) == operator.identity
+        core = client.CoreV1Api(api)
+        await asyncio.sleep(6)  # more than one resync period with both running
+        assert "applied " not in standby.tail(100_000), "a standby replica reconciled"
+
+        operator.kill()
+        t0 = time.monotonic()
+        await core.delete_namespaced_service("ha-router", namespace)  # drift only a leading replica repairs
+
+        async def standby_leads() -> bool:
+            return lease_holder(cluster) == standby.identity
+
+        await wait_for(standby_leads, timeout=60, what="the standby holds the Lease", interval=0.2)
+        leading = time.monotonic() - t0
+
+        async def repaired() -> bool:
+            svcs = await core.list_namespaced_service(namespace, field_selector="metadata.name=ha-router")
+            return bool(svcs.items)
+
+        await wait_for(repaired, timeout=60, what="the new leader re-creates the deleted router Service",
+                       interval=0.2)
+        print(f"\nfailover: standby leading {leading:.1f} s, drift repaired {time.monotonic() - t0:.1f} s after "
+              "the leader was killed")
+    finally:
+        if operator.proc is None or operator.proc.poll() is not None:
+            operator.start()
+            operator.wait_live()
+        standby.stop()  # graceful: hands the Lease back to the session's operator
+
+    async def operator_leads() -> bool:
+        return lease_holder(cluster) == operator.identity
+
+    await wait_for(operator_leads, timeout=60, what="the session's operator leads again", interval=0.2)

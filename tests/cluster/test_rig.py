@@ -6,7 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from kubernetes_asyncio import client
+from kubernetes.aio import client
 
 from kube import Cluster, wait_for
 

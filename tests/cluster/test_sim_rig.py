@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
+from kubernetes.aio import client
 
 from kube import Cluster, wait_for
 from operator_proc import pod_runner as run_pod_runner

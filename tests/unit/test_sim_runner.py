@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient
+from kubernetes.aio.client import ApiClient
 
 from moe_operator.sim.runner import add_runner_args, classify, container_argv, router_argv, sim_config
 

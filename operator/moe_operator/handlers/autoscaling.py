@@ -11,6 +11,7 @@ import kopf
 from moe_operator.autoscale.controller import Memory, active, autoscale_once
 from moe_operator.autoscale.law import STEP_SECONDS
 from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, fresh, run_reconcile
+from moe_operator.handlers.leadership import is_leader
 from moe_operator.handlers.lifecycle import lock_for
 from moe_operator.kube import KubeError
 
@@ -42,6 +43,8 @@ async def close_http(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=AUTOSCALE_SECONDS, initial_delay=3.0, when=_enabled)
 async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    if not is_leader(memo):
+        return
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     async with lock_for(memo, *key):

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from moe_operator import metrics
+from moe_operator.handlers.leadership import is_leader
 from moe_operator.handlers.lifecycle import lock_for
 from moe_operator.reconcile import reconcile
 
@@ -16,6 +17,8 @@ RESYNC_SECONDS = 5.0
 
 
 async def run_reconcile(memo: kopf.Memo, body: Any, logger: Any) -> None:
+    if not is_leader(memo):
+        return  # a standby replica: the leader's level-based pass does it
     meta = body["metadata"]
     async with lock_for(memo, meta["namespace"], meta["name"]):
         # read under the lock: another writer (the autoscaler) may have changed status since this event was queued

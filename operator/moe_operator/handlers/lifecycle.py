@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from moe_operator.handlers import leadership
 from moe_operator.kube import Kube
 
 PREFIX = "moe-operator.io"
@@ -32,6 +33,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.cancellation_polling = 1
     memo.kube = await Kube.connect(os.environ.get("MOE_OPERATOR_KUBECONFIG") or None)
     memo.locks = {}
+    await leadership.start(memo)
     webhook = getattr(memo, "webhook", None)
     if webhook is not None:  # set by `moe-operator run`
         settings.admission.server = webhook.server
@@ -42,6 +44,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     kube = getattr(memo, "kube", None)
     if kube is not None:
+        await leadership.release(memo)
         await kube.close()
 
 
@@ -53,8 +56,8 @@ def lock_for(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own kubeconfig / service-account readers: its kubernetes_asyncio piggyback reads a client
-    configuration that current kubernetes_asyncio no longer fills in for client-certificate kubeconfigs."""
+    """kopf's own kubeconfig / service-account readers, not its piggyback on an installed Kubernetes client (which
+    reads client configuration fields the asyncio clients no longer fill in for client-certificate kubeconfigs)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         return kopf.login_with_service_account(**kwargs)
     return kopf.login_with_kubeconfig(**kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from moe_operator.handlers.leadership import is_leader
 from moe_operator.planning import SpecProblem, profile_for_pool, typed_pool
 from moe_operator.status import now_iso
 
@@ -47,6 +48,8 @@ def _changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
 
 
 async def _observe(body: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:
+    if not is_leader(memo):
+        return None
     try:
         pool = typed_pool(body, "spec")
         profile = profile_for_pool(pool)

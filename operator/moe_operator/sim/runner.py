@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.http_exceptions import BadHttpMessage
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes.aio import client, config, watch
+from kubernetes.aio.client.exceptions import ApiException
 
 from .engine import Engine, SimConfig
 from .server import SimServer
