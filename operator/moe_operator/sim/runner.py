@@ -286,7 +286,8 @@ class PodRunner:
             k, _, v = self.opts.node_label.partition("=")
             try:
                 n = await self.core.read_node(node)
-                self.node_ok[node] = (n.metadata.labels or {}).get(k) == v
+                labels = (n.metadata.labels if n.metadata else None) or {}
+                self.node_ok[node] = labels.get(k) == v
             except ApiException:
                 return False
         return self.node_ok[node]
@@ -466,7 +467,7 @@ class PodRunner:
                     lst = await self.core.list_namespaced_pod(ns)
                 else:
                     lst = await self.core.list_pod_for_all_namespaces()
-                live = {p.metadata.uid for p in lst.items}
+                live = {p.metadata.uid for p in lst.items if p.metadata}
                 for pp in list(self.pods.values()):
                     if pp.uid not in live:
                         self.stop(pp)
@@ -475,7 +476,8 @@ class PodRunner:
                 func = self.core.list_namespaced_pod if ns else self.core.list_pod_for_all_namespaces
                 kwargs: dict[str, Any] = {"namespace": ns} if ns else {}
                 w = watch.Watch()
-                async with w.stream(func, resource_version=lst.metadata.resource_version, timeout_seconds=120,
+                rv = lst.metadata.resource_version if lst.metadata else None
+                async with w.stream(func, resource_version=rv, timeout_seconds=120,
                                     **kwargs) as events:
                     async for ev in events:
                         if ev["type"] in ("ERROR", "BOOKMARK"):
