@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import os
 import socket
+from typing import Any
 
 import kopf
 
@@ -21,7 +22,7 @@ from moe_operator import metrics
 
 LEASE_NAME = "moe-operator-leader"
 # the apiserver's own defaults are 15/10/2 s; 10/8/2 keeps failover (expiry + one retry) near 12 s
-LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS = 10.0, 8.0, 2.0
+LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS = 10, 8, 2  # ints: the Lease stores whole seconds
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,28 @@ def is_leader(memo: kopf.Memo) -> bool:
     return leader is None or leader.is_set()
 
 
+def _lease_lock(name: str, namespace: str, ident: str, api: Any) -> Any:
+    from kubernetes.aio import client
+    from kubernetes.aio.client.rest import ApiException
+    from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
+
+    class Lock(LeaseLock):  # type: ignore[misc]
+        """kubernetes 37.0.2's aio LeaseLock.create passes pretty=True, which its own pydantic-validated
+        CoordinationV1Api refuses (pretty must be a string): no Lease could ever be created. Same call without it."""
+
+        async def create(self, name: str, namespace: str, election_record: Any) -> bool:
+            body = client.V1Lease(metadata=client.V1ObjectMeta(name=name), spec=self.update_lease(election_record))
+            try:
+                await self.api_instance.create_namespaced_lease(namespace, body)
+                return True
+            except ApiException:
+                return False
+
+    return Lock(name, namespace, ident, api)
+
+
 async def _elect(memo: kopf.Memo) -> None:
     from kubernetes.aio.leaderelection import electionconfig, leaderelection
-    from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
 
     leader: asyncio.Event = memo.leader
 
@@ -60,7 +80,7 @@ async def _elect(memo: kopf.Memo) -> None:
         metrics.LEADER.set(0)
         log.warning("lost the Lease %s/%s: standing by", lease_namespace(), LEASE_NAME)
 
-    lock = LeaseLock(LEASE_NAME, lease_namespace(), identity(), memo.kube.api)
+    lock = _lease_lock(LEASE_NAME, lease_namespace(), identity(), memo.kube.api)
     while True:  # run() returns when the Lease is lost: stand for election again
         cfg = electionconfig.Config(lock, LEASE_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_SECONDS, started, stopped)
         try:
