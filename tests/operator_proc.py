@@ -93,6 +93,12 @@ def pod_runner(kubeconfig: Path, namespace: str, workdir: Path, router_python: s
              "--router-python", router_python, *extra_args],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
+        # serving only once it has listed the pods: a test that goes on before would race the simulators' start
+        deadline = time.monotonic() + 60
+        while "pod-runner: ready" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pod-runner not ready (exit {proc.poll()}):\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
         yield log
     finally:
         proc.terminate()

@@ -191,6 +191,15 @@ async def test_a_silent_metrics_endpoint_does_not_freeze_scaling_of_the_other_gr
     # 48 x 2.4k tokens against 8 DP ranks x 16k KV tokens -> ~88 %, well above the 50 % target
     url = f"http://{loaded.status.pod_ip}:30000/v1/chat/completions"
 
+    async def leader_serving() -> bool:  # kwok marks the pod Ready at once; the simulator has a cold start
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://{loaded.status.pod_ip}:30000/ready") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(leader_serving, timeout=60, what="group 0's leader serving", describe=describe)
+
     async def one(session: aiohttp.ClientSession, i: int) -> int:
         # distinct prompts: identical ones would share their prefix KV in the radix cache and barely use any
         payload = {"model": MODEL, "max_tokens": 400, "messages": [{"role": "user", "content": f"{i:08d}" + PROMPT}]}
