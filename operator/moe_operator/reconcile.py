@@ -117,7 +117,9 @@ async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger)
         writes += await apply_children(kube, want.render, want.children, logger)
     except SpecProblem as exc:
         problem = exc
-        logger.warning(f"not changing children: {exc}")
+        # a warning when the problem appears or changes, not one per resync pass
+        said = any(c.get("message") == f"{exc.field}: {exc.message}" for c in prev_status.get("conditions") or [])
+        (logger.info if said else logger.warning)(f"not changing children: {exc}")
     lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
     pods = [p for p in await kube.list("v1", "Pod", ns, label_selector=f"{DEPLOYMENT_LABEL}={name}")
             if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]

@@ -227,6 +227,15 @@ async def test_infeasible_update_is_rejected_and_never_removes_a_group(
         assert after["metadata"]["uid"] == before["metadata"]["uid"]
         assert after["spec"] == before["spec"] and not after["metadata"].get("deletionTimestamp")
         assert obj["status"]["readyGroups"] >= 1
+        # what the renderer refuses stalls the same way (admission refuses it with the same message)
+        await co.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "keep",
+            {"spec": {"sessions": {"target": 8, "contextTokens": 16384}, "maxGroups": None,
+                      "sglang": {"extraArgs": ["--enable-metrics"]}}},
+            _content_type="application/merge-patch+json")
+        obj = await wait_condition(api, namespace, "keep", "Stalled", "True", "InvalidSpec")
+        assert condition(obj, "Stalled")["message"].startswith("spec.sglang.extraArgs: "), condition(obj, "Stalled")
+        assert (await lws())["spec"] == before["spec"]
     finally:
         operator.stop()  # a restart re-registers the webhook
         operator.start()
@@ -346,13 +355,15 @@ async def test_standby_replica_takes_over_when_the_leader_dies(
     standby = OperatorProcess(cluster.kubeconfig, operator.log.parent, webhook_port=29455, metrics_port=29456,
                               liveness_port=29457, identity="operator-standby",
                               extra_args=("--webhook-register", "no"))  # the URL webhook stays the leader's
+    seen = standby.log.stat().st_size if standby.log.exists() else 0  # the log is appended across runs
     standby.start()
     try:
         standby.wait_live()
         assert lease_holder(cluster) == operator.identity
         core = client.CoreV1Api(api)
         await asyncio.sleep(6)  # more than one resync period with both running
-        assert "applied " not in standby.tail(100_000), "a standby replica reconciled"
+        since_start = (await asyncio.to_thread(standby.log.read_bytes))[seen:]
+        assert b"applied " not in since_start, "a standby replica reconciled"
 
         operator.kill()
         t0 = time.monotonic()

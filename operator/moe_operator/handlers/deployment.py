@@ -10,6 +10,7 @@ import kopf
 from moe_operator import metrics
 from moe_operator.handlers.leadership import is_leader
 from moe_operator.handlers.lifecycle import lock_for
+from moe_operator.kube import KubeError
 from moe_operator.reconcile import reconcile
 
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
@@ -29,6 +30,8 @@ async def run_reconcile(memo: kopf.Memo, body: Any, logger: Any) -> None:
         except Exception as exc:
             metrics.RECONCILES.labels("error").inc()
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+            if not isinstance(exc, KubeError):  # an API answer is said in one line; anything else is a bug to trace
+                logger.exception("reconcile failed unexpectedly")
             raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=5) from exc
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
