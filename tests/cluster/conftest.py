@@ -88,16 +88,18 @@ def _alive(pid: int) -> bool:
 def demo_paused(cluster: Cluster) -> Iterator[None]:
     """`make demo` leaves an operator and a pod-runner running on the rig; this tier runs its own of both, and two of
     each would fight over the webhook registration, the objects and the pods' IPs. Stop the demo's while the tier
-    runs and start them again afterwards, with the same command lines and logs, so `make demo` then `make test`
-    (and the other way round) both pass and the demo is still up after the tests."""
+    runs and start them again afterwards, with the same command lines, environments and logs, so `make demo` then
+    `make test` (and the other way round) both pass and the demo is still up after the tests."""
     run, logs = STATE / "run", STATE / "logs"
-    paused: list[tuple[str, list[str], str]] = []
+    paused: list[tuple[str, list[str], str, dict[str, str]]] = []
     for name in DEMO_PROCESSES:
         pidfile = run / f"{name}.pid"
         try:
             pid = int(pidfile.read_text().strip())
             argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
             cwd = os.readlink(f"/proc/{pid}/cwd")
+            env = dict(kv.decode().split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in kv)  # e.g. its MOE_LEADER_ID
         except (OSError, ValueError):
             continue
         if not argv or not _alive(pid):
@@ -108,11 +110,12 @@ def demo_paused(cluster: Cluster) -> Iterator[None]:
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-        paused.append((name, argv, cwd))
+        paused.append((name, argv, cwd, env))
     yield
-    for name, argv, cwd in paused:
+    for name, argv, cwd, env in paused:
         with open(logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         (run / f"{name}.pid").write_text(f"{proc.pid}\n")
 
 
