@@ -58,3 +58,9 @@ class Cluster:
 
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def lease_holder(self) -> str:
+        """Who holds the operator's leader Lease (outside a cluster it lives in `default`); "" when nobody does."""
+        r = self.kubectl("-n", "default", "get", "lease", "moe-operator-leader", "-o",
+                         "jsonpath={.spec.holderIdentity}", check=False)
+        return r.stdout.strip() if r.returncode == 0 else ""

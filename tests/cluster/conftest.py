@@ -158,9 +158,7 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     proc.wait_live()
     # it reconciles once it holds the leader Lease (at once, unless another live replica holds it)
     for _ in range(300):
-        r = cluster.kubectl("-n", "default", "get", "lease", "moe-operator-leader", "-o",
-                            "jsonpath={.spec.holderIdentity}", check=False)
-        if r.stdout.strip() == proc.identity:
+        if cluster.lease_holder() == proc.identity:
             break
         time.sleep(0.2)
     # the operator registers its validating webhook by URL itself; wait for it before creating pools

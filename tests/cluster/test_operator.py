@@ -337,12 +337,6 @@ async def test_webhook_rejects_with_the_field_named(case: str, body: dict, field
     assert operator.proc is not None and operator.proc.poll() is None, "operator died on bad input"
 
 
-def lease_holder(cluster: Cluster) -> str:
-    r = cluster.kubectl("-n", "default", "get", "lease", "moe-operator-leader", "-o",
-                        "jsonpath={.spec.holderIdentity}", check=False)
-    return r.stdout.strip() if r.returncode == 0 else ""
-
-
 async def test_standby_replica_takes_over_when_the_leader_dies(
         api: client.ApiClient, namespace: str, moeds: Any, operator: OperatorProcess, cluster: Cluster) -> None:
     """Two replicas, one Lease: the standby serves no reconcile while the leader lives; SIGKILL the leader and the
@@ -359,7 +353,7 @@ async def test_standby_replica_takes_over_when_the_leader_dies(
     standby.start()
     try:
         standby.wait_live()
-        assert lease_holder(cluster) == operator.identity
+        assert cluster.lease_holder() == operator.identity
         core = client.CoreV1Api(api)
         await asyncio.sleep(6)  # more than one resync period with both running
         since_start = (await asyncio.to_thread(standby.log.read_bytes))[seen:]
@@ -370,7 +364,7 @@ async def test_standby_replica_takes_over_when_the_leader_dies(
         await core.delete_namespaced_service("ha-router", namespace)  # drift only a leading replica repairs
 
         async def standby_leads() -> bool:
-            return lease_holder(cluster) == standby.identity
+            return cluster.lease_holder() == standby.identity
 
         await wait_for(standby_leads, timeout=60, what="the standby holds the Lease", interval=0.2)
         leading = time.monotonic() - t0
@@ -390,6 +384,6 @@ async def test_standby_replica_takes_over_when_the_leader_dies(
         standby.stop()  # graceful: hands the Lease back to the session's operator
 
     async def operator_leads() -> bool:
-        return lease_holder(cluster) == operator.identity
+        return cluster.lease_holder() == operator.identity
 
     await wait_for(operator_leads, timeout=60, what="the session's operator leads again", interval=0.2)

@@ -69,7 +69,7 @@ def page_size(spec: ModelSpec, acc: AcceleratorProfile) -> int:
     return page
 
 
-def dsa_uses_trtllm_layout(acc: AcceleratorProfile, kv_dtype: str) -> bool:
+def dsa_uses_trtllm_layout(acc: AcceleratorProfile) -> bool:
     """dsa-backend-default + dsa-kv-layout: trtllm (raw layout) is the DSA backend SGLang picks on SM100."""
     return acc.arch == "sm100" and acc.vendor == "nvidia"
 
@@ -83,7 +83,7 @@ def kv_cell(
     indexer = 0
     if spec.is_mla:
         lora, rope = spec.kv_lora_rank, spec.qk_rope_head_dim
-        if spec.is_dsa and kv_dtype == "fp8_e4m3" and not dsa_uses_trtllm_layout(acc, kv_dtype):
+        if spec.is_dsa and kv_dtype == "fp8_e4m3" and not dsa_uses_trtllm_layout(acc):
             # fp8 nope part + one fp32 scale per 128 + bf16 rope
             per_layer = lora + lora // DSA_QUANT_BLOCK * 4 + rope * 2
         else:

@@ -283,7 +283,7 @@ def gib(b: float) -> str:
     return f"{b / 2**40:.2f} TiB" if b >= 2**40 else f"{b / 2**30:.1f} GiB"
 
 
-def _size_fleet(c: Candidate, req: PlanRequest, acc: AcceleratorProfile, price: float | None) -> None:
+def _size_fleet(c: Candidate, req: PlanRequest, price: float | None) -> None:
     """Groups, fleet cost and the fleet-level limits (max_groups, the pool's maxNodes) of a candidate that fits."""
     if not c.fits_group:
         return
@@ -365,7 +365,7 @@ def plan(req: PlanRequest) -> Plan:
     for n in range(1, max_nodes + 1):
         for lay in _layouts(spec, acc, n):
             c = _evaluate(spec, prec, acc, lay, kv_dtype, req)
-            _size_fleet(c, req, acc, price)
+            _size_fleet(c, req, price)
             candidates.append(c)
     key = _objective_key(objective)
     feasible = sorted((c for c in candidates if c.feasible), key=key)
