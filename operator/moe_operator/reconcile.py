@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moe_operator import metrics
+from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey
 from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
 from moe_operator.kube import Kube, KubeError
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
@@ -19,18 +20,7 @@ from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
 from moe_operator.status import Capacity, Observed, compute_status, status_changed
 
-DEPLOYMENT_LABEL = "moe-operator.io/deployment"
 APPLIED_HASH = "moe-operator.io/applied-hash"
-# Kinds we create for a MoEDeployment, listed to find orphans (objects we made that the spec no longer wants).
-CHILD_KINDS = [
-    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("v1", "ServiceAccount"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("policy/v1", "PodDisruptionBudget"),
-]
 
 
 @dataclass
@@ -38,24 +28,13 @@ class Outcome:
     writes: int
     status: dict
     problem: SpecProblem | None
+    written: dict | None = None  # the object as our status write left it (newer than the watch for a few ms)
 
 
-async def _existing_children(kube: Kube, namespace: str, name: str) -> dict[tuple[str, str, str], dict]:
-    out: dict[tuple[str, str, str], dict] = {}
-    for api_version, kind in CHILD_KINDS:
-        for obj in await kube.list(api_version, kind, namespace, label_selector=f"{DEPLOYMENT_LABEL}={name}"):
-            if _owned_by(obj, name):
-                out[(api_version, kind, obj["metadata"]["name"])] = obj
-    return out
-
-
-def _owned_by(obj: Mapping[str, Any], name: str) -> bool:
-    return any(r.get("kind") == KIND and r.get("name") == name for r in obj["metadata"].get("ownerReferences", []))
-
-
-async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], logger: logging.Logger) -> int:
-    """Apply what differs from what we applied last time (hash annotation), delete orphans. Returns API writes."""
-    existing = await _existing_children(kube, inp.namespace, inp.name)
+async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], existing: Mapping[ChildKey, dict],
+                         logger: logging.Logger) -> int:
+    """Apply what differs from what we applied last time (hash annotation on the cached copy), delete orphans.
+    Returns API writes. A cache a few ms behind our own write costs one idempotent re-apply, never a wrong one."""
     writes = 0
     for obj in desired:
         h = spec_hash(obj)
@@ -69,9 +48,9 @@ async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], logg
         logger.info(f"applied {obj['kind']} {obj['metadata']['name']}")
     wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in desired}
     for key in existing.keys() - wanted:
-        await kube.delete(key[0], key[1], key[2], inp.namespace)
-        writes += 1
-        logger.info(f"deleted orphan {key[1]} {key[2]}")
+        if await kube.delete(key[0], key[1], key[2], inp.namespace):
+            writes += 1
+            logger.info(f"deleted orphan {key[1]} {key[2]}")
     return writes
 
 
@@ -94,7 +73,9 @@ async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
                     free_devices=sum(free.values()), nodes_with_room=sum(1 for v in free.values() if v >= per))
 
 
-async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger) -> Outcome:
+async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: logging.Logger) -> Outcome:
+    """One pass. Reads come from `cache` (the pool, the children, the LWS, the pods); the API is called for writes,
+    for a pool or ConfigMap the cache does not hold, and for free capacity when a group pod is unschedulable."""
     meta = body["metadata"]
     name, ns, gen = meta["name"], meta["namespace"], int(meta.get("generation", 1))
     prev_status = dict(body.get("status") or {})
@@ -105,7 +86,8 @@ async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger)
     replicas = int(prev_status.get("desiredGroups", 0) or 0)
 
     async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
-        return await kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", pool_name)
+        # a pool created a moment ago may not have reached the cache yet
+        return cache.pool(pool_name) or await kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", pool_name)
 
     async def get_config_map(cm_name: str) -> Mapping[str, Any] | None:
         return await kube.get("v1", "ConfigMap", cm_name, ns)
@@ -114,15 +96,13 @@ async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger)
         # the same checks admission runs (desired.py): a spec written around the webhook stalls here, untouched
         want: Desired = await desired_state(body, get_pool, get_config_map, prev_status)
         planned, replicas = want.planned, want.replicas
-        writes += await apply_children(kube, want.render, want.children, logger)
+        writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
     except SpecProblem as exc:
         problem = exc
         # a warning when the problem appears or changes, not one per resync pass
         said = any(c.get("message") == f"{exc.field}: {exc.message}" for c in prev_status.get("conditions") or [])
         (logger.info if said else logger.warning)(f"not changing children: {exc}")
-    lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
-    pods = [p for p in await kube.list("v1", "Pod", ns, label_selector=f"{DEPLOYMENT_LABEL}={name}")
-            if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]
+    lws, pods = cache.lws(ns, name), cache.pods(ns, name)
     capacity = None
     if planned and any(c.get("reason") == "Unschedulable" for p in pods
                        for c in p.get("status", {}).get("conditions", [])):
@@ -137,12 +117,13 @@ async def reconcile(kube: Kube, body: Mapping[str, Any], logger: logging.Logger)
     if planned:
         prev_status["plan"] = obs.plan  # the fresh plan replaces the carried one
     new_status = compute_status(obs, prev_status)
+    written = None
     if status_changed(body.get("status"), new_status):
         try:
-            await kube.patch(API_VERSION, KIND, name, {"status": new_status}, ns, subresource="status")
+            written = await kube.patch(API_VERSION, KIND, name, {"status": new_status}, ns, subresource="status")
             writes += 1
         except KubeError as exc:
             if exc.status != 404:  # deleted meanwhile
                 raise
     metrics.observe_groups(ns, name, desired=replicas, ready=new_status["readyGroups"])
-    return Outcome(writes=writes, status=new_status, problem=problem)
+    return Outcome(writes=writes, status=new_status, problem=problem, written=written)

@@ -27,7 +27,6 @@ from moe_operator.autoscale.scrape import GroupMetrics, PodTarget, scrape
 from moe_operator.kube import Kube
 from moe_operator.status import now_iso
 
-DEPLOYMENT_LABEL = "moe-operator.io/deployment"
 ROUTABLE_LABEL = "moe-operator.io/routable"
 GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
 WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
@@ -204,17 +203,21 @@ def with_silent_pods(result: StepResult, status: Mapping[str, Any], silent: tupl
                    event[0] == "MetricsMissing" else result.event_type)
 
 
-async def set_routable(kube: Kube, namespace: str, name: str, group: int, routable: bool) -> None:
+async def set_routable(kube: Kube, namespace: str, pods: Sequence[Mapping[str, Any]], group: int,
+                       routable: bool) -> None:
     """Flip the routable label on the group's leader pod: the router's discovery selector includes it."""
-    pods = await kube.list("v1", "Pod", namespace,
-                           label_selector=f"{DEPLOYMENT_LABEL}={name},{GROUP_INDEX}={group},{WORKER_INDEX}=0")
     for p in pods:
-        await kube.patch("v1", "Pod", p["metadata"]["name"],
-                         {"metadata": {"labels": {ROUTABLE_LABEL: "true" if routable else "false"}}}, namespace)
+        labels = p["metadata"].get("labels") or {}
+        if labels.get(GROUP_INDEX) == str(group) and labels.get(WORKER_INDEX) == "0":
+            await kube.patch("v1", "Pod", p["metadata"]["name"],
+                             {"metadata": {"labels": {ROUTABLE_LABEL: "true" if routable else "false"}}}, namespace)
 
 
 async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], memory: Memory,
-                         planned_groups: int) -> StepResult | None:
+                         planned_groups: int, lws: Mapping[str, Any] | None,
+                         pods: Sequence[Mapping[str, Any]]) -> StepResult | None:
+    """One step for one MoEDeployment. `lws` and `pods` (its group pods) come from the operator's caches; the API is
+    only written (drain labels), the pods' /metrics are scraped."""
     from moe_operator.desired import typed
     from moe_operator.planning import SpecProblem
 
@@ -225,13 +228,10 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
         return None  # reconcile reports it (Stalled); the autoscaler leaves the groups alone
     if not active(spec):
         return None
-    name, ns = meta["name"], meta["namespace"]
-    lws = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, ns)
+    ns = meta["namespace"]
     if lws is None:
         return None
     replicas = int(lws.get("spec", {}).get("replicas", 0) or 0)
-    pods = await kube.list("v1", "Pod", ns, label_selector=f"{DEPLOYMENT_LABEL}={name}")
-    pods = [p for p in pods if p["metadata"].get("labels", {}).get("leaderworkerset.sigs.k8s.io/name") == name]
     memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
     measured = max(memory.cold_starts) if memory.cold_starts else None
     scraped = await scrape(session, targets(pods, metrics_port(spec)))
@@ -242,8 +242,8 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
     drain_before = status.get("drain")
     drain_after = result.status_patch.get("drain", drain_before)
     if drain_after and not drain_before:
-        await set_routable(kube, ns, name, int(drain_after["group"]), routable=False)
+        await set_routable(kube, ns, pods, int(drain_after["group"]), routable=False)
     elif drain_before and "drain" in result.status_patch and result.status_patch["drain"] is None \
             and not result.changed_replicas:
-        await set_routable(kube, ns, name, int(drain_before["group"]), routable=True)
+        await set_routable(kube, ns, pods, int(drain_before["group"]), routable=True)
     return result

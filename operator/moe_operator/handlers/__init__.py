@@ -1,3 +1,3 @@
 """Thin kopf handlers, one module per concern. Importing this package registers them all."""
 
-from moe_operator.handlers import admission, autoscaling, deployment, group_pods, lifecycle, pool  # noqa: F401
+from moe_operator.handlers import admission, autoscaling, caches, children, deployment, lifecycle, pool  # noqa: F401

@@ -11,18 +11,22 @@ import kopf
 
 from moe_operator import metrics
 from moe_operator.admission import check_moedeployment, check_pool
+from moe_operator.cache import Cache
 
 
 @kopf.on.validate("moe-operator.io", "v1alpha1", "moedeployments", id="validate-moedeployment",
                   operations=["CREATE", "UPDATE"])
 async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, old: Any = None, operation: str | None = None,
-                                 **_: Any) -> None:
+                                 **kwargs: Any) -> None:
     if operation == "UPDATE" and not spec_changed(old, body):
         # metadata/finalizer/status-only updates (kopf removing its finalizer on deletion among them) must always
         # pass, or an object whose spec became infeasible could never be deleted
         return
+    cache = Cache.of(kwargs)
+
     async def get_pool(name: str) -> Mapping[str, Any] | None:
-        return await memo.kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", name)
+        # from the cache; a pool applied in the same `kubectl apply` may be a few ms from it
+        return cache.pool(name) or await memo.kube.get("moe-operator.io/v1alpha1", "AcceleratorPool", name)
 
     async def get_config_map(name: str) -> Mapping[str, Any] | None:
         return await memo.kube.get("v1", "ConfigMap", name, body["metadata"].get("namespace"))

@@ -10,7 +10,8 @@ import kopf
 
 from moe_operator.autoscale.controller import Memory, active, autoscale_once
 from moe_operator.autoscale.law import STEP_SECONDS
-from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, fresh, run_reconcile
+from moe_operator.cache import Cache
+from moe_operator.handlers.deployment import GROUP, PLURAL, VERSION, latest, run_reconcile
 from moe_operator.handlers.leadership import is_leader
 from moe_operator.handlers.lifecycle import lock_for
 from moe_operator.kube import KubeError
@@ -42,21 +43,25 @@ async def close_http(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=AUTOSCALE_SECONDS, initial_delay=3.0, when=_enabled)
-async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     if not is_leader(memo):
         return
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
+    cache = Cache.of(kwargs)
     async with lock_for(memo, *key):
-        current = await fresh(memo, body)
+        current = latest(memo, cache, *key, body)
+        if current is None:
+            return
         planned = int(((current.get("status") or {}).get("plan") or {}).get("groups") or 1)
         memory: Memory = memo.autoscale.setdefault(key, Memory())
-        result = await autoscale_once(memo.kube, memo.http, current, memory, planned)
+        result = await autoscale_once(memo.kube, memo.http, current, memory, planned, cache.lws(*key),
+                                      cache.pods(*key))
         if result is None:
             return
         try:
-            await memo.kube.patch(f"{GROUP}/{VERSION}", "MoEDeployment", key[1], {"status": result.status_patch},
-                                  key[0], subresource="status")
+            memo.written[key] = await memo.kube.patch(f"{GROUP}/{VERSION}", "MoEDeployment", key[1],
+                                                      {"status": result.status_patch}, key[0], subresource="status")
         except KubeError as exc:
             if exc.status == 404:
                 return
@@ -65,4 +70,4 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: 
         kopf.event(body, type=result.event_type, reason=result.event[0], message=result.event[1])
         (logger.warning if result.event_type == "Warning" else logger.info)(f"{result.event[0]}: {result.event[1]}")
     if result.changed_replicas:
-        await run_reconcile(memo, body, logger)  # applies the new LWS replica count now, not at the next resync
+        await run_reconcile(memo, cache, *key, logger)  # applies the new LWS replica count now, not at the next resync

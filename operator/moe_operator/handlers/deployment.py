@@ -1,65 +1,91 @@
-"""MoEDeployment: one reconcile for create, update, resume and a periodic level-based pass."""
+"""MoEDeployment: one reconcile for create, update, resume, a change of one of its children, and a slow drift pass.
+Every read comes from the watch-backed caches (moe_operator.cache); only writes go to the API."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from moe_operator import metrics
+from moe_operator.cache import Cache, newest
 from moe_operator.handlers.leadership import is_leader
 from moe_operator.handlers.lifecycle import lock_for
 from moe_operator.kube import KubeError
 from moe_operator.reconcile import reconcile
 
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
-RESYNC_SECONDS = 5.0
+# drift only: changes of the object and of its children trigger a pass at once (handlers.children)
+RESYNC_SECONDS = 60.0
 
 
-async def run_reconcile(memo: kopf.Memo, body: Any, logger: Any) -> None:
+def latest(memo: kopf.Memo, cache: Cache, namespace: str, name: str, body: Mapping[str, Any] | None = None
+           ) -> Mapping[str, Any] | None:
+    """The newest copy we know: the watch cache, kopf's body, or the answer to our own last status write (the watch
+    can lag it by a few ms; reading it stale would undo what the autoscaler just decided). None once deleted."""
+    cached = cache.moed(namespace, name)
+    if cached is None and body is None:
+        return None
+    return newest(cached, body, memo.written.get((namespace, name)))
+
+
+async def run_reconcile(memo: kopf.Memo, cache: Cache, namespace: str, name: str, logger: Any,
+                        body: Mapping[str, Any] | None = None) -> None:
     if not is_leader(memo):
-        return  # a standby replica: the leader's level-based pass does it
-    meta = body["metadata"]
-    async with lock_for(memo, meta["namespace"], meta["name"]):
-        # read under the lock: another writer (the autoscaler) may have changed status since this event was queued
-        body = await fresh(memo, body)
-        started = time.perf_counter()
-        try:
-            outcome = await reconcile(memo.kube, body, logger)
-        except Exception as exc:
-            metrics.RECONCILES.labels("error").inc()
-            metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
-            if not isinstance(exc, KubeError):  # an API answer is said in one line; anything else is a bug to trace
-                logger.exception("reconcile failed unexpectedly")
-            raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=5) from exc
-        finally:
-            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        metrics.API_WRITES.inc(outcome.writes)
-        metrics.RECONCILES.labels("problem" if outcome.problem else "ok").inc()
+        return  # a standby replica: the leader does it
+    key = (namespace, name)
+    if key in memo.queued:
+        return  # a pass is already waiting behind the running one and will read the state as it is then
+    memo.queued.add(key)
+    try:
+        async with lock_for(memo, namespace, name):
+            memo.queued.discard(key)
+            current = latest(memo, cache, namespace, name, body)
+            if current is not None:
+                await _pass(memo, cache, current, logger)
+    finally:
+        memo.queued.discard(key)
+
+
+async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: Any) -> None:
+    started = time.perf_counter()
+    try:
+        outcome = await reconcile(memo.kube, cache, body, logger)
+    except Exception as exc:
+        metrics.RECONCILES.labels("error").inc()
+        metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+        if not isinstance(exc, KubeError):  # an API answer is said in one line; anything else is a bug to trace
+            logger.exception("reconcile failed unexpectedly")
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=5) from exc
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    if outcome.written is not None:
+        memo.written[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.written
+    metrics.API_WRITES.inc(outcome.writes)
+    metrics.RECONCILES.labels("problem" if outcome.problem else "ok").inc()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    await run_reconcile(memo, body, logger)
+async def changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    meta = body["metadata"]
+    await run_reconcile(memo, Cache.of(kwargs), meta["namespace"], meta["name"], logger, body)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=1.0)
-async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Drift and observed-state refresh: children deleted out of band come back, status follows the pods."""
-    await run_reconcile(memo, body, logger)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Drift: a child deleted or changed while no watch event reached us comes back within a minute."""
+    meta = body["metadata"]
+    await run_reconcile(memo, Cache.of(kwargs), meta["namespace"], meta["name"], logger, body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def deleted(body: kopf.Body, **_: Any) -> None:
-    # Children go with the owner through ownerReferences (garbage collection); only our metrics remain.
-    metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
-
-
-async def fresh(memo: kopf.Memo, body: kopf.Body) -> Any:
-    """The latest object: kopf's body can be a few events old, and the status we compare against must be current."""
-    meta = body["metadata"]
-    latest = await memo.kube.get(f"{GROUP}/{VERSION}", "MoEDeployment", meta["name"], meta["namespace"])
-    return latest if latest is not None else dict(body)
+async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Children go with the owner through ownerReferences (garbage collection); only our bookkeeping remains.
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    memo.written.pop(key, None)
+    memo.autoscale.pop(key, None)
+    metrics.forget(*key)
