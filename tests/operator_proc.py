@@ -107,3 +107,50 @@ def pod_runner(kubeconfig: Path, namespace: str, workdir: Path, router_python: s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+DEMO_PROCESSES = ("operator", "pod-runner")  # what `make demo` (hack/demo-operator) leaves running
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def paused_demo(state: Path) -> Iterator[None]:
+    """Stop the operator and pod-runner `make demo` left on the rig, and start them again afterwards with the same
+    command lines, working directories, environments (e.g. the operator's MOE_LEADER_ID) and logs: the cluster tier
+    and the benchmarks run their own, and two of each would fight over the webhook registration, the objects and
+    the pods' IPs. So `make demo` then `make test` (and the other way round) both pass and the demo stays up."""
+    run, logs = state / "run", state / "logs"
+    paused: list[tuple[str, list[str], str, dict[str, str]]] = []
+    for name in DEMO_PROCESSES:
+        try:
+            pid = int((run / f"{name}.pid").read_text().strip())
+            argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            env = dict(kv.decode().split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                       if b"=" in kv)
+        except (OSError, ValueError):
+            continue
+        if not argv or not _alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        paused.append((name, argv, cwd, env))
+    try:
+        yield
+    finally:
+        for name, argv, cwd, env in paused:
+            with open(logs / f"{name}.log", "ab") as out:
+                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            (run / f"{name}.pid").write_text(f"{proc.pid}\n")

@@ -248,6 +248,12 @@ def _port_open(port: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------- components
+# kwok renews each node's Lease every leaseDuration/4 (as the kubelet does): with 40 s that is 200 writes/s for 2,000
+# nodes, which starved a 2-core apiserver until most nodes went NotReady. 180 s -> one renewal per node every 45 s
+# (44/s at 2,000 nodes); the node lifecycle controller's grace period must stay above the renew interval.
+NODE_LEASE_SECONDS, NODE_GRACE_SECONDS = 180, 120
+
+
 def start_etcd() -> None:
     _start("etcd", [
         f"--data-dir={STATE / 'etcd-data'}", "--name=testcluster",
@@ -284,7 +290,7 @@ def start_controller_manager() -> None:
         "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Pods get 127.x IPs from the per-node podCIDR we set on each Node (see make_node): no CIDR allocation here.
         "--allocate-node-cidrs=false",
-        "--node-monitor-grace-period=50s", "--node-monitor-period=2s",
+        f"--node-monitor-grace-period={NODE_GRACE_SECONDS}s", "--node-monitor-period=2s",
         "--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-statefulset-syncs=20", "--v=1",
     ])
     _wait("kube-controller-manager /healthz", lambda: _http_ok(f"https://127.0.0.1:{PORTS['kcm']}/healthz"), 60,
@@ -344,7 +350,7 @@ def start_kwok() -> None:
     args = [f"--kubeconfig={KUBECONFIG}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             # Fallback only: every Node we create carries its own 127.x podCIDR.
-            "--cidr=127.254.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+            "--cidr=127.254.0.0/16", "--node-ip=127.0.0.1", f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             f"--node-port={PORTS['kwok']}", "--server-address=127.0.0.1:" + str(PORTS["kwok"])]
     args += [f"--config={p}" for p in kwok_stage_files()]
     _start("kwok", args)

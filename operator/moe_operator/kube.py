@@ -15,6 +15,8 @@ from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.dynamic import DynamicClient
 
+from moe_operator import metrics
+
 FIELD_MANAGER = "moe-operator"
 
 # (apiVersion, kind) -> (plural, namespaced)
@@ -57,6 +59,24 @@ def resource_path(api_version: str, kind: str, namespace: str | None = None, nam
     return base
 
 
+def _resource_parts(path: str) -> list[str]:
+    """/api/v1/namespaces/ns/pods/name/status -> [pods, name, status]."""
+    parts = path.split("?")[0].strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]
+    return parts[2:] if len(parts) >= 3 and parts[0] == "namespaces" else parts
+
+
+def _resource(path: str) -> str:
+    """The apiserver's resource[/subresource] label of a request path."""
+    parts = _resource_parts(path)
+    return "/".join([parts[0], *parts[2:3]]) if parts else ""
+
+
+def _verb(method: str, path: str) -> str:
+    """The apiserver's verb names: a GET without a name is a LIST."""
+    return method if method != "GET" else ("GET" if len(_resource_parts(path)) >= 2 else "LIST")
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
@@ -75,6 +95,7 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                       content_type: str = "application/json") -> Any:
+        metrics.API_REQUESTS.labels(_verb(method, path), _resource(path)).inc()
         if query:
             path = f"{path}?{urlencode(query)}"
         try:

@@ -9,6 +9,10 @@ RECONCILE_ERRORS = Counter("moe_operator_reconcile_errors_total", "Reconcile run
 RECONCILE_SECONDS = Histogram("moe_operator_reconcile_duration_seconds", "Reconcile duration",
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 API_WRITES = Counter("moe_operator_api_writes_total", "Create/apply/patch/delete calls made by reconcile")
+API_REQUESTS = Counter("moe_operator_api_requests_total",
+                       "Requests of the operator's own API client by verb and resource (kopf's watches and its "
+                       "annotation patches are not counted; the apiserver's apiserver_request_total has them)",
+                       ["verb", "resource"])
 GROUPS_DESIRED = Gauge("moe_operator_groups_desired", "Desired SGLang groups", ["namespace", "name"])
 GROUPS_READY = Gauge("moe_operator_groups_ready", "Ready SGLang groups", ["namespace", "name"])
 LEADER = Gauge("moe_operator_leader", "1 while this replica holds the leader Lease (reconciles and autoscales)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -21,7 +20,7 @@ import pytest_asyncio
 from kubernetes.aio import client, config
 
 from kube import Cluster, wait_for
-from operator_proc import OperatorProcess
+from operator_proc import OperatorProcess, paused_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))
@@ -73,50 +72,12 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run([str(ROOT / "hack/testcluster"), "down"], capture_output=True, text=True)
 
 
-DEMO_PROCESSES = ("operator", "pod-runner")  # what `make demo` (hack/demo-operator) leaves running
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session", autouse=True)
 def demo_paused(cluster: Cluster) -> Iterator[None]:
     """`make demo` leaves an operator and a pod-runner running on the rig; this tier runs its own of both, and two of
-    each would fight over the webhook registration, the objects and the pods' IPs. Stop the demo's while the tier
-    runs and start them again afterwards, with the same command lines, environments and logs, so `make demo` then
-    `make test` (and the other way round) both pass and the demo is still up after the tests."""
-    run, logs = STATE / "run", STATE / "logs"
-    paused: list[tuple[str, list[str], str, dict[str, str]]] = []
-    for name in DEMO_PROCESSES:
-        pidfile = run / f"{name}.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-            argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            env = dict(kv.decode().split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                       if b"=" in kv)  # e.g. its MOE_LEADER_ID
-        except (OSError, ValueError):
-            continue
-        if not argv or not _alive(pid):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        paused.append((name, argv, cwd, env))
-    yield
-    for name, argv, cwd, env in paused:
-        with open(logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        (run / f"{name}.pid").write_text(f"{proc.pid}\n")
+    each would fight over the webhook registration, the objects and the pods' IPs (operator_proc.paused_demo)."""
+    with paused_demo(STATE):
+        yield
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

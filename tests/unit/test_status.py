@@ -114,3 +114,4 @@ def test_autoscaler_fields_are_carried() -> None:
     prev = {"kvUtilization": "0.5", "lastScaleTime": "2026-01-01T00:00:00Z", "liveSessions": 9}
     s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)), prev)
     assert s["kvUtilization"] == "0.5" and s["liveSessions"] == 9
+

@@ -1,0 +1,450 @@
+"""Control plane at scale: 200 MoEDeployments over 10 namespaces, 1-3 groups each, on 2,000 kwok H200 nodes.
+
+    make up && .venv/bin/python bench/control_plane.py [--deployments 200] [--namespaces 10] [--nodes 2000]
+                                                       [--window 120] [-o bench/results/control_plane.json]
+
+Runs on the rig (`make up`; the real kube-apiserver/etcd/controller-manager/scheduler, kwok, LWS). Pauses the demo's
+operator and pod-runner while it runs (they come back afterwards), adds its own nodes (`bench-h200-*` under a pool
+that selects only them, `bench-cpu-*` for the routers) and removes them at the end. Two operator processes run as
+they would in a cluster (`moe-operator run`, leader election on). What it measures and prints:
+
+  apply -> all Ready     from the last CREATE answered to every MoEDeployment Ready=True
+  admission              CREATE latency of each MoEDeployment as the client sees it (p50/p99; includes the webhook),
+                         and the apiserver's own webhook-duration histogram for validate-moedeployment
+  steady state           apiserver_request_total deltas by verb and resource over --window s with the operator on,
+                         minus the same window with it off (kwok's, the controllers' and LWS's own traffic cancel),
+                         per MoEDeployment; the operator's own request counter by verb (moe_operator_api_requests);
+                         object writes/min and events/min
+  operator               RSS and CPU of the leader during the window
+  restart                a restarted leader: time until every MoEDeployment had its pass, and its writes (target 0)
+  failover               SIGKILL the leader: time until the standby holds the Lease and has acted
+
+Workload: Kimi-K2.5 INT4 on H200 at 128k context, sessions 100/200/300 in turn (the planner gives 1/2/3 groups of
+2 nodes), every fourth with KV autoscaling on (its pods serve no /metrics here: that path is exercised, not its law).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "hack/rig")]
+
+import testcluster as rig  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from operator_proc import OperatorProcess, paused_demo  # noqa: E402
+
+GROUP, VERSION = "moe-operator.io", "v1alpha1"
+POOL = "bench-h200"
+BENCH_LABEL = "moe-operator.io/bench"
+LEASE = ("default", "moe-operator-leader")
+
+
+def log(msg: str) -> None:
+    print(f"[control-plane {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------ nodes
+def bench_nodes(h200: int, cpu: int) -> list[dict]:
+    """The rig's node shapes under their own names and a label only the bench pool selects (the demo's and the
+    tests' pools select on the GPU product label, which these nodes do not carry)."""
+    out = []
+    for i in range(h200):
+        n = rig.make_node(rig.POOLS["h200"], i, 6000 + i)  # pod CIDRs 127.24.x.0/24 on: clear of the rig's own
+        name = f"bench-h200-{i:04d}"
+        labels = {k: v for k, v in n["metadata"]["labels"].items() if k != "nvidia.com/gpu.product"}
+        labels.update({"kubernetes.io/hostname": name, BENCH_LABEL: "scale",
+                       rig.TOPOLOGY_KEY: f"bench-domain-{i // rig.NODES_PER_DOMAIN}"})
+        n["metadata"].update(name=name, labels=labels)
+        n["spec"]["providerID"] = f"kwok://{name}"
+        out.append(n)
+    for i in range(cpu):
+        n = rig.make_node(rig.POOLS["cpu"], i, 49000 + i)
+        name = f"bench-cpu-{i:03d}"
+        n["metadata"]["name"] = name
+        n["metadata"]["labels"].update({"kubernetes.io/hostname": name, BENCH_LABEL: "router"})
+        n["spec"]["providerID"] = f"kwok://{name}"
+        n["status"]["capacity"]["pods"] = n["status"]["allocatable"]["pods"] = "250"
+        out.append(n)
+    return out
+
+
+def create_nodes(core: client.CoreV1Api, nodes: list[dict]) -> None:
+    def create(node: dict) -> None:
+        with contextlib.suppress(client.ApiException):
+            core.create_node(node)
+
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        list(ex.map(create, nodes))
+
+
+def ready_nodes(core: client.CoreV1Api) -> int:
+    items = core.list_node(label_selector=BENCH_LABEL).items
+    return sum(1 for n in items for c in n.status.conditions or [] if c.type == "Ready" and c.status == "True")
+
+
+# ------------------------------------------------------------------------------------------------------ workload
+def pool() -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AcceleratorPool", "metadata": {"name": POOL},
+            "spec": {"accelerator": {"profile": "h200"}, "nodeSelector": {BENCH_LABEL: "scale"},
+                     "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                     "rdma": {"resourceName": "rdma/ib", "count": 1}, "topologyKey": rig.TOPOLOGY_KEY,
+                     "costPerNodeHour": 30}}
+
+
+def deployment(i: int, namespaces: int) -> dict:
+    spec: dict[str, Any] = {
+        "model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+        "precision": "int4", "sessions": {"target": 100 * (1 + i % 3), "contextTokens": 131072}, "pool": POOL,
+        "maxGroups": 4,
+    }
+    if i % 4 == 0:
+        spec["autoscaling"] = {"enabled": True, "minGroups": 1, "maxGroups": 4}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MoEDeployment",
+            "metadata": {"name": f"moe-{i:03d}", "namespace": f"bench-{i % namespaces}"}, "spec": spec}
+
+
+def ready_count(custom: client.CustomObjectsApi) -> tuple[int, int]:
+    items = custom.list_cluster_custom_object(GROUP, VERSION, "moedeployments")["items"]
+    mine = [o for o in items if o["metadata"]["namespace"].startswith("bench-")]
+    ready = sum(1 for o in mine for c in (o.get("status") or {}).get("conditions") or []
+                if c["type"] == "Ready" and c["status"] == "True")
+    return ready, len(mine)
+
+
+# ------------------------------------------------------------------------------------------------------- metrics
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def apiserver_metrics() -> dict:
+    r = subprocess.run([str(STATE / "bin/kubectl"), "--kubeconfig", str(STATE / "kubeconfig"), "get", "--raw",
+                        "/metrics"], capture_output=True, text=True, check=True)
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(r.stdout):
+        for s in fam.samples:
+            if s.name in ("apiserver_request_total", "apiserver_admission_webhook_admission_duration_seconds_bucket"):
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def requests_by(before: dict, after: dict) -> Counter:
+    """apiserver_request_total delta by (verb, resource[/subresource])."""
+    c: Counter = Counter()
+    for (name, labels), v in after.items():
+        if name != "apiserver_request_total":
+            continue
+        lab = dict(labels)
+        res = lab.get("resource", "") + (f"/{lab['subresource']}" if lab.get("subresource") else "")
+        c[(lab.get("verb", ""), res)] += v - before.get((name, labels), 0.0)
+    return c
+
+
+def webhook_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float]:
+    """Quantiles of the apiserver's validate-moedeployment CREATE webhook duration (linear within a bucket)."""
+    buckets: dict[float, float] = {}
+    for (name, labels), v in after.items():
+        lab = dict(labels)
+        if (name == "apiserver_admission_webhook_admission_duration_seconds_bucket"
+                and lab.get("name", "").startswith("validate-moedeployment") and lab.get("operation") == "CREATE"):
+            le = float(lab["le"])
+            buckets[le] = buckets.get(le, 0.0) + v - before.get((name, labels), 0.0)
+    if not buckets or max(buckets.values()) == 0:
+        return {}
+    edges = sorted(buckets)
+    total = buckets[edges[-1]]
+    out = {}
+    for q in qs:
+        target, lo, prev = q * total, 0.0, 0.0
+        for le in edges:
+            if buckets[le] >= target:
+                hi = le if le != float("inf") else lo
+                frac = (target - prev) / (buckets[le] - prev) if buckets[le] > prev else 1.0
+                out[f"p{int(q * 100)}"] = lo + (hi - lo) * frac
+                break
+            lo, prev = le, buckets[le]
+    return out
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds user+system) of one process."""
+    rss = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+def op_metric(op: OperatorProcess, name: str, **labels: str) -> float:
+    m = scrape(f"http://127.0.0.1:{op.ports[1]}/metrics")
+    return sum(v for (n, lab), v in m.items() if n == name and all(dict(lab).get(k) == x for k, x in labels.items()))
+
+
+def op_requests(op: OperatorProcess) -> Counter:
+    m = scrape(f"http://127.0.0.1:{op.ports[1]}/metrics")
+    c: Counter = Counter()
+    for (n, lab), v in m.items():
+        if n == "moe_operator_api_requests_total":
+            d = dict(lab)
+            c[(d["verb"], d["resource"])] += v
+    return c
+
+
+def lease_holder(coord: client.CoordinationV1Api) -> str:
+    try:
+        return coord.read_namespaced_lease(LEASE[1], LEASE[0]).spec.holder_identity or ""
+    except client.ApiException:
+        return ""
+
+
+def wait(what: str, check: Any, timeout: float, every: float = 0.5) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if check():
+            return time.monotonic() - t0
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not after {timeout:.0f}s")
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--deployments", type=int, default=200)
+    p.add_argument("--namespaces", type=int, default=10)
+    p.add_argument("--nodes", type=int, default=2000)
+    p.add_argument("--cpu-nodes", type=int, default=4)
+    p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
+    p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
+    a = p.parse_args(argv)
+    if subprocess.run([str(ROOT / "hack/testcluster"), "status"], capture_output=True).returncode != 0:
+        print("the rig is not up: run `make up` first", file=sys.stderr)
+        return 2
+    config.load_kube_config(str(STATE / "kubeconfig"))
+    core, custom, coord = client.CoreV1Api(), client.CustomObjectsApi(), client.CoordinationV1Api()
+    logs = STATE / "logs"
+    res: dict[str, Any] = {"deployments": a.deployments, "namespaces": a.namespaces, "nodes": a.nodes,
+                           "node_lease_seconds": rig.NODE_LEASE_SECONDS}
+    ops = [OperatorProcess(STATE / "kubeconfig", logs, identity=f"bench-operator-{x}",
+                           webhook_port=29545 + 10 * k, metrics_port=29546 + 10 * k, liveness_port=29547 + 10 * k)
+           for k, x in enumerate("ab")]
+    with paused_demo(STATE):
+        try:
+            run(a, core, custom, coord, ops, res)
+        finally:
+            cleanup(a, core, custom, ops)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2, sort_keys=True))
+    report(res)
+    return 0
+
+
+def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi,
+        coord: client.CoordinationV1Api, ops: list[OperatorProcess], res: dict[str, Any]) -> None:
+    leader, standby = ops
+    t0 = time.monotonic()
+    create_nodes(core, bench_nodes(a.nodes, a.cpu_nodes))
+    res["nodes_ready_s"] = wait("bench nodes Ready", lambda: ready_nodes(core) >= a.nodes + a.cpu_nodes, 900, 2)
+    log(f"{a.nodes + a.cpu_nodes} nodes Ready in {time.monotonic() - t0:.0f}s")
+    leader.start()
+    leader.wait_live(120)
+    wait("leader", lambda: lease_holder(coord) == leader.identity, 60)
+    if not _exists_pool(custom):
+        custom.create_cluster_custom_object(GROUP, VERSION, "acceleratorpools", pool())
+    for n in range(a.namespaces):
+        with contextlib.suppress(client.ApiException):
+            core.create_namespace({"metadata": {"name": f"bench-{n}", "labels": {BENCH_LABEL: "ns"}}})
+    wait("namespaces' default ServiceAccounts", lambda: all(
+        _has_sa(core, f"bench-{n}") for n in range(a.namespaces)), 120)
+
+    # ------------------------------------------------------------------ apply: admission latency, time to Ready
+    before = apiserver_metrics()
+    lat: list[float] = []
+
+    def create(i: int) -> None:
+        obj = deployment(i, a.namespaces)
+        s = time.perf_counter()
+        custom.create_namespaced_custom_object(GROUP, VERSION, obj["metadata"]["namespace"], "moedeployments", obj)
+        lat.append(time.perf_counter() - s)
+
+    t_apply = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(create, range(a.deployments)))
+    applied = time.monotonic()
+    after = apiserver_metrics()
+    lat.sort()
+    res["apply_s"] = applied - t_apply
+    res["create_latency_ms"] = {"p50": 1000 * statistics.median(lat), "p99": 1000 * lat[int(0.99 * (len(lat) - 1))],
+                                "max": 1000 * lat[-1]}
+    res["webhook_ms"] = {k: 1000 * v for k, v in webhook_quantiles(before, after).items()}
+    log(f"applied {a.deployments} in {res['apply_s']:.1f}s; CREATE p50 {res['create_latency_ms']['p50']:.0f} ms "
+        f"p99 {res['create_latency_ms']['p99']:.0f} ms")
+    res["ready_after_apply_s"] = wait("all Ready", lambda: ready_count(custom)[0] >= a.deployments, 900, 1)
+    pods = core.list_pod_for_all_namespaces(label_selector="moe-operator.io/deployment").items
+    res["pods"] = sum(1 for p_ in pods if p_.metadata.namespace.startswith("bench-"))
+    log(f"all {a.deployments} Ready {res['ready_after_apply_s']:.1f}s after the apply ({res['pods']} pods)")
+
+    # ------------------------------------------------------------------------------ steady state, operator on
+    time.sleep(30)  # autoscaler first steps, pool refresh, resume passes settle
+    res["on"] = window(a.window, leader, custom)
+    # -------------------------------------------------------------------------- restart: resync with 0 writes
+    leader.stop()
+    t = time.monotonic()
+    leader.start()
+    leader.wait_live(120)
+    wait("leader again", lambda: lease_holder(coord) == leader.identity, 60, 0.1)
+    wait("every MoEDeployment reconciled after the restart",
+         lambda: op_metric(leader, "moe_operator_reconcile_total") >= a.deployments, 600, 0.2)
+    res["restart_resync_s"] = time.monotonic() - t
+    time.sleep(5)
+    res["restart_writes"] = op_metric(leader, "moe_operator_api_writes_total")
+    log(f"restart: every MoEDeployment reconciled {res['restart_resync_s']:.1f}s after the process started, "
+        f"{res['restart_writes']:.0f} writes")
+    # ------------------------------------------------------------------------------------------------ failover
+    standby.start()
+    standby.wait_live(120)
+    time.sleep(3)
+    leader.kill()
+    t = time.monotonic()
+    wait("standby takes the Lease", lambda: lease_holder(coord) == standby.identity, 60, 0.1)
+    res["failover_lease_s"] = time.monotonic() - t
+    wait("standby acts", lambda: op_metric(standby, "moe_operator_reconcile_total") > 0 or
+         op_metric(standby, "moe_operator_leader") == 1, 60, 0.1)
+    res["failover_s"] = time.monotonic() - t
+    log(f"failover: Lease taken {res['failover_lease_s']:.1f}s after SIGKILL of the leader")
+    # ----------------------------------------------------------------------------- steady state, operator off
+    standby.stop()
+    time.sleep(10)
+    res["off"] = window(a.window, None, custom)
+    standby.start()  # for the clean-up: finalizers need an operator
+    standby.wait_live(120)
+
+
+def _exists_pool(custom: client.CustomObjectsApi) -> bool:
+    try:
+        custom.get_cluster_custom_object(GROUP, VERSION, "acceleratorpools", POOL)
+        return True
+    except client.ApiException:
+        return False
+
+
+def _has_sa(core: client.CoreV1Api, ns: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", ns)
+        return True
+    except client.ApiException:
+        return False
+
+
+def window(seconds: float, op: OperatorProcess | None, custom: client.CustomObjectsApi) -> dict[str, Any]:
+    """Deltas over one steady-state window."""
+    log(f"steady-state window {seconds:.0f}s, operator {'on' if op else 'off'}")
+    before = apiserver_metrics()
+    w0 = op_metric(op, "moe_operator_api_writes_total") if op else 0.0
+    r0 = op_requests(op) if op else Counter()
+    rec0 = op_metric(op, "moe_operator_reconcile_total") if op else 0.0
+    ev0 = _events(custom)
+    st0 = proc_stats(op.proc.pid) if op and op.proc else (0.0, 0.0)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    out: dict[str, Any] = {"seconds": dt, "apiserver": {f"{v} {r}": n for (v, r), n in
+                                                        requests_by(before, apiserver_metrics()).items() if n}}
+    out["events"] = _events(custom) - ev0
+    if op:
+        st1 = proc_stats(op.proc.pid) if op.proc else (0.0, 0.0)
+        out["operator_writes"] = op_metric(op, "moe_operator_api_writes_total") - w0
+        out["operator_requests"] = {f"{v} {r}": n for (v, r), n in (op_requests(op) - r0).items() if n}
+        out["reconciles"] = op_metric(op, "moe_operator_reconcile_total") - rec0
+        out["rss_mib"], out["cpu_percent"] = st1[0], 100 * (st1[1] - st0[1]) / dt
+    return out
+
+
+def _events(custom: client.CustomObjectsApi) -> int:
+    """Events in the bench namespaces (their count fields summed: a repeated event is a PATCH of `count`)."""
+    core = client.CoreV1Api()
+    return sum(int(e.count or 1) for e in core.list_event_for_all_namespaces().items
+               if e.metadata.namespace.startswith("bench-"))
+
+
+def cleanup(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi,
+            ops: list[OperatorProcess]) -> None:
+    log("clean-up: namespaces, pool, nodes")
+    for n in range(a.namespaces):
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(f"bench-{n}")
+    with contextlib.suppress(TimeoutError):
+        wait("bench namespaces gone", lambda: not [x for x in core.list_namespace(
+            label_selector=BENCH_LABEL).items], 600, 2)
+    with contextlib.suppress(client.ApiException):
+        custom.delete_cluster_custom_object(GROUP, VERSION, "acceleratorpools", POOL)
+    for op in ops:
+        op.stop()
+    core.delete_collection_node(label_selector=BENCH_LABEL)
+
+
+def report(res: dict[str, Any]) -> None:
+    on, off = res.get("on", {}), res.get("off", {})
+    n = res["deployments"]
+    print(f"\n## Control plane at scale: {n} MoEDeployments in {res['namespaces']} namespaces, {res['pods']} group "
+          f"and router pods, {res['nodes']} kwok H200 nodes (node Lease {res['node_lease_seconds']} s)\n")
+    print("| measure | value | target |\n|---|---|---|")
+    rows = [
+        ("apply -> all Ready", f"{res['ready_after_apply_s']:.1f} s after the apply finished "
+                               f"({res['apply_s']:.1f} s to apply)", "< 60 s"),
+        ("CREATE latency p50 / p99 (client, incl. webhook)",
+         f"{res['create_latency_ms']['p50']:.0f} / {res['create_latency_ms']['p99']:.0f} ms", ""),
+        ("admission webhook p50 / p99 (apiserver histogram)",
+         " / ".join(f"{res['webhook_ms'].get(k, float('nan')):.0f}" for k in ("p50", "p99")) + " ms", "p99 < 100 ms"),
+    ]
+    att = Counter({k: v for k, v in on.get("apiserver", {}).items()})
+    att.subtract(off.get("apiserver", {}))
+    total = sum(v for k, v in att.items() if not k.startswith("WATCH")) / on["seconds"]
+    mine = sum(v for k, v in on.get("operator_requests", {}).items()) / on["seconds"]
+    rows += [
+        ("API requests/s attributable (on - off, non-watch)", f"{total:.2f} ({total / n:.4f} per MoEDeployment)",
+         "<= 0.2 per MoEDeployment"),
+        ("operator's own client requests/s", f"{mine:.3f} ({mine / n:.4f} per MoEDeployment)", ""),
+        ("object writes/min (steady)", f"{60 * on['operator_writes'] / on['seconds']:.1f}", "0"),
+        ("events/min (steady)", f"{60 * on['events'] / on['seconds']:.1f}", ""),
+        ("reconciles/min (steady)", f"{60 * on['reconciles'] / on['seconds']:.1f}", ""),
+        ("operator RSS / CPU", f"{on['rss_mib']:.0f} MiB / {on['cpu_percent']:.1f} %", "< 250 MiB"),
+        ("restart: all reconciled / writes", f"{res['restart_resync_s']:.1f} s / {res['restart_writes']:.0f}",
+         "0 writes"),
+        ("failover (SIGKILL -> standby holds the Lease)", f"{res['failover_lease_s']:.1f} s", "< 15 s"),
+    ]
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print("\nattributable apiserver requests/s by verb and resource (on - off):")
+    for k, v in sorted(att.items(), key=lambda kv: -abs(kv[1])):
+        if abs(v) / on["seconds"] >= 0.01:
+            print(f"  {k:50s} {v / on['seconds']:8.3f}")
+    print("operator's own requests/s:", {k: round(v / on["seconds"], 3) for k, v in
+                                         on.get("operator_requests", {}).items()})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
