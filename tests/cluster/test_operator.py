@@ -126,7 +126,20 @@ async def test_create_renders_groups_and_router_and_becomes_ready(
     assert "moe-operator.io/routable=true" in args
 
 
-async def test_no_api_writes_when_nothing_changed(api: client.ApiClient, namespace: str, moeds: Any) -> None:
+def operator_requests(op: OperatorProcess) -> dict[tuple[str, str], float]:
+    """The operator's own API requests so far, by (verb, resource), from its metrics endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.ports[1]}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {(s.labels["verb"], s.labels["resource"]): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "moe_operator_api_requests_total"}
+
+
+async def test_no_api_writes_when_nothing_changed(api: client.ApiClient, namespace: str, moeds: Any,
+                                                  operator: OperatorProcess) -> None:
     await moeds(moed("idle", sessions=8, context=16384))
     await wait_condition(api, namespace, "idle", "Ready", "True")
     await asyncio.sleep(2)
@@ -141,8 +154,31 @@ async def test_no_api_writes_when_nothing_changed(api: client.ApiClient, namespa
                 "moed": me["metadata"]["resourceVersion"]}
 
     before = await versions()
-    await asyncio.sleep(12)  # two resync periods
+    reads = operator_requests(operator)
+    await asyncio.sleep(12)
     assert await versions() == before
+    # and no reads: reconcile, autoscaling and admission read the watch-backed caches. The only requests left are
+    # the pools' node counts (one LIST per pool every 30 s) and the ConfigMap of a configMapRef model (none here)
+    made = {k: v - reads.get(k, 0) for k, v in operator_requests(operator).items() if v != reads.get(k, 0)}
+    assert set(made) <= {("LIST", "nodes")}, made
+
+
+async def test_children_deleted_out_of_band_come_back_from_their_watch_event(
+        api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    """No periodic pass is needed: the deletion event of a child triggers its owner's reconcile (the drift pass is
+    60 s; the bound here is well below it, so a broken event path fails)."""
+    await moeds(moed("drift", sessions=8, context=16384))
+    await wait_condition(api, namespace, "drift", "Ready", "True")
+    core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+    await core.delete_namespaced_service("drift-router", namespace)
+    await policy.delete_namespaced_pod_disruption_budget("drift", namespace)
+
+    async def back() -> bool:
+        svcs = await core.list_namespaced_service(namespace, field_selector="metadata.name=drift-router")
+        pdbs = await policy.list_namespaced_pod_disruption_budget(namespace, field_selector="metadata.name=drift")
+        return bool(svcs.items) and bool(pdbs.items)
+
+    await wait_for(back, timeout=20, what="the deleted Service and PDB re-created", interval=0.2)
 
 
 async def test_delete_removes_every_child(api: client.ApiClient, namespace: str, moeds: Any) -> None:

@@ -62,3 +62,20 @@ async def pool_changed_dependents(body: kopf.Body, memo: kopf.Memo, **kwargs: An
             spec = moed.get("spec") or {}
             if spec.get("pool") == name or name in (spec.get("pools") or []):
                 await reconcile_owner(memo, cache, moed)
+
+
+async def reconcile_all(memo: kopf.Memo, cache: Cache) -> None:
+    """Every cached MoEDeployment once: what a replica does when it becomes the leader, so drift that happened while
+    nobody led (a child deleted as the old leader died) is repaired at once, not at the next drift pass. Waits until
+    kopf has filled the caches (its resource handlers only run after that): a pass over a half-filled cache would
+    re-apply children it does not see yet."""
+    await memo.caches_ready.wait()
+    for store in list(cache.moeds.values()):
+        for moed in list(store):
+            await reconcile_owner(memo, cache, moed)
+
+
+@kopf.on.startup()
+async def reconcile_all_on_leading(memo: kopf.Memo, **kwargs: Any) -> None:
+    cache = Cache.of(kwargs)  # kopf's indexes are live: the same objects follow the watches for the process' life
+    memo.on_leading = lambda: reconcile_all(memo, cache)

@@ -33,6 +33,7 @@ def latest(memo: kopf.Memo, cache: Cache, namespace: str, name: str, body: Mappi
 
 async def run_reconcile(memo: kopf.Memo, cache: Cache, namespace: str, name: str, logger: Any,
                         body: Mapping[str, Any] | None = None) -> None:
+    memo.caches_ready.set()  # kopf runs resource handlers only once its indexes are filled
     if not is_leader(memo):
         return  # a standby replica: the leader does it
     key = (namespace, name)

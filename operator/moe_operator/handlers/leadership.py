@@ -74,6 +74,9 @@ async def _elect(memo: kopf.Memo) -> None:
         leader.set()
         metrics.LEADER.set(1)
         log.info("leading as %s (Lease %s/%s)", identity(), lease_namespace(), LEASE_NAME)
+        on_leading = getattr(memo, "on_leading", None)
+        if on_leading is not None:  # a pass over every MoEDeployment (handlers.children)
+            memo.leading_pass = asyncio.create_task(on_leading())
 
     async def stopped() -> None:
         leader.clear()

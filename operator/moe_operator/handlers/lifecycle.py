@@ -39,6 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.settings = settings  # for loggers of an owner from a child's handler (those get no settings kwarg)
     memo.kube = await Kube.connect(os.environ.get("MOE_OPERATOR_KUBECONFIG") or None)
     memo.locks = {}
+    memo.caches_ready = asyncio.Event()  # set by the first resource handler call (handlers.deployment)
     memo.queued = set()  # MoEDeployments with a pass waiting behind the running one (coalesced triggers)
     memo.written = {}  # (namespace, name) -> the object as our last status write left it
     await leadership.start(memo)

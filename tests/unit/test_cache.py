@@ -1,0 +1,64 @@
+"""The read view over the operator's watch-backed caches (moe_operator.cache), with plain dicts standing in for
+kopf's indexes (a kopf.Index is a mapping of key -> iterable store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moe_operator.cache import CHILD_KINDS, Cache, newest, owner_key, slim
+
+
+def obj(kind: str, name: str, owner: str | None = "m", ns: str = "ns", rv: str = "1", **labels: str) -> dict:
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "resourceVersion": rv, "labels": dict(labels),
+                            "managedFields": [{"manager": "x"}]}
+    if owner:
+        meta["labels"]["moe-operator.io/deployment"] = owner
+        meta["ownerReferences"] = [{"kind": "MoEDeployment", "name": owner}]
+    return {"kind": kind, "metadata": meta}
+
+
+def cache(children: dict[tuple[str, str], list[dict]], pods: list[dict]) -> Cache:
+    index: dict[tuple[str, str], dict] = {(a, k): {} for a, k, _ in CHILD_KINDS}
+    for key, items in children.items():
+        for o in items:
+            index[key].setdefault(owner_key(o), []).append(o)
+    pod_index: dict = {}
+    for p in pods:
+        pod_index.setdefault(owner_key(p), []).append(p)
+    return Cache(moeds={}, pools={"h200": [{"metadata": {"name": "h200"}}]}, pods_index=pod_index,
+                 children_index=index)
+
+
+def test_slim_drops_managed_fields_and_detaches_the_copy() -> None:
+    body = obj("Pod", "p")
+    out = slim(body)
+    assert "managedFields" not in out["metadata"] and "managedFields" in body["metadata"]
+    out["metadata"]["labels"]["x"] = "y"
+    assert "x" not in body["metadata"]["labels"]
+
+
+def test_children_are_only_those_owned_by_the_deployment() -> None:
+    lws = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
+    svc = ("v1", "Service")
+    stray = obj("Service", "m-router", owner=None)
+    stray["metadata"]["labels"]["moe-operator.io/deployment"] = "m"  # labelled, not owned: never ours to delete
+    c = cache({lws: [obj("LeaderWorkerSet", "m")], svc: [obj("Service", "m-router"), stray,
+                                                         obj("Service", "other", owner="n")]}, [])
+    assert set(c.children("ns", "m")) == {(*lws, "m"), (*svc, "m-router")}
+    assert c.lws("ns", "m")["metadata"]["name"] == "m" and c.lws("ns", "n") is None
+    assert c.pool("h200") == {"metadata": {"name": "h200"}} and c.pool("b200") is None
+
+
+def test_pods_are_the_groups_pods_not_the_routers() -> None:
+    group = [obj("Pod", f"m-{i}", **{"leaderworkerset.sigs.k8s.io/name": "m"}) for i in (1, 0)]
+    router = obj("Pod", "m-router-abc")
+    c = cache({}, [*group, router])
+    assert [p["metadata"]["name"] for p in c.pods("ns", "m")] == ["m-0", "m-1"]
+
+
+def test_newest_copy_wins_by_resource_version() -> None:
+    cached, written = obj("MoEDeployment", "m", rv="41"), obj("MoEDeployment", "m", rv="42")
+    assert newest(cached, written) is written and newest(written, cached) is written
+    assert newest(None, cached) is cached and newest(None, None) is None
+    odd = obj("MoEDeployment", "m", rv="not-a-number")
+    assert newest(cached, odd) is cached  # an opaque version never beats a known one
