@@ -265,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi,
         coord: client.CoordinationV1Api, ops: list[OperatorProcess], res: dict[str, Any]) -> None:
     leader, standby = ops
+    kubectl = [str(STATE / "bin/kubectl"), "--kubeconfig", str(STATE / "kubeconfig")]
+    subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")], check=True,
+                   capture_output=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/moedeployments.moe-operator.io",
+                    "crd/acceleratorpools.moe-operator.io"], check=True, capture_output=True)
     t0 = time.monotonic()
     create_nodes(core, bench_nodes(a.nodes, a.cpu_nodes))
     res["nodes_ready_s"] = wait("bench nodes Ready", lambda: ready_nodes(core) >= a.nodes + a.cpu_nodes, 900, 2)
@@ -303,6 +308,7 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
     log(f"applied {a.deployments} in {res['apply_s']:.1f}s; CREATE p50 {res['create_latency_ms']['p50']:.0f} ms "
         f"p99 {res['create_latency_ms']['p99']:.0f} ms")
     res["ready_after_apply_s"] = wait("all Ready", lambda: ready_count(custom)[0] >= a.deployments, 900, 1)
+    res["lag_after_lws_available_s"] = status_lag(custom)
     pods = core.list_pod_for_all_namespaces(label_selector="moe-operator.io/deployment").items
     res["pods"] = sum(1 for p_ in pods if p_.metadata.namespace.startswith("bench-"))
     log(f"all {a.deployments} Ready {res['ready_after_apply_s']:.1f}s after the apply ({res['pods']} pods)")
@@ -341,6 +347,31 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
     res["off"] = window(a.window, None, custom)
     standby.start()  # for the clean-up: finalizers need an operator
     standby.wait_live(120)
+
+
+def _ts(cond: dict | None) -> float | None:
+    import datetime as dt
+
+    t = (cond or {}).get("lastTransitionTime")
+    return dt.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() if t else None
+
+
+def status_lag(custom: client.CustomObjectsApi) -> dict[str, float]:
+    """How long after its LeaderWorkerSet turned Available each MoEDeployment said Ready (1 s resolution): the part
+    of apply -> Ready that is the operator's, apart from the LWS controller's own pace."""
+    lags = []
+    for m in custom.list_cluster_custom_object(GROUP, VERSION, "moedeployments")["items"]:
+        ns, name = m["metadata"]["namespace"], m["metadata"]["name"]
+        if not ns.startswith("bench-"):
+            continue
+        lws = custom.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", name)
+        avail = _ts(next((c for c in (lws.get("status") or {}).get("conditions") or [] if c["type"] == "Available"),
+                         None))
+        ready = _ts(next((c for c in m["status"]["conditions"] if c["type"] == "Ready"), None))
+        if avail is not None and ready is not None:
+            lags.append(ready - avail)
+    lags.sort()
+    return {"p50": statistics.median(lags), "max": lags[-1], "n": len(lags)} if lags else {}
 
 
 def _exists_pool(custom: client.CustomObjectsApi) -> bool:
@@ -415,6 +446,9 @@ def report(res: dict[str, Any]) -> None:
     rows = [
         ("apply -> all Ready", f"{res['ready_after_apply_s']:.1f} s after the apply finished "
                                f"({res['apply_s']:.1f} s to apply)", "< 60 s"),
+        ("MoEDeployment Ready after its LWS turned Available, p50 / max",
+         f"{res['lag_after_lws_available_s'].get('p50', float('nan')):.0f} / "
+         f"{res['lag_after_lws_available_s'].get('max', float('nan')):.0f} s (1 s resolution)", ""),
         ("CREATE latency p50 / p99 (client, incl. webhook)",
          f"{res['create_latency_ms']['p50']:.0f} / {res['create_latency_ms']['p99']:.0f} ms", ""),
         ("admission webhook p50 / p99 (apiserver histogram)",

@@ -3,8 +3,10 @@ the admission webhook and by reconcile (through desired.py), so both reach the s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -156,6 +158,26 @@ def pool_candidates(spec: MoEDeploymentSpec) -> list[tuple[str, str]]:
     return [(f"spec.pools[{i}]", p) for i, p in enumerate(spec.pools or [])]
 
 
+_PLANS: OrderedDict[str, Plan] = OrderedDict()
+PLAN_CACHE_SIZE = 512
+
+
+def planned_for(req: PlanRequest) -> Plan:
+    """plan(req), remembered: the planner is pure, and every reconcile pass and admission review of an unchanged
+    spec asks it the same question (tens of ms of CPU each, which queued admission reviews behind reconciles at 200
+    MoEDeployments). Keyed on the request's repr (every field, nested dataclasses included); a copy is handed out
+    so no caller can change the remembered plan."""
+    key = repr(req)
+    hit = _PLANS.get(key)
+    if hit is None:
+        hit = _PLANS[key] = plan(req)
+        while len(_PLANS) > PLAN_CACHE_SIZE:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    return copy.deepcopy(hit)
+
+
 async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
                           get_config_map: ConfigMapGetter | None = None) -> PlannedDeployment:
     """Pick the first candidate pool where the plan fits. Raises SpecProblem naming the field and the numbers."""
@@ -177,7 +199,7 @@ async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
         try:
             pool = typed_pool(raw, field)
             profile = profile_for_pool(pool)
-            result = plan(_request(spec, model, profile, pool))
+            result = planned_for(_request(spec, model, profile, pool))
         except SpecProblem as exc:
             last = exc
             failures.append(f"{name}: {exc.message}")

@@ -63,3 +63,16 @@ async def test_pool_max_nodes_caps_the_fleet() -> None:
     assert e.value.field == "spec.pool" and "maxNodes 3" in e.value.message
     pool["spec"]["maxNodes"] = 4
     assert (await _plan(SPEC, pool)).total_nodes <= 4
+
+
+def test_remembered_plans_are_the_planners_and_cannot_be_changed_by_a_caller() -> None:
+    from moe_operator.planner import PlanRequest, plan
+    from moe_operator.planning import planned_for
+
+    req = PlanRequest(model="kimi-k2.5", precision="int4", sessions=200, context=131072, accelerator="h200")
+    first = planned_for(req)
+    assert first == plan(req)
+    first.sglang_args.append("--mutated")
+    assert planned_for(req) == plan(req)
+    other = PlanRequest(model="kimi-k2.5", precision="int4", sessions=300, context=131072, accelerator="h200")
+    assert planned_for(other).groups != planned_for(req).groups  # the key is the whole request
