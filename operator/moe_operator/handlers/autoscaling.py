@@ -48,7 +48,7 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwa
         return
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
-    cache = Cache.of(kwargs)
+    cache = Cache.of(memo, kwargs)
     async with lock_for(memo, *key):
         current = latest(memo, cache, *key, body)
         if current is None:
