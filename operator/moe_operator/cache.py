@@ -27,6 +27,7 @@ CHILD_KINDS: tuple[tuple[str, str, tuple[str, str, str]], ...] = (
     ("rbac.authorization.k8s.io/v1", "Role", ("rbac.authorization.k8s.io", "v1", "roles")),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", ("rbac.authorization.k8s.io", "v1", "rolebindings")),
     ("policy/v1", "PodDisruptionBudget", ("policy", "v1", "poddisruptionbudgets")),
+    ("networking.k8s.io/v1", "NetworkPolicy", ("networking.k8s.io", "v1", "networkpolicies")),
 )
 POD_RESOURCE = ("", "v1", "pods")
 # watched with the label selector on the server: only objects the operator made are listed and watched
