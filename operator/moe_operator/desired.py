@@ -26,7 +26,7 @@ from moe_operator.planning import (
 )
 from moe_operator.render import children as render_children
 from moe_operator.render.argv import without_flags_set_by
-from moe_operator.render.inputs import HostMount, Owner, RenderInput
+from moe_operator.render.inputs import DEFAULT_ROUTER_IMAGE, HostMount, Owner, RenderInput
 from moe_operator.render.meta import spec_hash
 
 API_VERSION = "moe-operator.io/v1alpha1"
@@ -139,7 +139,8 @@ def _bytes(q: str | None) -> int | None:
 def check_digests(spec: MoEDeploymentSpec, planned: PlannedDeployment, image: str) -> None:
     if not planned.pool.spec.require_image_digests:
         return
-    for field, img in (("spec.sglang.image", image), ("spec.router.image", spec.router.image)):
+    router = (spec.router.image or DEFAULT_ROUTER_IMAGE) if spec.router.enabled else None
+    for field, img in (("spec.sglang.image", image), ("spec.router.image", router)):
         if img is not None and not re.match(IMAGE_DIGEST, img):
             raise SpecProblem(field, "InvalidSpec", f"{img!r} is not pinned by digest (repo@sha256:<64 hex>), "
                               f"which AcceleratorPool {planned.pool_name!r} requires (spec.requireImageDigests)")

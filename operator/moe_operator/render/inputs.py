@@ -27,6 +27,9 @@ MODEL_MOUNT = "/models"
 #: JIT artefacts (DeepGEMM kernels, flashinfer) that are expensive to rebuild.
 CACHE_MOUNT = "/root/.cache"
 
+#: The router image used when the spec names none.
+DEFAULT_ROUTER_IMAGE = "lmsysorg/sglang-router:v0.3.2"
+
 #: Router policies accepted by sglang-router 0.3.2 (``--policy``).
 ROUTER_POLICIES = frozenset({"random", "round_robin", "cache_aware", "power_of_two", "manual"})
 
@@ -203,7 +206,7 @@ class RenderInput:
     router_enabled: bool = True  #: render the sglang-router Deployment (+RBAC, Service, PDB)
     router_policy: str = "cache_aware"  #: --policy, one of ROUTER_POLICIES
     router_replicas: int = 1  #: router Deployment replicas (a PDB is added when > 1)
-    router_image: str = "lmsysorg/sglang-router:v0.3.2"  #: image with sglang_router 0.3.2
+    router_image: str = DEFAULT_ROUTER_IMAGE  #: image with sglang_router 0.3.2
 
     # --- network policy -----------------------------------------------------------------
     network_policy: bool = True  #: render the deployment's NetworkPolicies (render.network)
