@@ -307,11 +307,18 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
     res["webhook_ms"] = {k: 1000 * v for k, v in webhook_quantiles(before, after).items()}
     log(f"applied {a.deployments} in {res['apply_s']:.1f}s; CREATE p50 {res['create_latency_ms']['p50']:.0f} ms "
         f"p99 {res['create_latency_ms']['p99']:.0f} ms")
-    res["ready_after_apply_s"] = wait("all Ready", lambda: ready_count(custom)[0] >= a.deployments, 900, 1)
+    try:
+        res["ready_after_apply_s"] = wait("all Ready", lambda: ready_count(custom)[0] >= a.deployments, 300, 1)
+    except TimeoutError:
+        # LWS exclusive placement can deadlock two groups whose leaders land in one topology domain at once (the
+        # race JobSet repairs in its pod reconciler, kubernetes-sigs/jobset#341; LWS does not): count, go on
+        res["ready_after_apply_s"] = None
+    res["ready_at_timeout"] = ready_count(custom)[0]
     res["lag_after_lws_available_s"] = status_lag(custom)
     pods = core.list_pod_for_all_namespaces(label_selector="moe-operator.io/deployment").items
     res["pods"] = sum(1 for p_ in pods if p_.metadata.namespace.startswith("bench-"))
-    log(f"all {a.deployments} Ready {res['ready_after_apply_s']:.1f}s after the apply ({res['pods']} pods)")
+    log(f"{res['ready_at_timeout']}/{a.deployments} Ready {res['ready_after_apply_s']}s after the apply "
+        f"({res['pods']} pods)")
 
     # ------------------------------------------------------------------------------ steady state, operator on
     time.sleep(30)  # autoscaler first steps, pool refresh, resume passes settle
@@ -423,7 +430,12 @@ def _events(custom: client.CustomObjectsApi) -> int:
 
 def cleanup(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObjectsApi,
             ops: list[OperatorProcess]) -> None:
-    log("clean-up: namespaces, pool, nodes")
+    log("clean-up: MoEDeployments (the operator releases their finalizers), namespaces, pool, nodes")
+    for n in range(a.namespaces):
+        with contextlib.suppress(client.ApiException):
+            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, f"bench-{n}", "moedeployments")
+    with contextlib.suppress(TimeoutError):
+        wait("bench MoEDeployments gone", lambda: ready_count(custom)[1] == 0, 300, 2)
     for n in range(a.namespaces):
         with contextlib.suppress(client.ApiException):
             core.delete_namespace(f"bench-{n}")
@@ -444,8 +456,9 @@ def report(res: dict[str, Any]) -> None:
           f"and router pods, {res['nodes']} kwok H200 nodes (node Lease {res['node_lease_seconds']} s)\n")
     print("| measure | value | target |\n|---|---|---|")
     rows = [
-        ("apply -> all Ready", f"{res['ready_after_apply_s']:.1f} s after the apply finished "
-                               f"({res['apply_s']:.1f} s to apply)", "< 60 s"),
+        ("apply -> all Ready", (f"{res['ready_after_apply_s']:.1f} s" if res["ready_after_apply_s"] is not None
+                                else f"{res['ready_at_timeout']}/{n} after 300 s") +
+         f" after the apply finished ({res['apply_s']:.1f} s to apply)", "< 60 s"),
         ("MoEDeployment Ready after its LWS turned Available, p50 / max",
          f"{res['lag_after_lws_available_s'].get('p50', float('nan')):.0f} / "
          f"{res['lag_after_lws_available_s'].get('max', float('nan')):.0f} s (1 s resolution)", ""),

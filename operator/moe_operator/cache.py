@@ -1,45 +1,39 @@
-"""Read side of the operator: watch-backed caches (kopf indexes) of the objects it owns and reads, so a reconcile,
-an autoscaling step and an admission review read memory instead of the API (client-go's informer pattern).
+"""Read side of the operator: watch-backed caches of the objects it owns and reads, so a reconcile, an autoscaling
+step and an admission review read memory instead of the API (client-go's informer pattern).
 
-kopf keeps one watch per kind, narrowed on the server to objects carrying our deployment label
-(settings.watching.label_selectors, set in handlers.lifecycle), and hands every handler the indexes as keyword
-arguments named after the indexer. `Cache.of(kwargs)` gathers them into one typed view. Objects are stored without
-managedFields (kubernetes/kubernetes#90066: most of an object's bytes) and as plain dicts, detached from kopf's
-bodies, so a reader can never see one change under it."""
+Two sources, one view (`Cache`): the MoEDeployments and AcceleratorPools are kopf indexes (kopf watches them for
+its handlers anyway, and hands every handler the indexes as keyword arguments named after the indexer); every kind
+the operator creates for a deployment (CHILD_KINDS, and the group pods) is a `moe_operator.informer.Store`: one
+LIST + WATCH per kind narrowed on the server to our deployment label. Objects are stored without managedFields
+(kubernetes/kubernetes#90066: most of an object's bytes) and as plain dicts, detached from kopf's bodies, so a
+reader can never see one change under it."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 DEPLOYMENT_LABEL = "moe-operator.io/deployment"
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 MOED = ("moe-operator.io/v1alpha1", "MoEDeployment")
 
-# every kind the operator creates for a MoEDeployment: (apiVersion, kind, kopf resource (group, version, plural))
-CHILD_KINDS: tuple[tuple[str, str, tuple[str, str, str]], ...] = (
-    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")),
-    ("apps/v1", "Deployment", ("apps", "v1", "deployments")),
-    ("v1", "Service", ("", "v1", "services")),
-    ("v1", "ServiceAccount", ("", "v1", "serviceaccounts")),
-    ("rbac.authorization.k8s.io/v1", "Role", ("rbac.authorization.k8s.io", "v1", "roles")),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", ("rbac.authorization.k8s.io", "v1", "rolebindings")),
-    ("policy/v1", "PodDisruptionBudget", ("policy", "v1", "poddisruptionbudgets")),
-    ("networking.k8s.io/v1", "NetworkPolicy", ("networking.k8s.io", "v1", "networkpolicies")),
+# every kind the operator creates for a MoEDeployment, as (apiVersion, kind)
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
-POD_RESOURCE = ("", "v1", "pods")
-# watched with the label selector on the server: only objects the operator made are listed and watched
-LABELLED_RESOURCES = (*(r for _, _, r in CHILD_KINDS), POD_RESOURCE)
-
-
-def index_name(resource: tuple[str, str, str]) -> str:
-    """The kopf indexer id (= the handler keyword argument) of a cached kind."""
-    return f"cached_{resource[2]}"
-
-
-POD_INDEX, MOED_INDEX, POOL_INDEX = index_name(POD_RESOURCE), "cached_moedeployments", "cached_acceleratorpools"
+POD = ("v1", "Pod")
+LWS = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
+STORED_KINDS = (*CHILD_KINDS, POD)  # the informer stores
+MOED_INDEX, POOL_INDEX = "cached_moedeployments", "cached_acceleratorpools"  # the kopf indexes
 ChildKey = tuple[str, str, str]  # (apiVersion, kind, name)
 
 
@@ -77,20 +71,22 @@ def _one(store: Iterable[Any] | None) -> dict[str, Any] | None:
     return next(iter(store), None) if store is not None else None
 
 
+class Owned(Protocol):
+    def owned(self, namespace: str, deployment: str) -> Iterable[dict[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class Cache:
-    """The caches one handler call sees (kopf.Index objects are live: they follow the watches)."""
+    """The caches one handler call sees (both kinds of source are live: they follow the watches)."""
 
     moeds: Mapping[Any, Any]
     pools: Mapping[Any, Any]
-    pods_index: Mapping[Any, Any]
-    children_index: Mapping[tuple[str, str], Mapping[Any, Any]]  # (apiVersion, kind) -> index
+    stores: Mapping[tuple[str, str], Owned]  # (apiVersion, kind) -> store of that kind
 
     @classmethod
-    def of(cls, kwargs: Mapping[str, Any]) -> Cache:
-        """From a kopf handler's keyword arguments (an index missing from them is a registration bug: KeyError)."""
-        return cls(moeds=kwargs[MOED_INDEX], pools=kwargs[POOL_INDEX], pods_index=kwargs[POD_INDEX],
-                   children_index={(a, k): kwargs[index_name(r)] for a, k, r in CHILD_KINDS})
+    def of(cls, memo: Any, kwargs: Mapping[str, Any]) -> Cache:
+        """From a kopf handler's memo and keyword arguments (a missing index is a registration bug: KeyError)."""
+        return cls(moeds=kwargs[MOED_INDEX], pools=kwargs[POOL_INDEX], stores=memo.stores.by_kind)
 
     def moed(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _one(self.moeds.get((namespace, name)))
@@ -101,19 +97,18 @@ class Cache:
     def children(self, namespace: str, name: str) -> dict[ChildKey, dict[str, Any]]:
         """Every object of a CHILD_KINDS kind labelled for this MoEDeployment and owned by it."""
         out: dict[ChildKey, dict[str, Any]] = {}
-        for (api_version, kind), index in self.children_index.items():
-            for obj in index.get((namespace, name), ()):
+        for api_version, kind in CHILD_KINDS:
+            for obj in self.stores[(api_version, kind)].owned(namespace, name):
                 if _owned_by(obj, name):
                     out[(api_version, kind, obj["metadata"]["name"])] = obj
         return out
 
     def lws(self, namespace: str, name: str) -> dict[str, Any] | None:
-        index = self.children_index[("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")]
-        return next((o for o in index.get((namespace, name), ()) if o["metadata"]["name"] == name), None)
+        return next((o for o in self.stores[LWS].owned(namespace, name) if o["metadata"]["name"] == name), None)
 
     def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Pods of this MoEDeployment's SGLang groups (the router's pods carry the deployment label too)."""
-        return sorted((p for p in self.pods_index.get((namespace, name), ())
+        return sorted((p for p in self.stores[POD].owned(namespace, name)
                        if (p["metadata"].get("labels") or {}).get(LWS_NAME_LABEL) == name),
                       key=lambda p: p["metadata"]["name"])
 

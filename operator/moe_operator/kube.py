@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -115,6 +116,21 @@ class Kube:
         if status >= 400:
             raise KubeError(status, (data or {}).get("reason", "") if isinstance(data, dict) else "", data)
         return data
+
+    async def stream(self, path: str, query: dict[str, Any], timeout: float) -> AsyncIterator[dict]:
+        """A watch: one JSON event per line until the server ends the stream (its timeoutSeconds) or fails."""
+        metrics.API_REQUESTS.labels("WATCH", _resource(path)).inc()
+        try:
+            resp = await DynamicClient(self.api).request("GET", f"{path}?{urlencode(query)}", serialize=False,
+                                                         _request_timeout=timeout)
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, exc.reason or "", exc.body) from None
+        try:
+            while line := await resp.content.readline():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            resp.release()
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         try:

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
+    if args.no_webhook:
+        os.environ["MOE_WEBHOOK"] = "off"  # before the handlers register (handlers/__init__.py)
     import moe_operator.handlers  # noqa: F401 - registers the handlers
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -457,6 +457,15 @@ async def test_engine_pods_are_guaranteed_bounded_and_fenced(api: client.ApiClie
         return all(pod.metadata.labels.get(k) == v for k, v in want.items())
 
     assert all(any(selects(n, p) for n in policies) for p in pods), [n.metadata.name for n in policies]
+    # a multi-node group: each pod on its own node, all nodes of one NVLink domain (the pool's topologyKey)
+    groups: dict[str, list[Any]] = {}
+    for p in engine:
+        groups.setdefault(p.metadata.labels["leaderworkerset.sigs.k8s.io/group-index"], []).append(p)
+    for members in groups.values():
+        assert len(members) == 2 and len({p.spec.node_name for p in members}) == 2
+        domains = {(await core.read_node(p.spec.node_name)).metadata.labels["moe-operator.io/nvlink-domain"]
+                   for p in members}
+        assert len(domains) == 1, domains
     for p in router:
         c = p.spec.containers[0]
         assert c.security_context.run_as_non_root and c.security_context.read_only_root_filesystem

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moe_operator.cache import CHILD_KINDS, Cache, newest, owner_key, slim
+from moe_operator.cache import CHILD_KINDS, POD, Cache, newest, owner_key, slim
 
 
 def obj(kind: str, name: str, owner: str | None = "m", ns: str = "ns", rv: str = "1", **labels: str) -> dict:
@@ -17,16 +17,20 @@ def obj(kind: str, name: str, owner: str | None = "m", ns: str = "ns", rv: str =
     return {"kind": kind, "metadata": meta}
 
 
+class FakeStore:
+    """An informer store's read side (moe_operator.informer.Store.owned)."""
+
+    def __init__(self, objs: list[dict]):
+        self.objs = objs
+
+    def owned(self, namespace: str, deployment: str) -> list[dict]:
+        return [o for o in self.objs if owner_key(o) == (namespace, deployment)]
+
+
 def cache(children: dict[tuple[str, str], list[dict]], pods: list[dict]) -> Cache:
-    index: dict[tuple[str, str], dict] = {(a, k): {} for a, k, _ in CHILD_KINDS}
-    for key, items in children.items():
-        for o in items:
-            index[key].setdefault(owner_key(o), []).append(o)
-    pod_index: dict = {}
-    for p in pods:
-        pod_index.setdefault(owner_key(p), []).append(p)
-    return Cache(moeds={}, pools={"h200": [{"metadata": {"name": "h200"}}]}, pods_index=pod_index,
-                 children_index=index)
+    stores = {k: FakeStore(children.get(k, [])) for k in CHILD_KINDS}
+    stores[POD] = FakeStore(pods)
+    return Cache(moeds={}, pools={"h200": [{"metadata": {"name": "h200"}}]}, stores=stores)
 
 
 def test_slim_drops_managed_fields_and_detaches_the_copy() -> None:

@@ -22,7 +22,7 @@ async def validate_moedeployment(body: kopf.Body, memo: kopf.Memo, old: Any = No
         # metadata/finalizer/status-only updates (kopf removing its finalizer on deletion among them) must always
         # pass, or an object whose spec became infeasible could never be deleted
         return
-    cache = Cache.of(kwargs)
+    cache = Cache.of(memo, kwargs)
 
     async def get_pool(name: str) -> Mapping[str, Any] | None:
         # from the cache; a pool applied in the same `kubectl apply` may be a few ms from it

@@ -48,7 +48,7 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwa
         return
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
-    cache = Cache.of(kwargs)
+    cache = Cache.of(memo, kwargs)
     async with lock_for(memo, *key):
         current = latest(memo, cache, *key, body)
         if current is None:
@@ -59,15 +59,20 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwa
                                       cache.pods(*key))
         if result is None:
             return
-        try:
-            memo.written[key] = await memo.kube.patch(f"{GROUP}/{VERSION}", "MoEDeployment", key[1],
-                                                      {"status": result.status_patch}, key[0], subresource="status")
-        except KubeError as exc:
-            if exc.status == 404:
-                return
-            raise
+        status = current.get("status") or {}
+        if any(status.get(k) != v for k, v in result.status_patch.items()):  # a steady deployment costs no write
+            await _write_status(memo, key, result.status_patch)
     if result.event:
         kopf.event(body, type=result.event_type, reason=result.event[0], message=result.event[1])
         (logger.warning if result.event_type == "Warning" else logger.info)(f"{result.event[0]}: {result.event[1]}")
     if result.changed_replicas:
         await run_reconcile(memo, cache, *key, logger)  # applies the new LWS replica count now, not at the next resync
+
+
+async def _write_status(memo: kopf.Memo, key: tuple[str, str], patch: dict[str, Any]) -> None:
+    try:
+        memo.written[key] = await memo.kube.patch(f"{GROUP}/{VERSION}", "MoEDeployment", key[1], {"status": patch},
+                                                  key[0], subresource="status")
+    except KubeError as exc:
+        if exc.status != 404:  # deleted meanwhile
+            raise

@@ -4,26 +4,21 @@ periodic pass (the drift timer in handlers.deployment only backs it up)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import kopf
 
-from moe_operator.cache import CHILD_KINDS, DEPLOYMENT_LABEL, POD_RESOURCE, Cache, owner_key
+from moe_operator.cache import LWS, POD, Cache, owner_key
 from moe_operator.handlers.deployment import run_reconcile
 
-# kinds whose status the MoEDeployment's status is computed from: every change counts
-OBSERVED = {("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"), POD_RESOURCE}
+# kinds whose status the MoEDeployment's status is computed from: every change counts; of the others, a deletion
+OBSERVED = {LWS, POD}
 
 
-def _matters(resource: tuple[str, str, str]) -> Any:
-    observed = resource in OBSERVED
-
-    def when(type: str | None, body: kopf.Body, **_: Any) -> bool:
-        # type None: the initial listing after a (re)start, which the resume handlers already cover
-        if type is None:
-            return False
-        return observed or type == "DELETED" or bool(body.get("metadata", {}).get("deletionTimestamp"))
-    return when
+def matters(api_version: str, kind: str, event: str, obj: dict[str, Any]) -> bool:
+    return (api_version, kind) in OBSERVED or event == "DELETED" or \
+        bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 async def reconcile_owner(memo: kopf.Memo, cache: Cache, owner: dict[str, Any]) -> None:
@@ -35,17 +30,28 @@ async def reconcile_owner(memo: kopf.Memo, cache: Cache, owner: dict[str, Any]) 
         logger.warning(str(exc))
 
 
-async def child_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    key = owner_key(body)
-    cache = Cache.of(kwargs)
+async def child_changed(memo: kopf.Memo, cache: Cache, obj: dict[str, Any]) -> None:
+    key = owner_key(obj)
     owner = cache.moed(*key) if key else None
     if owner is not None:
         await reconcile_owner(memo, cache, owner)
 
 
-for _resource in (*(r for _, _, r in CHILD_KINDS), POD_RESOURCE):
-    kopf.on.event(*_resource, labels={DEPLOYMENT_LABEL: kopf.PRESENT}, when=_matters(_resource),
-                  id=f"child-changed-{_resource[2]}")(child_changed)
+@kopf.on.startup()
+async def route_child_events(memo: kopf.Memo, **kwargs: Any) -> None:
+    """The informer stores (handlers.lifecycle) report every event of a child; the ones that matter run the owner's
+    reconcile in a task of its own (coalesced per owner by run_reconcile)."""
+    indices = dict(kwargs)  # kopf's indexes are live objects: the same ones for the life of the process
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_child_event(event: str, obj: dict[str, Any]) -> None:
+        if not matters(obj.get("apiVersion", ""), obj.get("kind", ""), event, obj):
+            return
+        task = asyncio.create_task(child_changed(memo, Cache.of(memo, indices), obj))
+        tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
+        task.add_done_callback(tasks.discard)
+
+    memo.on_child_event = on_child_event
 
 
 def _pool_event(type: str | None, **_: Any) -> bool:
@@ -56,7 +62,7 @@ def _pool_event(type: str | None, **_: Any) -> bool:
 async def pool_changed_dependents(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A pool created (a MoEDeployment was waiting for it), edited, deleted or with new nodes: re-plan the
     MoEDeployments that name it (each pass keeps its groups untouched if the new plan is refused)."""
-    name, cache = body["metadata"]["name"], Cache.of(kwargs)
+    name, cache = body["metadata"]["name"], Cache.of(memo, kwargs)
     for store in list(cache.moeds.values()):
         for moed in list(store):
             spec = moed.get("spec") or {}
@@ -77,5 +83,5 @@ async def reconcile_all(memo: kopf.Memo, cache: Cache) -> None:
 
 @kopf.on.startup()
 async def reconcile_all_on_leading(memo: kopf.Memo, **kwargs: Any) -> None:
-    cache = Cache.of(kwargs)  # kopf's indexes are live: the same objects follow the watches for the process' life
-    memo.on_leading = lambda: reconcile_all(memo, cache)
+    indices = dict(kwargs)  # live: the same index objects follow the watches for the process' life
+    memo.on_leading = lambda: reconcile_all(memo, Cache.of(memo, indices))

@@ -43,6 +43,7 @@ async def run_reconcile(memo: kopf.Memo, cache: Cache, namespace: str, name: str
     try:
         async with lock_for(memo, namespace, name):
             memo.queued.discard(key)
+            await memo.stores.synced()  # a pass over a store still listing would re-apply what it cannot see
             current = latest(memo, cache, namespace, name, body)
             if current is not None:
                 await _pass(memo, cache, current, logger)
@@ -73,14 +74,14 @@ async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: 
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     meta = body["metadata"]
-    await run_reconcile(memo, Cache.of(kwargs), meta["namespace"], meta["name"], logger, body)
+    await run_reconcile(memo, Cache.of(memo, kwargs), meta["namespace"], meta["name"], logger, body)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Drift: a child deleted or changed while no watch event reached us comes back within a minute."""
     meta = body["metadata"]
-    await run_reconcile(memo, Cache.of(kwargs), meta["namespace"], meta["name"], logger, body)
+    await run_reconcile(memo, Cache.of(memo, kwargs), meta["namespace"], meta["name"], logger, body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -9,8 +9,9 @@ from typing import Any
 
 import kopf
 
-from moe_operator.cache import DEPLOYMENT_LABEL, LABELLED_RESOURCES
+from moe_operator.cache import STORED_KINDS
 from moe_operator.handlers import leadership
+from moe_operator.informer import Stores
 from moe_operator.kube import Kube
 
 PREFIX = "moe-operator.io"
@@ -32,12 +33,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # was mid-run when the deletion came only every `cancellation_polling` seconds (default 60): a deleted
     # MoEDeployment then waited up to a minute for its children to be garbage-collected on a busy operator
     settings.background.cancellation_polling = 1
-    # the kinds the operator creates are listed and watched only with our label (server-side), so its caches hold
-    # our objects, not every pod of a 2,000-node cluster
-    for resource in LABELLED_RESOURCES:
-        settings.watching.label_selectors[resource] = DEPLOYMENT_LABEL
     memo.settings = settings  # for loggers of an owner from a child's handler (those get no settings kwarg)
     memo.kube = await Kube.connect(os.environ.get("MOE_OPERATOR_KUBECONFIG") or None)
+    # watch-backed stores of every kind the operator creates, narrowed to our label on the server; their events
+    # reach handlers.children (which sets memo.on_child_event)
+    memo.stores = Stores(memo.kube, STORED_KINDS,
+                         on_event=lambda kind, obj: getattr(memo, "on_child_event", _ignore)(kind, obj))
+    memo.stores.start()
     memo.locks = {}
     memo.caches_ready = asyncio.Event()  # set by the first resource handler call (handlers.deployment)
     memo.queued = set()  # MoEDeployments with a pass waiting behind the running one (coalesced triggers)
@@ -51,10 +53,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    stores = getattr(memo, "stores", None)
+    if stores is not None:
+        await stores.stop()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         await leadership.release(memo)
         await kube.close()
+
+
+def _ignore(kind: str, obj: dict[str, Any]) -> None:
+    return None
 
 
 def lock_for(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock:
