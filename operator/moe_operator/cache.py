@@ -28,6 +28,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 POD = ("v1", "Pod")
 LWS = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")

@@ -5,22 +5,28 @@ around the webhook, stalls the object at reconcile without touching its groups).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from moe_operator.api.base import IMAGE_DIGEST
 from moe_operator.api.v1alpha1 import MoEDeployment, MoEDeploymentSpec
+from moe_operator.api.v1alpha1.moedeployment import NetworkPeer
+from moe_operator.planner.pod_resources import GiB, PodSize, SizeError, pod_size
 from moe_operator.planning import (
     ConfigMapGetter,
     PlannedDeployment,
     PoolGetter,
     SpecProblem,
     plan_deployment,
+    quantity,
     weights_source,
 )
 from moe_operator.render import children as render_children
 from moe_operator.render.argv import without_flags_set_by
-from moe_operator.render.inputs import HostMount, Owner, RenderInput
+from moe_operator.render.inputs import DEFAULT_ROUTER_IMAGE, HostMount, Owner, RenderInput
 from moe_operator.render.meta import spec_hash
 
 API_VERSION = "moe-operator.io/v1alpha1"
@@ -88,6 +94,58 @@ def sglang_args(obj: MoEDeployment, planned: PlannedDeployment) -> tuple[str, ..
     return tuple(without_flags_set_by(args, spec.sglang.extra_args))
 
 
+SHM_BYTES = 64 * GiB  # RenderInput.shm_size
+
+
+def operator_peer() -> dict[str, Any] | None:
+    """The operator's pods as a NetworkPolicy peer (it scrapes /metrics and polls drains); None outside a cluster
+    (the chart sets MOE_OPERATOR_NAMESPACE)."""
+    ns = os.environ.get("MOE_OPERATOR_NAMESPACE")
+    if not ns:
+        return None
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "moe-operator"}}}
+
+
+def peer(p: NetworkPeer) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if p.namespace_selector is not None:
+        out["namespaceSelector"] = {"matchLabels": dict(p.namespace_selector.match_labels)}
+    if p.pod_selector is not None or not out:
+        out["podSelector"] = {"matchLabels": dict(p.pod_selector.match_labels) if p.pod_selector else {}}
+    return out
+
+
+def engine_size(spec: MoEDeploymentSpec, planned: PlannedDeployment) -> PodSize:
+    """Requests = limits of each SGLang pod (planner.pod_resources), from spec.resources or the pool's nodes."""
+    res = spec.resources
+    downloads = spec.weights.pvc is None and spec.weights.host_path is None
+    try:
+        cpu = quantity(res.cpu) if res else None
+        return pod_size(planned.node, shm_bytes=SHM_BYTES, checkpoint_bytes=planned.plan.checkpoint_bytes,
+                        downloads=downloads, cache_on_host=False,
+                        cpu_override_millis=int(cpu * 1000) if cpu is not None else None,
+                        memory_override_bytes=_bytes(res.memory if res else None),
+                        ephemeral_override_bytes=_bytes(res.ephemeral_storage if res else None))
+    except SizeError as exc:
+        raise SpecProblem(exc.field, "InvalidSpec", exc.message) from None
+
+
+def _bytes(q: str | None) -> int | None:
+    v = quantity(q)
+    return int(v) if v is not None else None
+
+
+def check_digests(spec: MoEDeploymentSpec, planned: PlannedDeployment, image: str) -> None:
+    if not planned.pool.spec.require_image_digests:
+        return
+    router = (spec.router.image or DEFAULT_ROUTER_IMAGE) if spec.router.enabled else None
+    for field, img in (("spec.sglang.image", image), ("spec.router.image", router)):
+        if img is not None and not re.match(IMAGE_DIGEST, img):
+            raise SpecProblem(field, "InvalidSpec", f"{img!r} is not pinned by digest (repo@sha256:<64 hex>), "
+                              f"which AcceleratorPool {planned.pool_name!r} requires (spec.requireImageDigests)")
+
+
 def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) -> RenderInput:
     meta, spec = obj.metadata, obj.spec
     pool = planned.pool.spec
@@ -98,7 +156,10 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
     if not image:
         raise SpecProblem("spec.sglang.image", "InvalidSpec", f"no SGLang image: set spec.sglang.image or the "
                           f"AcceleratorPool {planned.pool_name!r}'s sglangImage (custom pools have no default)")
+    check_digests(spec, planned, image)
     router_image: dict[str, Any] = {"router_image": spec.router.image} if spec.router.image else {}
+    size = engine_size(spec, planned)
+    netpol = spec.network_policy
     # the pool's RDMA device nodes (e.g. /dev/infiniband) where no device plugin injects them
     devices = tuple(HostMount(host_path=d, mount_path=d, read_only=False) for d in (rdma.devices if rdma else []))
     return RenderInput(
@@ -119,6 +180,11 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
         rdma_resource=rdma.resource_name if rdma else None,
         rdma_count=rdma.count if rdma else 0,
         host_mounts=devices,
+        cpu_cores=size.cpu_cores, memory_bytes=size.memory_bytes, ephemeral_bytes=size.ephemeral_bytes,
+        cache_size_limit_bytes=size.cache_limit_bytes,
+        network_policy=netpol.enabled, metrics_from=tuple(peer(p) for p in netpol.metrics_from),
+        router_from=tuple(peer(p) for p in netpol.router_from) if netpol.router_from is not None else None,
+        operator_peer=operator_peer(),
         # the spec's key, else (documented default) the pool's: a multi-node group is packed into one fast-interconnect
         # domain (LWS exclusive placement); a one-node group is packed by construction and keeps the whole pool
         exclusive_topology_key=placement_key or (pool.topology_key if planned.plan.nodes_per_group > 1 else None),

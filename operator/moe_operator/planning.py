@@ -14,6 +14,7 @@ from typing import Any
 from moe_operator.api.v1alpha1 import AcceleratorPool, MoEDeploymentSpec
 from moe_operator.api.v1alpha1 import WeightsSource as ApiWeights
 from moe_operator.planner import ACCELERATORS, AcceleratorProfile, Plan, PlanError, PlanRequest, plan
+from moe_operator.planner.pod_resources import NodeShape
 
 DEFAULT_MAX_NODES_PER_GROUP = 4
 
@@ -38,6 +39,31 @@ class PlannedDeployment:
     pool: AcceleratorPool
     profile: AcceleratorProfile
     plan: Plan
+    node: NodeShape = NodeShape()  # what one node of the pool offers (spec.node, else status.nodeAllocatable)
+
+
+def quantity(value: str | None) -> float | None:
+    """A Kubernetes quantity -> a number (bytes, cores); None stays None."""
+    if value is None:
+        return None
+    from kubernetes.utils.quantity import parse_quantity
+
+    return float(parse_quantity(value))
+
+
+def node_shape(pool: AcceleratorPool, raw_status: Mapping[str, Any] | None) -> NodeShape:
+    """spec.node where set (field by field), else the smallest allocatable the pool's status observed."""
+    from moe_operator.api.v1alpha1.acceleratorpool import NodeResources
+
+    observed = NodeResources.model_validate((raw_status or {}).get("nodeAllocatable") or {})
+    spec = pool.spec.node or NodeResources()
+
+    def pick(f: str, scale: float = 1) -> int | None:
+        v = quantity(getattr(spec, f) or getattr(observed, f))
+        return int(v * scale) if v is not None else None
+
+    return NodeShape(cpu_millis=pick("cpu", 1000), memory_bytes=pick("memory"),
+                     ephemeral_bytes=pick("ephemeral_storage"))
 
 
 def typed_pool(raw: Mapping[str, Any] | AcceleratorPool, field: str = "spec.pool") -> AcceleratorPool:
@@ -210,7 +236,8 @@ async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
             last = SpecProblem(_plan_field(exc, field), "PlanInfeasible", f"pool {name}: {exc.message}")
             failures.append(f"{name}: {exc.message}")
             continue
-        return PlannedDeployment(pool_name=name, pool=pool, profile=profile, plan=result)
+        return PlannedDeployment(pool_name=name, pool=pool, profile=profile, plan=result,
+                                 node=node_shape(pool, raw.get("status")))
     assert last is not None
     if len(candidates) > 1:
         raise SpecProblem("spec.pools", last.reason, "no candidate pool fits: " + "; ".join(failures))

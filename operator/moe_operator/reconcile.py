@@ -7,6 +7,7 @@ children: the groups keep serving the last good spec and the status says why not
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from moe_operator import metrics
 from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey
 from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
 from moe_operator.kube import Kube, KubeError
+from moe_operator.placement import stuck_groups
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
 from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
@@ -73,7 +75,23 @@ async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
                     free_devices=sum(free.values()), nodes_with_room=sum(1 for v in free.values() if v >= per))
 
 
-async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: logging.Logger) -> Outcome:
+async def repair_placement(kube: Kube, namespace: str, pods: list[dict], repairs: dict[int, float],
+                           logger: logging.Logger) -> int:
+    """Recreate groups whose exclusive placement deadlocked (moe_operator.placement); returns API writes."""
+    now = time.time()
+    writes = 0
+    for s in stuck_groups(pods, now, repairs):
+        repairs[s.group] = now
+        if await kube.delete("v1", "Pod", s.leader, namespace):
+            writes += 1
+            logger.warning(f"PlacementDeadlock: group {s.group}'s worker {s.worker} has been unschedulable for "
+                           f"{s.seconds:.0f}s while its leader is placed ({s.message[:160]}); deleting leader "
+                           f"{s.leader} so LWS places the whole group again")
+    return writes
+
+
+async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: logging.Logger,
+                    repairs: dict[int, float] | None = None) -> Outcome:
     """One pass. Reads come from `cache` (the pool, the children, the LWS, the pods); the API is called for writes,
     for a pool or ConfigMap the cache does not hold, and for free capacity when a group pod is unschedulable."""
     meta = body["metadata"]
@@ -107,6 +125,10 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     if planned and any(c.get("reason") == "Unschedulable" for p in pods
                        for c in p.get("status", {}).get("conditions", [])):
         capacity = await observe_capacity(kube, planned)
+        # a stuck group is re-placed only where the pool has room for a whole group: without room it is capacity
+        # (InsufficientCapacity), and recreating the group would change nothing
+        if problem is None and repairs is not None and capacity.nodes_with_room >= planned.plan.nodes_per_group:
+            writes += await repair_placement(kube, ns, pods, repairs, logger)
     obs = Observed(
         generation=gen,
         pool=planned.pool_name if planned else None,

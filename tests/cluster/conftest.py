@@ -27,6 +27,7 @@ STATE = Path(os.environ.get("MOE_TESTCLUSTER_DIR", ROOT / ".testcluster"))
 GROUP, VERSION = "moe-operator.io", "v1alpha1"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 
+H200_NODES = {"nvidia.com/gpu.product": "NVIDIA-H200"}
 POOLS = {
     "rig-h200": {"accelerator": {"profile": "h200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
                  "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1},
@@ -35,6 +36,12 @@ POOLS = {
                  "tolerations": [KWOK_TOLERATION]},
     "rig-ascend": {"accelerator": {"profile": "ascend-910c"}, "nodeSelector": {"accelerator": "huawei-Ascend910"},
                    "tolerations": [KWOK_TOLERATION]},
+    # the rig's H200 nodes as a pool whose nodes have little disk, and one that wants digest-pinned images
+    "rig-h200-small-disk": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
+                            "tolerations": [KWOK_TOLERATION], "node": {"ephemeralStorage": "100Gi"}},
+    "rig-h200-digests": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
+                         "tolerations": [KWOK_TOLERATION], "requireImageDigests": True,
+                         "sglangImage": "lmsysorg/sglang@sha256:" + "0" * 64},
     # one node only: a 2-node group cannot be placed
     "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
                      "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1}},

@@ -356,6 +356,12 @@ WEBHOOK_BAD: list[tuple[str, dict, str]] = [
     ("missing-model-configmap", {**moed("x"), "spec": {**moed("x")["spec"],
                                                       "model": {"configMapRef": {"name": "absent"}}}},
      "spec.model.configMapRef"),
+    ("memory-below-shm", moed("x", resources={"memory": "32Gi"}), "spec.resources.memory"),
+    ("fractional-cpu", moed("x", resources={"cpu": "1500m"}), "spec.resources.cpu"),
+    ("more-cpu-than-a-node", moed("x", resources={"cpu": "1000"}), "spec.resources.cpu"),
+    ("weights-exceed-node-disk", moed("x", pool="rig-h200-small-disk"), "spec.weights.huggingFace"),
+    ("image-not-pinned-by-digest", moed("x", pool="rig-h200-digests",
+                                        sglang={"image": "lmsysorg/sglang:v0.5.23"}), "spec.sglang.image"),
     ("inline-config-unknown-architecture", {**moed("x"), "spec": {**moed("x")["spec"], "model": {
         "config": {"architectures": ["MysteryForCausalLM"], "hidden_size": 4096}}}}, "spec.model"),
 ]
@@ -423,3 +429,45 @@ async def test_standby_replica_takes_over_when_the_leader_dies(
         return cluster.lease_holder() == operator.identity
 
     await wait_for(operator_leads, timeout=60, what="the session's operator leads again", interval=0.2)
+
+
+async def test_engine_pods_are_guaranteed_bounded_and_fenced(api: client.ApiClient, namespace: str,
+                                                             moeds: Any) -> None:
+    """What a production GPU cluster needs from the pods (issue: engine pods fit for production): Guaranteed QoS
+    sized from the pool's nodes, every emptyDir bounded, a NetworkPolicy selecting each deployment's engine and
+    router pods, and a router that runs as non-root on a read-only root."""
+    await moeds(moed("prod", sessions=8, context=16384))
+    await wait_condition(api, namespace, "prod", "Ready", "True")
+    core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    pods = (await core.list_namespaced_pod(namespace, label_selector="moe-operator.io/deployment=prod")).items
+    engine = [p for p in pods if p.metadata.labels.get("app.kubernetes.io/component") == "engine"]
+    router = [p for p in pods if p.metadata.labels.get("app.kubernetes.io/component") == "router"]
+    assert engine and router
+    for p in engine:
+        assert p.status.qos_class == "Guaranteed", (p.metadata.name, p.spec.containers[0].resources)
+        limits = p.spec.containers[0].resources.limits
+        assert int(limits["cpu"]) == 212  # the rig's H200 nodes: 224 allocatable cores - 5 % headroom
+    for p in pods:
+        for v in p.spec.volumes or []:
+            assert v.empty_dir is None or v.empty_dir.size_limit, (p.metadata.name, v.name)
+    policies = (await net.list_namespaced_network_policy(namespace)).items
+
+    def selects(pol: Any, pod: Any) -> bool:
+        want = pol.spec.pod_selector.match_labels or {}
+        return all(pod.metadata.labels.get(k) == v for k, v in want.items())
+
+    assert all(any(selects(n, p) for n in policies) for p in pods), [n.metadata.name for n in policies]
+    # a multi-node group: each pod on its own node, all nodes of one NVLink domain (the pool's topologyKey)
+    groups: dict[str, list[Any]] = {}
+    for p in engine:
+        groups.setdefault(p.metadata.labels["leaderworkerset.sigs.k8s.io/group-index"], []).append(p)
+    for members in groups.values():
+        assert len(members) == 2 and len({p.spec.node_name for p in members}) == 2
+        domains = {(await core.read_node(p.spec.node_name)).metadata.labels["moe-operator.io/nvlink-domain"]
+                   for p in members}
+        assert len(domains) == 1, domains
+    for p in router:
+        c = p.spec.containers[0]
+        assert c.security_context.run_as_non_root and c.security_context.read_only_root_filesystem
+        assert p.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+        assert c.resources.limits["memory"]

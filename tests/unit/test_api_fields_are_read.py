@@ -98,6 +98,14 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "maxGroups": ({**NO_AUTO, "sessions": {"target": 200, "contextTokens": 8192}},
                   {**NO_AUTO, "sessions": {"target": 200, "contextTokens": 8192}, "maxGroups": 2}),
     "maxNodesPerGroup": (DENSE, {**DENSE, "maxNodesPerGroup": 1}),
+    "resources.cpu": ({}, {"resources": {"cpu": "64"}}),
+    "resources.memory": ({}, {"resources": {"memory": "512Gi"}}),
+    "resources.ephemeralStorage": ({}, {"resources": {"ephemeralStorage": "1Ti"}}),
+    "networkPolicy.enabled": ({}, {"networkPolicy": {"enabled": False}}),
+    "networkPolicy.metricsFrom": ({}, {"networkPolicy": {"metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}}),
+    "networkPolicy.routerFrom": ({}, {"networkPolicy": {"routerFrom": [
+        {"podSelector": {"matchLabels": {"app": "client"}}}]}}),
 }
 CUSTOM = {"accelerator": {"profile": "custom", "memoryGB": 141, "devicesPerNode": 8,
                           "supportedPrecisions": ["bf16", "int4", "w8a8"], "vendor": "nvidia"},
@@ -118,6 +126,10 @@ POOL_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = 
     "costPerNodeHour": ({}, {}, {"costPerNodeHour": 10}),
     "topologyKey": (DENSE, {}, {"topologyKey": "example.com/nvlink-domain"}),
     "maxNodes": (DENSE, {}, {"maxNodes": 2}),
+    "node.cpu": ({}, {}, {"node": {"cpu": "224"}}),
+    "node.memory": ({}, {}, {"node": {"memory": "2000Gi"}}),
+    "node.ephemeralStorage": ({}, {}, {"node": {"ephemeralStorage": "500Gi"}}),  # Kimi downloads 622 GiB
+    "requireImageDigests": ({}, {}, {"requireImageDigests": True}),
 }
 
 

@@ -218,6 +218,13 @@ BAD_POOL: list[tuple[str, dict[str, Any], str, bool]] = [
     ),
     ("rdma-no-resource", {"spec.rdma": {"count": 2}}, "spec.rdma.resourceName", False),
     ("device-resource-bad", {"spec.deviceResourceName": "nvidia.com/gpu/x"}, "spec.deviceResourceName", False),
+    ("node-memory-not-a-quantity", {"spec.node": {"memory": "lots"}}, "spec.node.memory", False),
+    (
+        "digests-required-tag-image",
+        {"spec.requireImageDigests": True, "spec.sglangImage": "lmsysorg/sglang:v0.5.23"},
+        "sglangImage",
+        True,
+    ),
 ]
 
 GOOD_MOED: list[tuple[str, dict[str, Any]]] = [
@@ -228,6 +235,9 @@ GOOD_MOED: list[tuple[str, dict[str, Any]]] = [
     ("average-equals-context", {"spec.sessions.averageContextTokens": 131072}),
     ("scale-to-zero", {"spec.replicas": 0, "spec.autoscaling": {"enabled": True, "minGroups": 0}, "spec.maxGroups": 2}),
     ("similar-flag-allowed", {"spec.sglang": {"extraArgs": ["--tp-size-hint", "--tool-call-parser=kimi_k2"]}}),
+    ("resources", {"spec.resources": {"cpu": "96", "memory": "1500Gi", "ephemeralStorage": "800Gi"}}),
+    ("network-policy-peers", {"spec.networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}], "routerFrom": [{"podSelector": {}}]}}),
     (
         "hf-with-token",
         {"spec.weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5", "tokenSecretRef": {"name": "hf"}}}},
@@ -247,6 +257,11 @@ GOOD_POOL: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("tolerate-all", {"spec.tolerations": [{"operator": "Exists"}]}),
+    ("node-shape", {"spec.node": {"cpu": "223500m", "memory": "2000Gi", "ephemeralStorage": "3Ti"}}),
+    (
+        "digest-pinned",
+        {"spec.requireImageDigests": True, "spec.sglangImage": "lmsysorg/sglang@sha256:" + "ab" * 32},
+    ),
     ("override-profile", {"spec.accelerator": {"profile": "ascend-910b", "devicesPerNode": 8, "vendor": "huawei"}}),
 ]
 

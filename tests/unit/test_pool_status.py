@@ -8,8 +8,9 @@ from moe_operator.api.v1alpha1 import AcceleratorPoolStatus
 from moe_operator.handlers.pool import _changed, pool_status
 
 
-def node(ready: bool, gpus: int = 8) -> dict[str, Any]:
-    return {"status": {"allocatable": {"nvidia.com/gpu": str(gpus)},
+def node(ready: bool, gpus: int = 8, cpu: str = "224", memory: str = "2Ti") -> dict[str, Any]:
+    return {"status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": cpu, "memory": memory,
+                                       "ephemeral-storage": "3500Gi"},
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
 
 
@@ -31,3 +32,11 @@ def test_refresh_writes_only_on_change() -> None:
     body["status"] = first
     assert not _changed(body["status"], pool_status(body, [node(True)], "nvidia.com/gpu"))
     assert _changed(body["status"], pool_status(body, [node(True), node(True)], "nvidia.com/gpu"))
+
+
+def test_node_allocatable_is_the_smallest_ready_node_rounded_down() -> None:
+    body: dict[str, Any] = {"metadata": {"generation": 1}, "status": {}}
+    st = pool_status(body, [node(True), node(True, cpu="223500m", memory="2047.5Gi"), node(False, cpu="8")],
+                     "nvidia.com/gpu")
+    assert st["nodeAllocatable"] == {"cpu": "223", "memory": "2047Gi", "ephemeralStorage": "3500Gi"}
+    assert pool_status(body, [], "nvidia.com/gpu")["nodeAllocatable"] is None

@@ -230,20 +230,10 @@ def test_shm_cache_security_and_placement() -> None:
 
 
 def test_optional_pod_settings() -> None:
-    inp = make(
-        host_network=True,
-        privileged=True,
-        scheduler_name="volcano",
-        priority_class_name="llm-critical",
-        image_pull_secrets=("regcred",),
-        host_mounts=(HostMount(host_path="/dev/infiniband", mount_path="/dev/infiniband", read_only=False),),
-    )
+    inp = make(host_mounts=(HostMount(host_path="/dev/infiniband", mount_path="/dev/infiniband", read_only=False),))
     spec = tmpl(inp, "worker")["spec"]
-    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
-    assert spec["schedulerName"] == "volcano" and spec["priorityClassName"] == "llm-critical"
-    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "hostNetwork" not in spec and "privileged" not in spec["containers"][0]["securityContext"]
     c = spec["containers"][0]
-    assert c["securityContext"]["privileged"] is True
     assert {"name": "host-0", "hostPath": {"path": "/dev/infiniband"}} in spec["volumes"]
     assert {"name": "host-0", "mountPath": "/dev/infiniband", "readOnly": False} in c["volumeMounts"]
 
@@ -441,7 +431,12 @@ def test_router_deployment_shape() -> None:
     c = pod["containers"][0]
     assert c["image"] == "lmsysorg/sglang-router:v0.3.2"
     assert not any("/" in k for k in c["resources"].get("requests", {}))  # no extended resources
-    assert "limits" not in c["resources"]
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}  # a leak is bounded
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] != 0 and sc["readOnlyRootFilesystem"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}} in pod["volumes"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "metrics": 29000}
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
     assert c["livenessProbe"]["httpGet"]["path"] == "/liveness"
@@ -463,7 +458,7 @@ def test_router_service_and_rbac() -> None:
 def test_router_disabled() -> None:
     inp = make(router_enabled=False)
     objs = children(inp)
-    assert [o["kind"] for o in objs] == ["LeaderWorkerSet", "PodDisruptionBudget", "Service"]
+    assert [o["kind"] for o in objs] == ["NetworkPolicy", "LeaderWorkerSet", "PodDisruptionBudget", "Service"]
     svc = objs[-1]
     assert svc["metadata"]["name"] == "dsv3-leaders"
     assert svc["spec"]["selector"] == {
@@ -537,6 +532,8 @@ def test_children_common_invariants(over: dict[str, Any]) -> None:
 def test_children_order() -> None:
     kinds = [o["kind"] for o in children(make(router_replicas=2))]
     assert kinds == [
+        "NetworkPolicy",
+        "NetworkPolicy",
         "ServiceAccount",
         "Role",
         "RoleBinding",
@@ -550,7 +547,8 @@ def test_children_order() -> None:
 
 def test_orphans_when_router_is_disabled() -> None:
     gone = child_keys(make()) - child_keys(make(router_enabled=False))
-    assert {k for _, k, _ in gone} == {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"}
+    assert {k for _, k, _ in gone} == {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
+                                       "NetworkPolicy"}  # the router's policy
 
 
 def test_determinism_and_no_aliasing() -> None:
@@ -559,10 +557,11 @@ def test_determinism_and_no_aliasing() -> None:
     assert children(copy.deepcopy(inp)) == first
     assert json.dumps(children(replace(inp)), sort_keys=False) == json.dumps(first, sort_keys=False)
     # mutating one render never leaks into the next
-    first[3]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["nodeSelector"]["x"] = "y"
-    first[3]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["tolerations"][0]["key"] = "z"
+    lws = next(i for i, o in enumerate(first) if o["kind"] == "LeaderWorkerSet")
+    first[lws]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["nodeSelector"]["x"] = "y"
+    first[lws]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["tolerations"][0]["key"] = "z"
     assert children(inp) == children(copy.deepcopy(inp))
-    assert children(inp)[3]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["nodeSelector"] == {
+    assert children(inp)[lws]["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["nodeSelector"] == {
         "moe-operator.io/pool": "h200"
     }
 
@@ -612,3 +611,43 @@ def test_invalid_inputs_raise(over: dict[str, Any]) -> None:
 def test_public_api_exports() -> None:
     for name in render.__all__:
         assert hasattr(render, name), name
+
+
+# --- pod resources, disk, network policy -------------------------------------------------------------------------
+
+
+def test_engine_pods_are_guaranteed_when_sized() -> None:
+    c = tmpl(make(cpu_cores=200, memory_bytes=1900 * 1024**3, ephemeral_bytes=630 * 1024**3,
+                  cache_size_limit_bytes=622 * 1024**3), "worker")
+    res = c["spec"]["containers"][0]["resources"]
+    assert res["requests"] == res["limits"]  # Guaranteed: every resource's request equals its limit
+    assert res["limits"]["cpu"] == "200" and res["limits"]["memory"] == "1900Gi"
+    assert res["limits"]["ephemeral-storage"] == "630Gi"
+    vols = {v["name"]: v for v in c["spec"]["volumes"]}
+    assert vols["cache"]["emptyDir"] == {"sizeLimit": "622Gi"}
+    unsized = tmpl(make(), "worker")["spec"]["containers"][0]["resources"]["limits"]
+    assert "cpu" not in unsized and "memory" not in unsized  # no node shape: devices only
+
+
+def test_network_policies_admit_only_the_deployments_own_callers() -> None:
+    from moe_operator.render.network import network_policies
+
+    prom = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    op = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "moe-system"}},
+          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "moe-operator"}}}
+    engine, router = network_policies(make(metrics_from=(prom,), operator_peer=op))
+    assert engine["spec"]["podSelector"]["matchLabels"] == {"moe-operator.io/deployment": "dsv3",
+                                                            "app.kubernetes.io/component": "engine"}
+    peers, http = engine["spec"]["ingress"]
+    assert "ports" not in peers  # every port between the group's ranks (NCCL, torch.distributed)
+    assert peers["from"] == [{"podSelector": {"matchLabels": engine["spec"]["podSelector"]["matchLabels"]}}]
+    assert http["ports"] == [{"protocol": "TCP", "port": 30000}]
+    assert {"podSelector": {"matchLabels": {"moe-operator.io/deployment": "dsv3",
+                                            "app.kubernetes.io/component": "router"}}} in http["from"]
+    assert op in http["from"] and prom in http["from"] and len(http["from"]) == 3
+    assert router["spec"]["ingress"][0] == {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP",
+                                                                                       "port": 8000}]}
+    assert network_policies(make(network_policy=False)) == []
+    clients = ({"podSelector": {"matchLabels": {"app": "agent"}}},)
+    (_, r) = network_policies(make(router_from=clients))
+    assert r["spec"]["ingress"][0]["from"] == [dict(clients[0])]

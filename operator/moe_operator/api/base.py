@@ -180,6 +180,10 @@ QUALIFIED_NAME = (
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 IMAGE = r"^[^\s]+$"
+#: an image pinned by digest: repo[:tag]@sha256:<64 hex>
+IMAGE_DIGEST = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
+#: a Kubernetes resource quantity as requests/limits take it (decimal or binary suffix, or milli for CPU)
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 ABS_PATH = r"^/[^\x00]*$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 

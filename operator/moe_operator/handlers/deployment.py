@@ -54,7 +54,8 @@ async def run_reconcile(memo: kopf.Memo, cache: Cache, namespace: str, name: str
 async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: Any) -> None:
     started = time.perf_counter()
     try:
-        outcome = await reconcile(memo.kube, cache, body, logger)
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        outcome = await reconcile(memo.kube, cache, body, logger, memo.repairs.setdefault(key, {}))
     except Exception as exc:
         metrics.RECONCILES.labels("error").inc()
         metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
@@ -89,5 +90,6 @@ async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # Children go with the owner through ownerReferences (garbage collection); only our bookkeeping remains.
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     memo.written.pop(key, None)
+    memo.repairs.pop(key, None)
     memo.autoscale.pop(key, None)
     metrics.forget(*key)

@@ -43,6 +43,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = {}
     memo.caches_ready = asyncio.Event()  # set by the first resource handler call (handlers.deployment)
     memo.queued = set()  # MoEDeployments with a pass waiting behind the running one (coalesced triggers)
+    memo.repairs = {}  # (namespace, name) -> group -> when its placement was last repaired
     memo.written = {}  # (namespace, name) -> the object as our last status write left it
     await leadership.start(memo)
     webhook = getattr(memo, "webhook", None)

@@ -21,10 +21,26 @@ def _ready(node: Mapping[str, Any]) -> bool:
                for c in node.get("status", {}).get("conditions", []))
 
 
+def node_allocatable(nodes: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+    """The smallest allocatable CPU (whole cores), memory and ephemeral storage (whole GiB) among `nodes`, which
+    engine pods are sized from: rounded down so a node a few MiB smaller, or a kubelet that re-reports, does not
+    change the pods' size (and roll every group)."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    out: dict[str, str] = {}
+    for key, out_key, unit, suffix in (("cpu", "cpu", 1, ""), ("memory", "memory", 1024**3, "Gi"),
+                                       ("ephemeral-storage", "ephemeralStorage", 1024**3, "Gi")):
+        values = [parse_quantity(v) for n in nodes if (v := n.get("status", {}).get("allocatable", {}).get(key))]
+        if values:
+            out[out_key] = f"{int(min(values) // unit)}{suffix}"
+    return out or None
+
+
 def pool_status(body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], resource: str) -> dict[str, Any]:
     """The status the CRD declares: `nodes` = Ready nodes matching nodeSelector, `allocatableDevices` on them."""
     ready = [n for n in nodes if _ready(n)]
     devices = sum(int(n.get("status", {}).get("allocatable", {}).get(resource, 0) or 0) for n in ready)
+    smallest = node_allocatable(ready)
     gen = body["metadata"].get("generation", 1)
     ok = "True" if ready else "False"
     prev: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions", [])
@@ -32,6 +48,7 @@ def pool_status(body: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], res
     reason = "NodesReady" if ready else ("NoReadyNodes" if nodes else "NoMatchingNodes")
     return {
         "observedGeneration": gen, "nodes": len(ready), "allocatableDevices": devices,
+        "nodeAllocatable": smallest,
         "conditions": [{
             "type": "Ready", "status": ok, "observedGeneration": gen, "reason": reason,
             "message": f"{len(ready)} of {len(nodes)} matching node(s) Ready, {devices} {resource}",
@@ -44,7 +61,8 @@ def _changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     old = old or {}
     strip = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in new["conditions"]]
     was = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old.get("conditions", [])]
-    return any(old.get(k) != new[k] for k in ("observedGeneration", "nodes", "allocatableDevices")) or strip != was
+    keys = ("observedGeneration", "nodes", "allocatableDevices", "nodeAllocatable")
+    return any(old.get(k) != new[k] for k in keys) or strip != was
 
 
 async def _observe(body: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:

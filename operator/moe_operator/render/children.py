@@ -6,6 +6,7 @@ from typing import Any
 
 from .inputs import RenderInput
 from .lws import leaderworkerset
+from .network import network_policies
 from .pdb import pod_disruption_budget, router_pod_disruption_budget
 from .router import (
     leader_service,
@@ -20,11 +21,11 @@ ChildKey = tuple[str, str, str]  # (apiVersion, kind, name)
 
 
 def children(inp: RenderInput) -> list[dict[str, Any]]:
-    """Objects to apply, in order: router RBAC (so the router can list pods
+    """Objects to apply, in order: the NetworkPolicies, router RBAC (so the router can list pods
     when it starts), the LWS, its PDB, then the router and its PDB, and last
     the client Service.  Without the router, a ``<name>-leaders`` Service
     replaces the router objects."""
-    objs: list[dict[str, Any]] = []
+    objs: list[dict[str, Any]] = network_policies(inp)  # first: no pod of the deployment is ever unprotected
     if inp.router_enabled:
         objs += [router_service_account(inp), router_role(inp), router_role_binding(inp)]
     objs += [leaderworkerset(inp), pod_disruption_budget(inp)]

@@ -27,6 +27,9 @@ MODEL_MOUNT = "/models"
 #: JIT artefacts (DeepGEMM kernels, flashinfer) that are expensive to rebuild.
 CACHE_MOUNT = "/root/.cache"
 
+#: The router image used when the spec names none.
+DEFAULT_ROUTER_IMAGE = "lmsysorg/sglang-router:v0.3.2"
+
 #: Router policies accepted by sglang-router 0.3.2 (``--policy``).
 ROUTER_POLICIES = frozenset({"random", "round_robin", "cache_aware", "power_of_two", "manual"})
 
@@ -181,7 +184,11 @@ class RenderInput:
     #: i.e. every pod restart re-downloads / re-compiles.
     cache_host_path: str | None = None
     host_mounts: tuple[HostMount, ...] = ()  #: extra hostPath mounts (RDMA devices, Ascend driver)
-    image_pull_secrets: tuple[str, ...] = ()  #: Secret names for private registries
+    #: requests = limits of the SGLang container (Guaranteed QoS when cpu and memory are set; planner.pod_resources)
+    cpu_cores: int | None = None
+    memory_bytes: int | None = None
+    ephemeral_bytes: int | None = None  #: ephemeral-storage request = limit
+    cache_size_limit_bytes: int | None = None  #: sizeLimit of the cache emptyDir (None: unbounded, or a hostPath)
 
     # --- placement / privileges -------------------------------------------------
     node_selector: Mapping[str, str] = field(default_factory=dict)  #: pool node selector
@@ -191,12 +198,6 @@ class RenderInput:
     #: Node label key whose domains get exactly one group each (LWS annotation
     #: leaderworkerset.sigs.k8s.io/exclusive-topology), e.g. a rack/NVLink-domain label.
     exclusive_topology_key: str | None = None
-    #: hostNetwork + ClusterFirstWithHostNet (official LWS RoCE examples); needed
-    #: when the RDMA NICs are not exposed to the pod network namespace.
-    host_network: bool = False
-    privileged: bool = False  #: privileged container (DeepEP/NVSHMEM IBGDA, Ascend without device plugin)
-    scheduler_name: str | None = None  #: e.g. "volcano" for gang scheduling of groups
-    priority_class_name: str | None = None  #: PriorityClass of the SGLang pods
 
     # --- weights ------------------------------------------------------------------
     weights: WeightsSource  #: where the weights come from (volume + env)
@@ -205,7 +206,16 @@ class RenderInput:
     router_enabled: bool = True  #: render the sglang-router Deployment (+RBAC, Service, PDB)
     router_policy: str = "cache_aware"  #: --policy, one of ROUTER_POLICIES
     router_replicas: int = 1  #: router Deployment replicas (a PDB is added when > 1)
-    router_image: str = "lmsysorg/sglang-router:v0.3.2"  #: image with sglang_router 0.3.2
+    router_image: str = DEFAULT_ROUTER_IMAGE  #: image with sglang_router 0.3.2
+
+    # --- network policy -----------------------------------------------------------------
+    network_policy: bool = True  #: render the deployment's NetworkPolicies (render.network)
+    #: NetworkPolicy peers (plain dicts) allowed to scrape the SGLang pods' metrics port
+    metrics_from: tuple[Mapping[str, Any], ...] = ()
+    #: peers allowed to call the router's port; None = every pod of the namespace
+    router_from: tuple[Mapping[str, Any], ...] | None = None
+    #: the operator's own pods (drain polls, metrics scrapes); None when it runs outside the cluster
+    operator_peer: Mapping[str, Any] | None = None
 
     # --- lifecycle ------------------------------------------------------------------
     #: Upper bound on draining in-flight requests after SIGTERM;
@@ -222,11 +232,13 @@ class RenderInput:
 
     def __post_init__(self) -> None:
         # normalise sequences/mappings so the dataclass holds plain, unaliased values
-        for f in ("sglang_args", "extra_args", "host_mounts", "image_pull_secrets"):
+        for f in ("sglang_args", "extra_args", "host_mounts", "metrics_from"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
         object.__setattr__(self, "env", tuple((str(k), str(v)) for k, v in self.env))
         object.__setattr__(self, "node_selector", {str(k): str(v) for k, v in dict(self.node_selector).items()})
         object.__setattr__(self, "tolerations", tuple(dict(t) for t in self.tolerations))
+        if self.router_from is not None:
+            object.__setattr__(self, "router_from", tuple(dict(p) for p in self.router_from))
         self._validate()
 
     def _validate(self) -> None:
@@ -281,5 +293,9 @@ class RenderInput:
             fail(f"invalid env names {bad}")
         if len(set(names)) != len(names):
             fail("duplicate env names")
+        for f in ("cpu_cores", "memory_bytes", "ephemeral_bytes", "cache_size_limit_bytes"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                fail(f"{f} must be None or a positive integer")
         if self.exclusive_topology_key is not None and not self.exclusive_topology_key:
             fail("exclusive_topology_key must be None or a node label key")

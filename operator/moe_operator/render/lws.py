@@ -67,7 +67,7 @@ def _volumes_and_mounts(inp: RenderInput) -> tuple[list[dict[str, Any]], list[di
         (
             {"name": "cache", "hostPath": {"path": inp.cache_host_path, "type": "DirectoryOrCreate"}}
             if inp.cache_host_path
-            else {"name": "cache", "emptyDir": {}}
+            else {"name": "cache", "emptyDir": _size_limit(inp.cache_size_limit_bytes)}
         ),
     ]
     mounts: list[dict[str, Any]] = [
@@ -87,11 +87,30 @@ def _volumes_and_mounts(inp: RenderInput) -> tuple[list[dict[str, Any]], list[di
     return volumes, mounts
 
 
+def quantity(n: int) -> str:
+    """Bytes as the shortest exact binary quantity (64Gi, not 68719476736)."""
+    for suffix, unit in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def _size_limit(n: int | None) -> dict[str, Any]:
+    return {"sizeLimit": quantity(n)} if n else {}
+
+
 def _resources(inp: RenderInput) -> dict[str, Any]:
-    # Extended resources cannot be overcommitted: requests must equal limits.
+    # Extended resources cannot be overcommitted: requests must equal limits. CPU and memory requests = limits too
+    # (Guaranteed QoS: last to be evicted, and NUMA-alignable by the static CPU / topology managers).
     res = {inp.device_resource: str(inp.devices_per_node)}
     if inp.rdma_resource and inp.rdma_count:
         res[inp.rdma_resource] = str(inp.rdma_count)
+    if inp.cpu_cores:
+        res["cpu"] = str(inp.cpu_cores)
+    if inp.memory_bytes:
+        res["memory"] = quantity(inp.memory_bytes)
+    if inp.ephemeral_bytes:
+        res["ephemeral-storage"] = quantity(inp.ephemeral_bytes)
     return {"limits": dict(res), "requests": dict(res)}
 
 
@@ -172,8 +191,6 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
         labels[L_ROUTABLE] = "true"
     volumes, mounts = _volumes_and_mounts(inp)
     security: dict[str, Any] = {"capabilities": {"add": ["IPC_LOCK"]}}  # RDMA memory registration
-    if inp.privileged:
-        security["privileged"] = True
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": inp.image,
@@ -207,15 +224,6 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
         spec["nodeSelector"] = dict(sorted(inp.node_selector.items()))
     if inp.tolerations:
         spec["tolerations"] = [dict(t) for t in inp.tolerations]
-    if inp.host_network:
-        spec["hostNetwork"] = True
-        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
-    if inp.scheduler_name:
-        spec["schedulerName"] = inp.scheduler_name
-    if inp.priority_class_name:
-        spec["priorityClassName"] = inp.priority_class_name
-    if inp.image_pull_secrets:
-        spec["imagePullSecrets"] = [{"name": s} for s in inp.image_pull_secrets]
     return {
         "metadata": {
             "labels": labels,

@@ -23,6 +23,9 @@ from .meta import (
     router_name,
 )
 
+ROUTER_CPU_LIMIT, ROUTER_MEMORY_LIMIT = "2", "4Gi"
+ROUTER_UID = 65532  # the distroless "nonroot" user
+
 
 def router_pod_selector(inp: RenderInput) -> dict[str, str]:
     """Selector of the router pods (Deployment, Service, PDB).  Immutable on a
@@ -72,9 +75,11 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
             {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},
         ],
-        # No device resources: CPU nodes.  Requests only; the cache-aware radix
-        # tree grows with traffic, so no memory limit is guessed here.
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+        # No device resources: CPU nodes.  The cache-aware radix tree grows with
+        # traffic up to the router's eviction threshold; the limits bound a leak
+        # (an OOM kill restarts one stateless router pod, never a group).
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                      "limits": {"cpu": ROUTER_CPU_LIMIT, "memory": ROUTER_MEMORY_LIMIT}},
         # /readiness is 503 until a worker is healthy: with it, the Service
         # would have no endpoints during the (long) first group start-up and a
         # router rollout would stall whenever no group is up.  Readiness of the
@@ -93,7 +98,11 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        # a plain CPU process: no root, no writes outside /tmp, no privileges
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "runAsUser": ROUTER_UID, "runAsGroup": ROUTER_UID},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
@@ -102,6 +111,8 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
         # router pod get the same drain budget as the engines
         "terminationGracePeriodSeconds": inp.drain_timeout_seconds + SHUTDOWN_SLACK_SECONDS,
         "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
     if inp.router_replicas > 1:
         pod_spec["topologySpreadConstraints"] = [
@@ -112,8 +123,6 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
                 "labelSelector": {"matchLabels": router_pod_selector(inp)},
             }
         ]
-    if inp.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in inp.image_pull_secrets]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

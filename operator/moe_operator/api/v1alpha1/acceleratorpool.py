@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -12,8 +13,10 @@ from moe_operator import API_GROUP, API_VERSION
 from moe_operator.api.base import (
     ABS_PATH,
     IMAGE,
+    IMAGE_DIGEST,
     LABEL_VALUE,
     QUALIFIED_NAME,
+    QUANTITY,
     ApiModel,
     InvalidResource,
     Rule,
@@ -102,8 +105,33 @@ class RDMA(ApiModel):
     )
 
 
+Quantity = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
+
+
+class NodeResources(ApiModel):
+    """What one node of the pool offers to pods (its allocatable CPU, memory and ephemeral storage)."""
+
+    cpu: Quantity | None = Field(default=None, description="Allocatable CPU of one node, e.g. 224 or 223500m.")
+    memory: Quantity | None = Field(default=None, description="Allocatable memory of one node, e.g. 2000Gi.")
+    ephemeral_storage: Quantity | None = Field(
+        default=None, description="Allocatable ephemeral storage (node disk for emptyDirs) of one node, e.g. 3Ti."
+    )
+
+
 class AcceleratorPoolSpec(ApiModel):
     """Which nodes form the pool and how to place and price work on them."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.requireImageDigests) || !self.requireImageDigests || !has(self.sglangImage) || "
+            "self.sglangImage.matches(r'" + IMAGE_DIGEST + "')",
+            message="spec.sglangImage must be pinned by digest (repo@sha256:<64 hex>) when requireImageDigests is "
+            "true",
+            field_path=".sglangImage",
+            check=lambda m: not m.require_image_digests or m.sglang_image is None
+            or re.match(IMAGE_DIGEST, m.sglang_image) is not None,
+        ),
+    )
 
     accelerator: AcceleratorSpec = Field(description="Device model of the nodes.")
     device_resource_name: str | None = Field(
@@ -147,6 +175,17 @@ class AcceleratorPoolSpec(ApiModel):
         "moe-operator.io/nvlink-domain; a multi-node group is packed into one value of it (LWS exclusive placement, "
         "unless placement.exclusiveTopologyKey says otherwise).",
     )
+    node: NodeResources | None = Field(
+        default=None,
+        description="What one node offers, for sizing the engine pods' CPU, memory and disk: set it for a pool "
+        "that has no nodes yet, or to keep the pods' size fixed; unset, the smallest allocatable among the "
+        "pool's Ready nodes is used (status.nodeAllocatable).",
+    )
+    require_image_digests: bool = Field(
+        default=False,
+        description="Refuse MoEDeployments (and this pool's sglangImage) whose images are not pinned by digest "
+        "(repo@sha256:...).",
+    )
     max_nodes: int | None = Field(
         default=None,
         ge=1,
@@ -163,6 +202,9 @@ class AcceleratorPoolStatus(StatusModel):
     nodes: int | None = Field(default=None, ge=0, description="Ready nodes matching nodeSelector.")
     allocatable_devices: int | None = Field(
         default=None, ge=0, description="Sum of the device resource allocatable on those nodes."
+    )
+    node_allocatable: NodeResources | None = Field(
+        default=None, description="The smallest allocatable CPU, memory and ephemeral storage among those nodes."
     )
     conditions: list[Condition] = conditions_field("AcceleratorPool")
 

@@ -15,6 +15,7 @@ from moe_operator.api.base import (
     DNS_SUBDOMAIN,
     IMAGE,
     QUALIFIED_NAME,
+    QUANTITY,
     ApiModel,
     Fraction,
     InvalidResource,
@@ -357,6 +358,61 @@ class Drain(ApiModel):
     )
 
 
+Quantity = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
+
+
+class EngineResources(ApiModel):
+    """CPU, memory and node disk of every SGLang pod, instead of the size the operator derives from the pool."""
+
+    cpu: Quantity | None = Field(
+        default=None, description="CPU request = limit of each SGLang pod, in whole cores (e.g. 96) so the "
+        "kubelet's static CPU manager can give it exclusive cores."
+    )
+    memory: Quantity | None = Field(
+        default=None, description="Memory request = limit of each SGLang pod; covers the memory-backed /dev/shm."
+    )
+    ephemeral_storage: Quantity | None = Field(
+        default=None, description="Ephemeral-storage request of each SGLang pod (downloaded weights, JIT caches)."
+    )
+
+
+class LabelSelector(ApiModel):
+    """matchLabels of a Kubernetes label selector."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels the selected objects carry.",
+        json_schema_extra={"maxProperties": 32, "additionalProperties": {"type": "string", "maxLength": 317}},
+    )
+
+
+class NetworkPeer(ApiModel):
+    """A NetworkPolicy peer: pods (podSelector) in namespaces (namespaceSelector); both empty = every pod of the
+    deployment's namespace."""
+
+    namespace_selector: LabelSelector | None = Field(default=None, description="Namespaces of the peer pods.")
+    pod_selector: LabelSelector | None = Field(default=None, description="The peer pods.")
+
+
+class NetworkPolicySpec(ApiModel):
+    """Ingress to the deployment's pods: the NetworkPolicies the operator renders."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Render NetworkPolicies: SGLang pods accept traffic only from their router, the operator, "
+        "metricsFrom and each other; the router's port only from routerFrom.",
+    )
+    metrics_from: list[NetworkPeer] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Who may scrape the SGLang pods' /metrics (e.g. the Prometheus namespace).",
+    )
+    router_from: list[NetworkPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description="Who may call the router's port; default: every pod of the deployment's namespace.",
+    )
+
+
 class Planning(ApiModel):
     """How the planner picks one layout among those SGLang can run."""
 
@@ -469,6 +525,15 @@ class MoEDeploymentSpec(ApiModel):
         default_factory=RouterSpec, description="sglang-router settings.", json_schema_extra={"default": {}}
     )
     placement: Placement | None = Field(default=None, description="Topology placement of each group.")
+    resources: EngineResources | None = Field(
+        default=None,
+        description="CPU, memory and disk of every SGLang pod; by default sized from what the pool's nodes offer "
+        "(requests = limits: Guaranteed QoS).",
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="The NetworkPolicies rendered for the deployment.",
+        json_schema_extra={"default": {}},
+    )
     planning: Planning = Field(
         default_factory=Planning,
         description="How the layout is chosen (the planner's objective).",
