@@ -88,6 +88,7 @@ ALLOWED = [
     ("create", "poddisruptionbudgets.policy", ""),
     ("list", "pods", ""),
     ("patch", "pods", ""),
+    ("delete", "pods", ""),  # the leader of a group whose placement deadlocked
     ("list", "nodes", ""),
     ("get", "configmaps", ""),
     ("create", "events", ""),
@@ -96,7 +97,7 @@ ALLOWED = [
 DENIED = [
     ("get", "secrets", ""),
     ("list", "secrets", ""),
-    ("delete", "pods", ""),
+    ("deletecollection", "pods", ""),
     ("create", "pods", ""),
     ("patch", "nodes", ""),
     ("delete", "nodes", ""),
@@ -109,6 +110,23 @@ DENIED = [
     ("create", "statefulsets.apps", ""),
     ("update", "deployments.apps", ""),
 ]
+
+
+def _watched() -> list[tuple[str, str, str]]:
+    """list + watch on every kind the operator's stores watch, and patch + delete on every kind it creates: derived
+    from the operator's own tables, so a kind added there without RBAC fails here."""
+    from moe_operator.cache import CHILD_KINDS, STORED_KINDS
+    from moe_operator.kube import RESOURCES
+
+    def res(api_version: str, kind: str) -> str:
+        group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+        return RESOURCES[(api_version, kind)][0] + (f".{group}" if group else "")
+
+    return ([(v, res(a, k), "") for a, k in STORED_KINDS for v in ("list", "watch")]
+            + [(v, res(a, k), "") for a, k in CHILD_KINDS for v in ("patch", "delete")])
+
+
+ALLOWED += _watched()
 
 
 def can_i(cluster: Cluster, verb: str, resource: str, sub: str, namespace: str = "default") -> bool:
