@@ -28,6 +28,7 @@ GROUP, VERSION = "moe-operator.io", "v1alpha1"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 
 H200_NODES = {"nvidia.com/gpu.product": "NVIDIA-H200"}
+RDMA = {"resourceName": "rdma/ib", "count": 1}
 POOLS = {
     "rig-h200": {"accelerator": {"profile": "h200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
                  "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1},
@@ -38,9 +39,9 @@ POOLS = {
                    "tolerations": [KWOK_TOLERATION]},
     # the rig's H200 nodes as a pool whose nodes have little disk, and one that wants digest-pinned images
     "rig-h200-small-disk": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
-                            "tolerations": [KWOK_TOLERATION], "node": {"ephemeralStorage": "100Gi"}},
+                            "tolerations": [KWOK_TOLERATION], "node": {"ephemeralStorage": "100Gi"}, "rdma": RDMA},
     "rig-h200-digests": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
-                         "tolerations": [KWOK_TOLERATION], "requireImageDigests": True,
+                         "tolerations": [KWOK_TOLERATION], "requireImageDigests": True, "rdma": RDMA,
                          "sglangImage": "lmsysorg/sglang@sha256:" + "0" * 64},
     # one node only: a 2-node group cannot be placed
     "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
