@@ -40,6 +40,9 @@ class PlannedDeployment:
     profile: AcceleratorProfile
     plan: Plan
     node: NodeShape = NodeShape()  # what one node of the pool offers (spec.node, else status.nodeAllocatable)
+    #: the pool's status was written at least once (or spec.node makes it unnecessary): before that, the pods' size
+    #: is not known yet, and rendering anyway would roll every group a moment later
+    node_known: bool = True
 
 
 def quantity(value: str | None) -> float | None:
@@ -236,8 +239,10 @@ async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
             last = SpecProblem(_plan_field(exc, field), "PlanInfeasible", f"pool {name}: {exc.message}")
             failures.append(f"{name}: {exc.message}")
             continue
+        status = raw.get("status") or {}
         return PlannedDeployment(pool_name=name, pool=pool, profile=profile, plan=result,
-                                 node=node_shape(pool, raw.get("status")))
+                                 node=node_shape(pool, status),
+                                 node_known=pool.spec.node is not None or "observedGeneration" in status)
     assert last is not None
     if len(candidates) > 1:
         raise SpecProblem("spec.pools", last.reason, "no candidate pool fits: " + "; ".join(failures))

@@ -114,7 +114,10 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         # the same checks admission runs (desired.py): a spec written around the webhook stalls here, untouched
         want: Desired = await desired_state(body, get_pool, get_config_map, prev_status)
         planned, replicas = want.planned, want.replicas
-        writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
+        if want.planned.node_known:
+            writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
+        else:  # its status write triggers this deployment again (handlers.children.pool_changed_dependents)
+            logger.info(f"waiting for AcceleratorPool {want.planned.pool_name}'s first status (its nodes' size)")
     except SpecProblem as exc:
         problem = exc
         # a warning when the problem appears or changes, not one per resync pass
