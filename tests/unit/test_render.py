@@ -431,7 +431,7 @@ def test_router_deployment_shape() -> None:
     c = pod["containers"][0]
     assert c["image"] == "lmsysorg/sglang-router:v0.3.2"
     assert not any("/" in k for k in c["resources"].get("requests", {}))  # no extended resources
-    assert c["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}  # a leak is bounded
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "1Gi"}  # a leak is bounded
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["runAsUser"] != 0 and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}

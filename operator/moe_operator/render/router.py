@@ -78,8 +78,8 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
         # No device resources: CPU nodes.  The cache-aware radix tree grows with
         # traffic up to the router's eviction threshold; the limits bound a leak
         # (an OOM kill restarts one stateless router pod, never a group).
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                      "limits": {"cpu": ROUTER_CPU_LIMIT, "memory": ROUTER_MEMORY_LIMIT}},
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "64Mi"},
+                      "limits": {"cpu": ROUTER_CPU_LIMIT, "memory": ROUTER_MEMORY_LIMIT, "ephemeral-storage": "1Gi"}},
         # /readiness is 503 until a worker is healthy: with it, the Service
         # would have no endpoints during the (long) first group start-up and a
         # router rollout would stall whenever no group is up.  Readiness of the
