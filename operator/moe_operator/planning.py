@@ -268,8 +268,9 @@ def _plan_field(exc: PlanError, pool_field: str) -> str:
     }.get(exc.constraint, "spec")
 
 
-def plan_summary(p: Plan) -> dict[str, Any]:
-    """The subset of the planner's JSON kept in status.plan (camelCase, as the CRD declares it)."""
+def plan_summary(p: Plan, downloads: bool = False) -> dict[str, Any]:
+    """The subset of the planner's JSON kept in status.plan (camelCase, as the CRD declares it); `downloads`: the
+    weights come from Hugging Face, one checkpoint per pod."""
     d = p.to_dict()
     ru = d.get("runner_up")
     runner_up = None
@@ -287,6 +288,7 @@ def plan_summary(p: Plan) -> dict[str, Any]:
         "groups": d["groups"],
         "kvBytesPerSession": int(d["kv_bytes_per_session"]),
         "weightsBytes": int(d["weights_bytes"]),
+        **({"downloadBytesPerGroup": int(p.checkpoint_bytes * p.nodes_per_group)} if downloads else {}),
         "maxTotalTokensPerDp": int(d["max_total_tokens_per_dp"]),
         "memFractionStatic": str(d["mem_fraction_static"]),
         "moeA2ABackend": d["moe_a2a_backend"],

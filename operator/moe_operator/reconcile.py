@@ -101,6 +101,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     writes = 0
     problem: SpecProblem | None = None
     planned: PlannedDeployment | None = None
+    downloads = False
     replicas = int(prev_status.get("desiredGroups", 0) or 0)
 
     async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
@@ -114,6 +115,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         # the same checks admission runs (desired.py): a spec written around the webhook stalls here, untouched
         want: Desired = await desired_state(body, get_pool, get_config_map, prev_status)
         planned, replicas = want.planned, want.replicas
+        downloads = want.render.weights.mode == "hf"
         if want.planned.node_known:
             writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
         else:  # its status write triggers this deployment again (handlers.children.pool_changed_dependents)
@@ -135,7 +137,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     obs = Observed(
         generation=gen,
         pool=planned.pool_name if planned else None,
-        plan=plan_summary(planned.plan) if planned else None,
+        plan=plan_summary(planned.plan, downloads) if planned else None,
         problem=(problem.reason, f"{problem.field}: {problem.message}") if problem else None,
         desired_groups=replicas, lws=lws, pods=pods, capacity=capacity, selector=selector,
     )

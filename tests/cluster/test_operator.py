@@ -437,7 +437,9 @@ async def test_engine_pods_are_guaranteed_bounded_and_fenced(api: client.ApiClie
     sized from the pool's nodes, every emptyDir bounded, a NetworkPolicy selecting each deployment's engine and
     router pods, and a router that runs as non-root on a read-only root."""
     await moeds(moed("prod", sessions=8, context=16384))
-    await wait_condition(api, namespace, "prod", "Ready", "True")
+    obj = await wait_condition(api, namespace, "prod", "Ready", "True")
+    # Hugging Face weights: the status says what a group start downloads (two pods x the whole checkpoint)
+    assert obj["status"]["plan"]["downloadBytesPerGroup"] > 2 * 1.2e12
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
     pods = (await core.list_namespaced_pod(namespace, label_selector="moe-operator.io/deployment=prod")).items
     engine = [p for p in pods if p.metadata.labels.get("app.kubernetes.io/component") == "engine"]

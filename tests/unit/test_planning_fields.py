@@ -76,3 +76,13 @@ def test_remembered_plans_are_the_planners_and_cannot_be_changed_by_a_caller() -
     assert planned_for(req) == plan(req)
     other = PlanRequest(model="kimi-k2.5", precision="int4", sessions=300, context=131072, accelerator="h200")
     assert planned_for(other).groups != planned_for(req).groups  # the key is the whole request
+
+
+def test_status_says_what_one_group_start_downloads_with_hugging_face_weights() -> None:
+    from moe_operator.planner import PlanRequest, plan
+    from moe_operator.planning import plan_summary
+
+    p = plan(PlanRequest(model="kimi-k2.5", precision="int4", sessions=100, context=131072, accelerator="h200"))
+    hf = plan_summary(p, downloads=True)
+    assert hf["downloadBytesPerGroup"] == int(p.checkpoint_bytes * p.nodes_per_group) > 1e12  # 2 pods x ~595 GB
+    assert "downloadBytesPerGroup" not in plan_summary(p)  # PVC / hostPath

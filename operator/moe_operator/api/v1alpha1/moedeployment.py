@@ -590,6 +590,12 @@ class PlanStatus(StatusModel):
     weights_bytes: int | None = Field(
         default=None, ge=0, description="Weight bytes of one model replica.", json_schema_extra={"format": "int64"}
     )
+    download_bytes_per_group: int | None = Field(
+        default=None, ge=0, json_schema_extra={"format": "int64"},
+        description="With Hugging Face weights: bytes one start of one group downloads (every pod fetches the whole "
+        "checkpoint, so egress and start time grow with the group size and the group count); absent with PVC or "
+        "hostPath weights, which avoid it.",
+    )
     max_total_tokens_per_dp: int | None = Field(
         default=None, ge=0, description="KV-cache token capacity per attention-DP rank (--max-total-tokens)."
     )
