@@ -91,6 +91,10 @@ class Cache:
     def moed(self, namespace: str, name: str) -> dict[str, Any] | None:
         return _one(self.moeds.get((namespace, name)))
 
+    def all_moeds(self) -> list[dict[str, Any]]:
+        """Every cached MoEDeployment (a snapshot: the index may change while a caller works through it)."""
+        return [m for store in list(self.moeds.values()) for m in list(store)]
+
     def pool(self, name: str) -> dict[str, Any] | None:
         return _one(self.pools.get(name))
 

@@ -66,3 +66,9 @@ def test_newest_copy_wins_by_resource_version() -> None:
     assert newest(None, cached) is cached and newest(None, None) is None
     odd = obj("MoEDeployment", "m", rv="not-a-number")
     assert newest(cached, odd) is cached  # an opaque version never beats a known one
+
+
+def test_all_moeds_is_a_snapshot_of_every_cached_deployment() -> None:
+    a, b = obj("MoEDeployment", "a", owner=None), obj("MoEDeployment", "b", owner=None, ns="other")
+    c = Cache(moeds={("ns", "a"): [a], ("other", "b"): [b]}, pools={}, stores={})
+    assert c.all_moeds() == [a, b]

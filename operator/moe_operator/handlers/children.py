@@ -63,11 +63,10 @@ async def pool_changed_dependents(body: kopf.Body, memo: kopf.Memo, **kwargs: An
     """A pool created (a MoEDeployment was waiting for it), edited, deleted or with new nodes: re-plan the
     MoEDeployments that name it (each pass keeps its groups untouched if the new plan is refused)."""
     name, cache = body["metadata"]["name"], Cache.of(memo, kwargs)
-    for store in list(cache.moeds.values()):
-        for moed in list(store):
-            spec = moed.get("spec") or {}
-            if spec.get("pool") == name or name in (spec.get("pools") or []):
-                await reconcile_owner(memo, cache, moed)
+    for moed in cache.all_moeds():
+        spec = moed.get("spec") or {}
+        if spec.get("pool") == name or name in (spec.get("pools") or []):
+            await reconcile_owner(memo, cache, moed)
 
 
 async def reconcile_all(memo: kopf.Memo, cache: Cache) -> None:
@@ -76,9 +75,8 @@ async def reconcile_all(memo: kopf.Memo, cache: Cache) -> None:
     kopf has filled the caches (its resource handlers only run after that): a pass over a half-filled cache would
     re-apply children it does not see yet."""
     await memo.caches_ready.wait()
-    for store in list(cache.moeds.values()):
-        for moed in list(store):
-            await reconcile_owner(memo, cache, moed)
+    for moed in cache.all_moeds():
+        await reconcile_owner(memo, cache, moed)
 
 
 @kopf.on.startup()

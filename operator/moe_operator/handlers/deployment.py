@@ -53,8 +53,8 @@ async def run_reconcile(memo: kopf.Memo, cache: Cache, namespace: str, name: str
 
 async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: Any) -> None:
     started = time.perf_counter()
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
     try:
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
         outcome = await reconcile(memo.kube, cache, body, logger, memo.repairs.setdefault(key, {}))
     except Exception as exc:
         metrics.RECONCILES.labels("error").inc()
@@ -65,7 +65,7 @@ async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: 
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     if outcome.written is not None:
-        memo.written[(body["metadata"]["namespace"], body["metadata"]["name"])] = outcome.written
+        memo.written[key] = outcome.written
     metrics.API_WRITES.inc(outcome.writes)
     metrics.RECONCILES.labels("problem" if outcome.problem else "ok").inc()
 
