@@ -146,6 +146,22 @@ def check_digests(spec: MoEDeploymentSpec, planned: PlannedDeployment, image: st
                               f"which AcceleratorPool {planned.pool_name!r} requires (spec.requireImageDigests)")
 
 
+def check_host_path(spec: MoEDeploymentSpec, planned: PlannedDeployment) -> None:
+    """weights.hostPath only under a directory the pool's admin opened for model weights (modelCache): a hostPath is
+    mounted into every SGLang pod, so anyone who may create a MoEDeployment could otherwise read the node's files."""
+    hp = spec.weights.host_path
+    if hp is None:
+        return
+    cache = planned.pool.spec.model_cache
+    prefixes = list(cache.host_path_prefixes) if cache else []
+    if any(hp.path == p or hp.path.startswith(p + "/") for p in prefixes):
+        return
+    allowed = ("allows " + ", ".join(prefixes)) if prefixes else "allows no hostPath weights (set its spec.modelCache" \
+        ".hostPathPrefixes)"
+    raise SpecProblem("spec.weights.hostPath.path", "InvalidSpec", f"{hp.path!r} is not under a directory "
+                      f"AcceleratorPool {planned.pool_name!r} opens for model weights: it {allowed}")
+
+
 def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) -> RenderInput:
     meta, spec = obj.metadata, obj.spec
     pool = planned.pool.spec
@@ -157,7 +173,9 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
         raise SpecProblem("spec.sglang.image", "InvalidSpec", f"no SGLang image: set spec.sglang.image or the "
                           f"AcceleratorPool {planned.pool_name!r}'s sglangImage (custom pools have no default)")
     check_digests(spec, planned, image)
+    check_host_path(spec, planned)
     router_image: dict[str, Any] = {"router_image": spec.router.image} if spec.router.image else {}
+    key = spec.sglang.api_key_secret_ref
     size = engine_size(spec, planned)
     netpol = spec.network_policy
     # the pool's RDMA device nodes (e.g. /dev/infiniband) where no device plugin injects them
@@ -193,6 +211,7 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
         router_policy=spec.router.policy,
         router_replicas=spec.router.replicas,
         **router_image,
+        api_key_secret=(key.name, key.key) if key else None,
         drain_timeout_seconds=spec.drain.timeout_seconds,
         pool=planned.pool_name, accelerator=planned.profile.name,
         spec_hash=spec_hash({"spec": spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),

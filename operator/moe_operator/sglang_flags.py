@@ -45,6 +45,10 @@ DEFAULT_OWNED: dict[str, str] = {
     "--quantization": "precision",
     "--max-running-requests": "sessions.target",
     "--chunked-prefill-size": "sessions",
+    # the planner sizes the model from its config; an override changes layers/experts under the plan's memory math
+    "--json-model-override-args": "model.config (the planner sizes memory from the model's config)",
+    "--moe-dense-tp-size": "pool / spec.maxNodesPerGroup (the planner chooses the layout)",
+    "--revision": "weights.huggingFace.revision",
 }
 
 _FORBIDDEN = {
@@ -52,6 +56,10 @@ _FORBIDDEN = {
     "--help": "prints help and exits; the server would never start",
     "-h": "prints help and exits; the server would never start",
     "--version": "prints the version and exits; the server would never start",
+    "--api-key": "a key in extraArgs is plain text to everyone who can read the MoEDeployment; set "
+    "spec.sglang.apiKeySecretRef (a Secret key) instead",
+    "--admin-api-key": "a key in extraArgs is plain text to everyone who can read the MoEDeployment; admin "
+    "endpoints are not exposed through the operator",
 }
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse treats these as values
 

@@ -32,7 +32,7 @@ RDMA = {"resourceName": "rdma/ib", "count": 1}
 POOLS = {
     "rig-h200": {"accelerator": {"profile": "h200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
                  "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1},
-                 "topologyKey": "moe-operator.io/nvlink-domain"},
+                 "topologyKey": "moe-operator.io/nvlink-domain", "modelCache": {"hostPathPrefixes": ["/mnt/models"]}},
     "rig-b200": {"accelerator": {"profile": "b200"}, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
                  "tolerations": [KWOK_TOLERATION]},
     "rig-ascend": {"accelerator": {"profile": "ascend-910c"}, "nodeSelector": {"accelerator": "huawei-Ascend910"},

@@ -362,6 +362,19 @@ WEBHOOK_BAD: list[tuple[str, dict, str]] = [
     ("weights-exceed-node-disk", moed("x", pool="rig-h200-small-disk"), "spec.weights.huggingFace"),
     ("image-not-pinned-by-digest", moed("x", pool="rig-h200-digests",
                                         sglang={"image": "lmsysorg/sglang:v0.5.23"}), "spec.sglang.image"),
+    # issue 12 §3: what passed admission and should not
+    ("hostpath-outside-the-pool-prefixes", moed("x", weights={"hostPath": {"path": "/etc/kubernetes"}}),
+     "spec.weights.hostPath.path"),
+    ("hostpath-under-a-prefix-by-name-only", moed("x", weights={"hostPath": {"path": "/mnt/models-evil"}}),
+     "spec.weights.hostPath.path"),
+    ("hostpath-on-a-pool-without-model-cache", moed("x", pool="rig-h200-small-disk",
+                                                    weights={"hostPath": {"path": "/mnt/models/dsv3"}}),
+     "spec.weights.hostPath.path"),
+    ("plain-text-api-key", moed("x", sglang={"extraArgs": ["--api-key", "sk-123"]}), "spec.sglang.extraArgs"),
+    ("model-override-args", moed("x", sglang={"extraArgs": ["--json-model-override-args",
+                                                            '{"num_hidden_layers": 2}']}), "spec.sglang.extraArgs"),
+    ("moe-dense-tp-size", moed("x", sglang={"extraArgs": ["--moe-dense-tp-size", "1"]}), "spec.sglang.extraArgs"),
+    ("revision-in-extra-args", moed("x", sglang={"extraArgs": ["--revision", "abc123"]}), "spec.sglang.extraArgs"),
     ("inline-config-unknown-architecture", {**moed("x"), "spec": {**moed("x")["spec"], "model": {
         "config": {"architectures": ["MysteryForCausalLM"], "hidden_size": 4096}}}}, "spec.model"),
 ]

@@ -33,6 +33,7 @@ POOL: dict[str, Any] = {
     "accelerator": {"profile": "h200"},
     "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"},
     "rdma": {"resourceName": "rdma/ib"},
+    "modelCache": {"hostPathPrefixes": ["/models"]},
 }
 SPEC: dict[str, Any] = {
     "model": {"catalog": "kimi-k2.5"},
@@ -88,6 +89,9 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sglang.extraArgs": ({}, {"sglang": {"extraArgs": ["--disable-radix-cache"]}}),
     "sglang.env": ({}, {"sglang": {"env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}}),
     "sglang.port": ({}, {"sglang": {"port": 31000}}),
+    "sglang.apiKeySecretRef.name": ({}, {"sglang": {"apiKeySecretRef": {"name": "sglang-key"}}}),
+    "sglang.apiKeySecretRef.key": ({"sglang": {"apiKeySecretRef": {"name": "sglang-key"}}},
+                                   {"sglang": {"apiKeySecretRef": {"name": "sglang-key", "key": "api-key"}}}),
     "router.enabled": ({}, {"router": {"enabled": False}}),
     "router.policy": ({}, {"router": {"policy": "round_robin"}}),
     "router.replicas": ({}, {"router": {"replicas": 2}}),
@@ -130,6 +134,9 @@ POOL_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = 
     "node.memory": ({}, {}, {"node": {"memory": "2000Gi"}}),
     "node.ephemeralStorage": ({}, {}, {"node": {"ephemeralStorage": "500Gi"}}),  # Kimi downloads 622 GiB
     "requireImageDigests": ({}, {}, {"requireImageDigests": True}),
+    # the prefixes gate weights.hostPath: /models/kimi is allowed under /models, refused under /data
+    "modelCache.hostPathPrefixes": ({"weights": {"hostPath": {"path": "/models/kimi"}}}, {},
+                                    {"modelCache": {"hostPathPrefixes": ["/data"]}}),
 }
 
 

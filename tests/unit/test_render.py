@@ -222,11 +222,39 @@ def test_shm_cache_security_and_placement() -> None:
     mounts = {m["mountPath"]: m for m in t["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["/dev/shm"]["name"] == "dshm" and mounts["/root/.cache"]["name"] == "cache"
     c = t["spec"]["containers"][0]
-    assert c["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
+    # hardened: only IPC_LOCK (RDMA memory registration) of all capabilities, no escalation, runtime seccomp, no token
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"], "add": ["IPC_LOCK"]}}
+    assert t["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert t["spec"]["automountServiceAccountToken"] is False
     assert t["spec"]["nodeSelector"] == {"moe-operator.io/pool": "h200"}
     assert t["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert t["spec"]["enableServiceLinks"] is False
     assert "hostNetwork" not in t["spec"]
+
+
+def test_user_values_are_literal_for_the_kubelet() -> None:
+    """The kubelet expands $(VAR) in args and env values and reads "$$" as "$": users' values are escaped, the
+    builder's own references ($(LWS_WORKER_INDEX), the API key) are not."""
+    inp = make(env=(("A", "x$(HOME)y"), ("B", "$$")), extra_args=("--chat-template", "$(id)"))
+    c = container(inp, "leader")
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["A"] == "x$$(HOME)y" and env["B"] == "$$$$"
+    assert c["args"][c["args"].index("--chat-template") + 1] == "$$(id)"
+    assert "$(LWS_WORKER_INDEX)" in c["args"]
+
+
+def test_api_key_comes_from_the_secret_for_engines_and_router() -> None:
+    inp = make(api_key_secret=("sglang-key", "api-key"))
+    for c in (container(inp, "leader"), container(inp, "worker")):
+        assert c["args"][c["args"].index("--api-key") + 1] == "$(MOE_SGLANG_API_KEY)"
+        assert {"name": "MOE_SGLANG_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "sglang-key", "key": "api-key"}}} in c["env"]
+    router = by_kind(render.children(inp), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert router["args"][router["args"].index("--api-key") + 1] == "$(MOE_SGLANG_API_KEY)"
+    assert router["env"] == [{"name": "MOE_SGLANG_API_KEY",
+                              "valueFrom": {"secretKeyRef": {"name": "sglang-key", "key": "api-key"}}}]
+    assert "--api-key" not in container(make(), "leader")["args"]
 
 
 def test_optional_pod_settings() -> None:

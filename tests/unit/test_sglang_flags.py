@@ -107,6 +107,10 @@ def test_negative_number_is_a_value() -> None:
         ["--mem-fraction-static", "0.8"],
         ["--context-length", "1"],
         ["--kv-cache-dtype", "fp8_e4m3"],
+        # they undercut the plan: the model's layers/experts, the dense layers' TP, the pinned revision
+        ["--json-model-override-args", '{"num_hidden_layers": 2}'],
+        ["--moe-dense-tp-size", "1"],
+        ["--revision", "abc123"],
     ],
 )
 def test_owned_flags(args: list[str]) -> None:
@@ -126,6 +130,9 @@ def test_forbidden() -> None:
     e = one(["--config", "x.yaml"])
     assert "--config" in e and "not allowed" in e
     assert "not allowed" in one(["--help"])
+    e = one(["--api-key", "sk-123"])
+    assert "plain text" in e and "spec.sglang.apiKeySecretRef" in e
+    assert "plain text" in one(["--admin-api-key=sk-1"])
 
 
 def test_duplicates_and_several_errors() -> None:

@@ -179,12 +179,29 @@ QUALIFIED_NAME = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-IMAGE = r"^[^\s]+$"
+# An image reference in the OCI distribution grammar (github.com/distribution/reference, regexp.go): an optional
+# registry host (recognised as one only with a "." or ":" in it, or "localhost", as docker normalises names), then
+# lowercase path components, then an optional tag and/or digest. `image;id`, `$(id)` and `UPPER/Case:tag` fail it.
+_REF_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REF_HOST = (
+    r"(?:" + _REF_LABEL + r"(?:\." + _REF_LABEL + r")+(?::[0-9]+)?"  # registry.example.com[:5000]
+    r"|localhost(?::[0-9]+)?"  # localhost[:5000]
+    r"|" + _REF_LABEL + r":[0-9]+)"  # myregistry:5000
+)
+_REF_PATH = r"[a-z0-9]+(?:(?:[_.]|__|[-]+)[a-z0-9]+)*"
+IMAGE = (
+    r"^(?:" + _REF_HOST + r"/)?" + _REF_PATH + r"(?:/" + _REF_PATH + r")*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
 #: an image pinned by digest: repo[:tag]@sha256:<64 hex>
 IMAGE_DIGEST = r"^[^\s@]+@sha256:[0-9a-f]{64}$"
 #: a Kubernetes resource quantity as requests/limits take it (decimal or binary suffix, or milli for CPU)
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 ABS_PATH = r"^/[^\x00]*$"
+#: an absolute path with no ".", ".." or empty components and no trailing "/" (so "/" itself fails): prefix checks on
+#: it are checks on the real directory
+_PATH_COMPONENT = r"(?:[^/.\x00][^/\x00]*|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)"
+CLEAN_PATH = r"^(?:/" + _PATH_COMPONENT + r")+$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 

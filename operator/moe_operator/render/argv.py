@@ -37,7 +37,16 @@ FLAG_ALIASES = {
 }
 
 #: Flags the builder emits itself; neither the plan nor extra_args may set them.
-BUILDER_FLAGS = frozenset({"--dist-init-addr", "--nnodes", "--node-rank", "--host", "--port", "--enable-metrics"})
+BUILDER_FLAGS = frozenset({"--dist-init-addr", "--nnodes", "--node-rank", "--host", "--port", "--enable-metrics",
+                           "--api-key"})
+#: env var the API key Secret is read into; the argv refers to it as $(...), so the key is never in the pod spec
+API_KEY_ENV = "MOE_SGLANG_API_KEY"
+
+
+def literal(token: str) -> str:
+    """A user's token as the kubelet must pass it: it expands $(VAR) in command, args and env values, and "$$" is
+    its escape for "$", so every "$" is doubled (the API documents extraArgs and env values as literal)."""
+    return token.replace("$", "$$")
 
 
 def is_flag(token: str) -> bool:
@@ -129,6 +138,8 @@ def per_pod_args(inp: RenderInput) -> list[str]:
     args += ["--host", "0.0.0.0", "--port", str(inp.port)]
     if inp.metrics_enabled:
         args.append("--enable-metrics")
+    if inp.api_key_secret is not None:
+        args += ["--api-key", f"$({API_KEY_ENV})"]
     return args
 
 
@@ -154,7 +165,7 @@ def sglang_argv(inp: RenderInput) -> list[str]:
         # a leading value would attach to the plan's last flag
         raise ValueError(f"extra_args must start with a flag, got {extra[0]!r}")
 
-    argv = plan + extra
+    argv = plan + [literal(a) for a in extra]
     model = flag_values(argv, "--model-path")
     if not model or len(model) != 1:
         raise ValueError("planner argv must contain --model-path <path or HF repo id>")
@@ -211,6 +222,9 @@ def router_args(inp: RenderInput) -> list[str]:
         "--shutdown-grace-period-secs",
         str(inp.drain_timeout_seconds),
     ]
+    if inp.api_key_secret is not None:
+        # sglang_router/router_args.py RouterArgs.api_key: "the api key used for the authorization with the worker"
+        args += ["--api-key", f"$({API_KEY_ENV})"]
     return args
 
 

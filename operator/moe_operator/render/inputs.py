@@ -207,6 +207,8 @@ class RenderInput:
     router_policy: str = "cache_aware"  #: --policy, one of ROUTER_POLICIES
     router_replicas: int = 1  #: router Deployment replicas (a PDB is added when > 1)
     router_image: str = DEFAULT_ROUTER_IMAGE  #: image with sglang_router 0.3.2
+    #: (Secret name, key) of the API key SGLang requires (--api-key) and the router sends to it; None: no key
+    api_key_secret: tuple[str, str] | None = None
 
     # --- network policy -----------------------------------------------------------------
     network_policy: bool = True  #: render the deployment's NetworkPolicies (render.network)

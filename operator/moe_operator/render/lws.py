@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .argv import SGLANG_COMMAND, sglang_argv
+from .argv import API_KEY_ENV, SGLANG_COMMAND, literal, sglang_argv
 from .inputs import CACHE_MOUNT, MODEL_MOUNT, RenderInput
 from .meta import (
     COMPONENT_ENGINE,
@@ -28,7 +28,7 @@ CONTAINER_NAME = "sglang"
 SHUTDOWN_SLACK_SECONDS = 30
 
 #: Env names the builder sets itself; RenderInput.env must not repeat them.
-RESERVED_ENV = frozenset({"LWS_WORKER_INDEX", "LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "HF_TOKEN"})
+RESERVED_ENV = frozenset({"LWS_WORKER_INDEX", "LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "HF_TOKEN", API_KEY_ENV})
 #: Defaults the user may override through RenderInput.env.
 DEFAULT_ENV = (("PYTHONUNBUFFERED", "1"),)  # logs reach `kubectl logs` without buffering delays
 
@@ -55,9 +55,18 @@ def _env(inp: RenderInput) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": w.hf_token_secret, "key": w.hf_token_key}},
             }
         )
+    env += api_key_env(inp)
     env += [{"name": k, "value": v} for k, v in DEFAULT_ENV if k not in user]
-    env += [{"name": k, "value": v} for k, v in inp.env]
+    env += [{"name": k, "value": literal(v)} for k, v in inp.env]
     return env
+
+
+def api_key_env(inp: RenderInput) -> list[dict[str, Any]]:
+    """The API key from its Secret, for --api-key $(MOE_SGLANG_API_KEY) (engines and router alike)."""
+    if inp.api_key_secret is None:
+        return []
+    name, key = inp.api_key_secret
+    return [{"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]
 
 
 def _volumes_and_mounts(inp: RenderInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -190,7 +199,15 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
     if role == ROLE_LEADER:
         labels[L_ROUTABLE] = "true"
     volumes, mounts = _volumes_and_mounts(inp)
-    security: dict[str, Any] = {"capabilities": {"add": ["IPC_LOCK"]}}  # RDMA memory registration
+    security: dict[str, Any] = {
+        # setuid binaries are never needed by the server, NCCL or the RDMA stack
+        "allowPrivilegeEscalation": False,
+        # Every capability dropped but IPC_LOCK: RDMA memory registration (ibv_reg_mr, DeepEP/NVSHMEM buffers, HCCL)
+        # pins pages beyond RLIMIT_MEMLOCK. SGLang images run as root (its caches and JIT write under /root), so
+        # runAsNonRoot is not set; without the other capabilities root cannot chown, ptrace, load modules or
+        # bypass file permissions it does not own.
+        "capabilities": {"drop": ["ALL"], "add": ["IPC_LOCK"]},
+    }
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": inp.image,
@@ -212,6 +229,11 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
         # namespace; a Service named sglang-* would inject SGLANG_* variables
         # that SGLang reads as configuration.
         "enableServiceLinks": False,
+        # SGLang never calls the Kubernetes API: no token in the pod (a compromised model server cannot act as the
+        # namespace's default service account)
+        "automountServiceAccountToken": False,
+        # the container runtime's default seccomp profile: CUDA, NCCL, verbs and CANN need no syscall it blocks
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         # SIGTERM makes rank 0 drain in-flight requests (unbounded in SGLang);
         # the grace period bounds the drain.  Workers get the same grace: on
         # SIGTERM they wait for rank 0's shutdown broadcast, and killing them

@@ -11,7 +11,7 @@ from typing import Any
 
 from .argv import ROUTER_COMMAND, ROUTER_METRICS_PORT, ROUTER_PORT, router_args, router_selector
 from .inputs import RenderInput
-from .lws import SHUTDOWN_SLACK_SECONDS
+from .lws import SHUTDOWN_SLACK_SECONDS, api_key_env
 from .meta import (
     COMPONENT_ENGINE,
     COMPONENT_ROUTER,
@@ -71,6 +71,7 @@ def router_deployment(inp: RenderInput) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": list(ROUTER_COMMAND),
         "args": router_args(inp),
+        **({"env": api_key_env(inp)} if inp.api_key_secret is not None else {}),
         "ports": [
             {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ROUTER_METRICS_PORT, "protocol": "TCP"},

@@ -6,12 +6,12 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from moe_operator import API_GROUP, API_VERSION
 from moe_operator.api.base import (
-    ABS_PATH,
+    CLEAN_PATH,
     IMAGE,
     IMAGE_DIGEST,
     LABEL_VALUE,
@@ -34,7 +34,28 @@ HUAWEI_PROFILES = ("ascend-910b", "ascend-910c")
 
 LabelKey = Annotated[str, StringConstraints(max_length=317, pattern=QUALIFIED_NAME)]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]
-DevicePath = Annotated[str, StringConstraints(max_length=256, pattern=ABS_PATH)]
+DevicePath = Annotated[str, StringConstraints(max_length=256, pattern=CLEAN_PATH)]
+HostPathPrefix = Annotated[str, StringConstraints(max_length=1024, pattern=CLEAN_PATH)]
+
+#: Host directories no hostPath prefix may equal, lie under or contain: node credentials and configuration, the
+#: kubelet's pod volumes (every pod's secrets), runtime sockets, kernel interfaces and devices.
+PROTECTED_HOST_PATHS: tuple[str, ...] = (
+    "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/home", "/run", "/var/run", "/var/lib/kubelet",
+    "/var/lib/containerd", "/var/lib/docker", "/var/log", "/usr", "/bin", "/sbin", "/lib", "/lib64",
+)
+#: RDMA device nodes the pool may mount into pods (the verbs and RDMA-CM devices); anything else under /dev comes
+#: from a device plugin, which the kubelet checks, not from a hostPath the operator writes into every pod.
+RDMA_DEVICE_ROOT = "/dev/infiniband"
+#: the extended-resource domain each vendor's device plugin registers
+VENDOR_RESOURCE_DOMAIN = {"nvidia": "nvidia.com/", "huawei": "huawei.com/"}
+
+
+def _protected(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in PROTECTED_HOST_PATHS)
+
+
+def _cel_strings(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
 
 
 def _vendor_matches(profile: str, vendor: str | None) -> bool:
@@ -101,8 +122,59 @@ class RDMA(ApiModel):
     devices: list[DevicePath] = Field(
         default_factory=list,
         max_length=32,
-        description="Host device paths mounted into the pods, e.g. /dev/infiniband.",
+        description=f"Host device paths mounted into the pods where no device plugin injects them: "
+        f"{RDMA_DEVICE_ROOT} or paths under it.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(d, d == '{RDMA_DEVICE_ROOT}' || d.startsWith('{RDMA_DEVICE_ROOT}/'))",
+                    "message": f"spec.rdma.devices: only {RDMA_DEVICE_ROOT} and paths under it may be mounted (other "
+                    "device nodes come from a device plugin)",
+                }
+            ]
+        },
     )
+
+    @field_validator("devices")
+    @classmethod
+    def _rdma_devices(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if d != RDMA_DEVICE_ROOT and not d.startswith(RDMA_DEVICE_ROOT + "/"):
+                raise ValueError(f"{d!r}: only {RDMA_DEVICE_ROOT} and paths under it may be mounted (other device "
+                                 "nodes come from a device plugin)")
+        return v
+
+
+class ModelCache(ApiModel):
+    """Where on the pool's nodes MoEDeployments may read pre-staged weights (weights.hostPath)."""
+
+    host_path_prefixes: list[HostPathPrefix] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Node directories under which weights.hostPath may point (e.g. /mnt/models); a hostPath "
+        "outside them is refused. Empty: no hostPath weights on this pool. System directories (/etc, /proc, /dev, "
+        "/var/lib/kubelet, ...) and their parents are refused here.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(p, !" + _cel_strings(PROTECTED_HOST_PATHS) + ".exists(s, p == s || "
+                    "p.startsWith(s + '/') || s.startsWith(p + '/')))",
+                    "message": "spec.modelCache.hostPathPrefixes must not equal, lie under or contain a system "
+                    "directory: " + ", ".join(PROTECTED_HOST_PATHS),
+                }
+            ],
+        },
+    )
+
+    @field_validator("host_path_prefixes")
+    @classmethod
+    def _not_system(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if _protected(p):
+                raise ValueError(f"{p!r} equals, lies under or contains a system directory (one of "
+                                 f"{', '.join(PROTECTED_HOST_PATHS)}): pods would read the node's files")
+        return v
 
 
 Quantity = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
@@ -118,10 +190,49 @@ class NodeResources(ApiModel):
     )
 
 
+def _vendor_of(acc: AcceleratorSpec) -> str | None:
+    if acc.vendor is not None:
+        return acc.vendor
+    if acc.profile in NVIDIA_PROFILES:
+        return "nvidia"
+    if acc.profile in HUAWEI_PROFILES:
+        return "huawei"
+    return None
+
+
+def _resource_matches_vendor(m: AcceleratorPoolSpec) -> bool:
+    vendor = _vendor_of(m.accelerator)
+    if m.device_resource_name is None or vendor is None:
+        return True
+    return m.device_resource_name.startswith(VENDOR_RESOURCE_DOMAIN[vendor])
+
+
 class AcceleratorPoolSpec(ApiModel):
     """Which nodes form the pool and how to place and price work on them."""
 
     cel_rules = (
+        Rule(
+            rule="!has(self.deviceResourceName) || (self.deviceResourceName.contains('/') && "
+            "!self.deviceResourceName.startsWith('kubernetes.io/') && "
+            "!self.deviceResourceName.startsWith('requests.'))",
+            message="spec.deviceResourceName must be an extended resource (<domain>/<name>, e.g. nvidia.com/gpu), "
+            "not a native one such as cpu or memory",
+            field_path=".deviceResourceName",
+            check=lambda m: m.device_resource_name is None or (
+                "/" in m.device_resource_name and not m.device_resource_name.startswith("kubernetes.io/")
+                and not m.device_resource_name.startswith("requests.")),
+        ),
+        Rule(
+            rule="!has(self.deviceResourceName) || "
+            "((self.accelerator.profile in ['h200', 'b200'] || (has(self.accelerator.vendor) && "
+            "self.accelerator.vendor == 'nvidia')) ? self.deviceResourceName.startsWith('nvidia.com/') : true) && "
+            "((self.accelerator.profile in ['ascend-910b', 'ascend-910c'] || (has(self.accelerator.vendor) && "
+            "self.accelerator.vendor == 'huawei')) ? self.deviceResourceName.startsWith('huawei.com/') : true)",
+            message="spec.deviceResourceName must be the accelerator vendor's resource (nvidia: nvidia.com/..., "
+            "huawei: huawei.com/...)",
+            field_path=".deviceResourceName",
+            check=_resource_matches_vendor,
+        ),
         Rule(
             rule="!has(self.requireImageDigests) || !self.requireImageDigests || !has(self.sglangImage) || "
             "self.sglangImage.matches(r'" + IMAGE_DIGEST + "')",
@@ -174,6 +285,10 @@ class AcceleratorPoolSpec(ApiModel):
         description="Node label key of the fast-interconnect domain (rack, NVLink or HCCS domain), e.g. "
         "moe-operator.io/nvlink-domain; a multi-node group is packed into one value of it (LWS exclusive placement, "
         "unless placement.exclusiveTopologyKey says otherwise).",
+    )
+    model_cache: ModelCache | None = Field(
+        default=None,
+        description="Node directories MoEDeployments may mount weights from (weights.hostPath); unset, none.",
     )
     node: NodeResources | None = Field(
         default=None,
@@ -247,5 +362,6 @@ __all__ = [
     "AcceleratorProfile",
     "AcceleratorSpec",
     "Condition",
+    "ModelCache",
     "Vendor",
 ]

@@ -77,10 +77,13 @@ class Toleration(ApiModel):
             check=lambda m: m.operator != "Exists" or not m.value,
             field_path=".value",
         ),
+        # A key-less toleration tolerates every taint, node.kubernetes.io/not-ready and /unreachable (NoExecute)
+        # included: the pods would never leave a dead node and their group would never be recreated elsewhere.
         Rule(
-            rule="has(self.key) || (has(self.operator) && self.operator == 'Exists')",
-            message="tolerations[].key may be empty only when operator is Exists (tolerate everything)",
-            check=lambda m: m.key is not None or m.operator == "Exists",
+            rule="has(self.key)",
+            message="tolerations[].key is required: a key-less toleration tolerates every taint, including "
+            "node.kubernetes.io/not-ready and unreachable, so pods would never leave a dead node",
+            check=lambda m: m.key is not None,
             field_path=".key",
             reason="FieldValueRequired",
         ),
@@ -90,7 +93,8 @@ class Toleration(ApiModel):
         default=None,
         max_length=317,
         pattern=QUALIFIED_NAME,
-        description="Taint key the toleration applies to; empty with operator Exists matches all taints.",
+        description="Taint key the toleration applies to (required: tolerating every taint would keep pods on "
+        "NotReady nodes).",
     )
     operator: Literal["Exists", "Equal"] | None = Field(
         default=None, description="Exists or Equal (Kubernetes' default when unset: Equal)."
@@ -134,7 +138,10 @@ class EnvVar(ApiModel):
     """An environment variable for the SGLang containers."""
 
     name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME, description="Variable name.")
-    value: str = Field(default="", max_length=32768, description="Variable value (literal; no $(VAR) expansion).")
+    value: str = Field(
+        default="", max_length=32768,
+        description="Variable value, literal: $(VAR) is not expanded (the operator escapes $ as $$ for the kubelet).",
+    )
 
 
 def conditions_field(what: str) -> Any:

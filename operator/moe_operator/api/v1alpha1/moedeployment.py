@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from moe_operator import API_GROUP, API_VERSION
 from moe_operator.api.base import (
-    ABS_PATH,
+    CLEAN_PATH,
     DNS_SUBDOMAIN,
     IMAGE,
     QUALIFIED_NAME,
@@ -73,6 +73,16 @@ MANAGED_SGLANG_FLAGS: tuple[str, ...] = (
     "--dist-init-addr",
     "--host",
     "--port",
+)
+
+
+# Visible-device variables the device plugin sets from the devices it allocated: overriding them hides devices the
+# plan counts (a --tp-size larger than the visible devices fails at start) or exposes another pod's.
+DEVICE_ENV: tuple[str, ...] = (
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "ASCEND_VISIBLE_DEVICES",
+    "ASCEND_RT_VISIBLE_DEVICES",
 )
 
 
@@ -148,7 +158,11 @@ class PVCWeights(ApiModel):
 class HostPathWeights(ApiModel):
     """Weights already present on every node at the same path (pre-staged local NVMe)."""
 
-    path: str = Field(max_length=1024, pattern=ABS_PATH, description="Absolute directory path on the node.")
+    path: str = Field(
+        max_length=1024,
+        pattern=CLEAN_PATH,
+        description="Absolute directory path on the node, under one of the pool's modelCache.hostPathPrefixes.",
+    )
 
 
 class HuggingFaceWeights(ApiModel):
@@ -288,6 +302,14 @@ class SGLangSpec(ApiModel):
             reason="FieldValueForbidden",
             check=lambda m: all(a.split("=", 1)[0] not in MANAGED_SGLANG_FLAGS for a in m.extra_args),
         ),
+        Rule(
+            rule="!has(self.env) || !self.env.exists(e, e.name in " + _cel_list(DEVICE_ENV) + ")",
+            message="sglang.env must not set " + ", ".join(DEVICE_ENV) + ": the device plugin chooses the pod's "
+            "devices and the plan's parallelism counts all of them",
+            field_path=".env",
+            reason="FieldValueForbidden",
+            check=lambda m: not any(e.name in DEVICE_ENV for e in m.env),
+        ),
     )
 
     image: str | None = Field(
@@ -309,6 +331,11 @@ class SGLangSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     port: int = Field(default=30000, ge=1, le=65535, description="HTTP port of the SGLang server on the group leader.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API key SGLang requires on its OpenAI and native endpoints (--api-key); "
+        "the router sends it to the groups. /health, /ready and /metrics stay open (SGLang exempts them).",
+    )
 
     @field_validator("env")
     @classmethod
