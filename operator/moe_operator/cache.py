@@ -32,7 +32,8 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
 )
 POD = ("v1", "Pod")
 LWS = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
-STORED_KINDS = (*CHILD_KINDS, POD)  # the informer stores
+NODE = ("v1", "Node")  # cluster-wide, unlabelled: group health (a pod on a NotReady node) and pool status
+STORED_KINDS = (*CHILD_KINDS, POD)  # the informer stores narrowed to our label
 MOED_INDEX, POOL_INDEX = "cached_moedeployments", "cached_acceleratorpools"  # the kopf indexes
 ChildKey = tuple[str, str, str]  # (apiVersion, kind, name)
 
@@ -44,6 +45,38 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     meta.pop("managedFields", None)
     out["metadata"] = meta
     return out
+
+
+def slim_node(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator reads of a Node (labels, taints, conditions, allocatable): a real node's status also lists
+    every image it holds (often hundreds of entries), which a 2,000-node store must not keep."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    st = body.get("status") or {}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {k: copy.deepcopy(meta[k]) for k in ("name", "uid", "resourceVersion", "labels",
+                                                         "deletionTimestamp") if k in meta},
+        "spec": {k: copy.deepcopy(spec[k]) for k in ("taints", "unschedulable") if k in spec},
+        "status": {k: copy.deepcopy(st[k]) for k in ("conditions", "allocatable", "capacity") if k in st},
+    }
+
+
+def node_problem(node: Mapping[str, Any] | None) -> str | None:
+    """Why a group pod on this node cannot be counted on, or None: the node is gone, not Ready (kubelet reports
+    False; Unknown when the node stopped reporting: unreachable), or tainted NoExecute by the node controller."""
+    if node is None:
+        return "node no longer exists"
+    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "True":
+        st = ready.get("status", "Unknown") if ready else "Unknown"
+        why = ": ".join(x for x in (ready.get("reason"), ready.get("message")) if x) if ready else "no Ready condition"
+        return f"Ready={st}" + (" (unreachable)" if st == "Unknown" else "") + (f", {why}" if why else "")
+    for t in (node.get("spec") or {}).get("taints") or []:
+        if t.get("effect") == "NoExecute" and t.get("key") in ("node.kubernetes.io/not-ready",
+                                                              "node.kubernetes.io/unreachable"):
+            return f"tainted {t['key']}:NoExecute"
+    return None
 
 
 def owner_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -105,6 +138,21 @@ class Cache:
             for obj in self.stores[(api_version, kind)].owned(namespace, name):
                 if _owned_by(obj, name):
                     out[(api_version, kind, obj["metadata"]["name"])] = obj
+        return out
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        store = self.stores.get(NODE)
+        return getattr(store, "objects", {}).get(("", name)) if store is not None else None
+
+    def node_problems(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """node -> problem for the nodes these pods are bound to (node_problem); only the bad ones."""
+        out: dict[str, str] = {}
+        if NODE not in self.stores:
+            return out
+        for p in pods:
+            node = (p.get("spec") or {}).get("nodeName")
+            if node and node not in out and (why := node_problem(self.node(node))):
+                out[node] = why
         return out
 
     def lws(self, namespace: str, name: str) -> dict[str, Any] | None:

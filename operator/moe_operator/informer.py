@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moe_operator.cache import DEPLOYMENT_LABEL, owner_key, slim
+from moe_operator.cache import DEPLOYMENT_LABEL, NODE, owner_key, slim, slim_node
 from moe_operator.kube import Kube, KubeError, resource_path
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,11 @@ class Gone(Exception):
 class Store:
     """The objects of one kind carrying our deployment label, kept current by LIST + WATCH."""
 
-    def __init__(self, kube: Kube, api_version: str, kind: str, on_event: OnEvent | None = None):
+    def __init__(self, kube: Kube, api_version: str, kind: str, on_event: OnEvent | None = None,
+                 selector: str | None = DEPLOYMENT_LABEL, transform: Callable[[Any], dict[str, Any]] = slim):
         self.kube, self.api_version, self.kind = kube, api_version, kind
         self.on_event = on_event
+        self.selector, self.transform = selector, transform
         self.objects: dict[Key, dict[str, Any]] = {}  # (namespace, name) -> object (without managedFields)
         self._owned: dict[Key, dict[str, dict[str, Any]]] = {}  # (namespace, deployment) -> name -> object
         self.synced = asyncio.Event()  # the first LIST is in
@@ -78,13 +80,13 @@ class Store:
     # -------------------------------------------------------------------------------------------- list, watch
     async def _list(self) -> None:
         fresh: dict[Key, dict[str, Any]] = {}
-        query: dict[str, Any] = {"labelSelector": DEPLOYMENT_LABEL, "limit": PAGE}
+        query: dict[str, Any] = {"limit": PAGE, **({"labelSelector": self.selector} if self.selector else {})}
         while True:
             page = await self.kube.request("GET", self.path, query=query)
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", self.api_version)
                 item.setdefault("kind", self.kind)
-                obj = slim(item)
+                obj = self.transform(item)
                 fresh[(obj["metadata"].get("namespace") or "", obj["metadata"]["name"])] = obj
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
@@ -104,8 +106,9 @@ class Store:
                 self._emit("ADDED" if old is None else "MODIFIED", obj)
 
     async def _watch(self) -> None:
-        query = {"watch": "1", "labelSelector": DEPLOYMENT_LABEL, "allowWatchBookmarks": "true",
-                 "timeoutSeconds": WATCH_SECONDS, "resourceVersion": self.resource_version}
+        query = {"watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS,
+                 "resourceVersion": self.resource_version,
+                 **({"labelSelector": self.selector} if self.selector else {})}
         async for event in self.kube.stream(self.path, query, timeout=WATCH_SECONDS + 30):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
@@ -117,7 +120,7 @@ class Store:
                 self.resource_version = meta["resourceVersion"]
             if kind == "BOOKMARK":
                 continue
-            obj = slim(obj)
+            obj = self.transform(obj)
             key = (meta.get("namespace") or "", meta["name"])
             if kind == "DELETED":
                 self._drop(key)
@@ -152,8 +155,11 @@ class Store:
 class Stores:
     """Every kind the operator creates, as stores; started with the operator, ready when all first LISTs are in."""
 
-    def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str]], on_event: OnEvent | None = None):
+    def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str]], on_event: OnEvent | None = None,
+                 nodes: bool = False):
         self.by_kind = {(a, k): Store(kube, a, k, on_event) for a, k in kinds}
+        if nodes:  # every node (they carry no label of ours), slimmed
+            self.by_kind[NODE] = Store(kube, *NODE, on_event, selector=None, transform=slim_node)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:

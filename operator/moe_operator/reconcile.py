@@ -140,6 +140,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         plan=plan_summary(planned.plan, downloads) if planned else None,
         problem=(problem.reason, f"{problem.field}: {problem.message}") if problem else None,
         desired_groups=replicas, lws=lws, pods=pods, capacity=capacity, selector=selector,
+        node_problems=cache.node_problems(pods),
     )
     if planned:
         prev_status["plan"] = obs.plan  # the fresh plan replaces the carried one

@@ -41,6 +41,43 @@ class Observed:
     pods: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     capacity: Capacity | None = None
     selector: str = ""
+    #: node -> why a group pod on it cannot be counted on (cache.node_problem), for the nodes of this deployment's pods
+    node_problems: Mapping[str, str] = field(default_factory=dict)
+
+
+GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+
+
+def _group(p: Mapping[str, Any]) -> int | None:
+    idx = (p.get("metadata", {}).get("labels") or {}).get(GROUP_INDEX_LABEL)
+    return int(idx) if isinstance(idx, str) and idx.isdigit() else None
+
+
+def _groups_on_bad_nodes(obs: Observed) -> dict[int, str]:
+    """group index -> "pod on node (problem)" for groups with a pod on a node in obs.node_problems."""
+    out: dict[int, str] = {}
+    for p in obs.pods:
+        node = (p.get("spec") or {}).get("nodeName")
+        idx = (p.get("metadata", {}).get("labels") or {}).get(GROUP_INDEX_LABEL)
+        if node is not None and node in obs.node_problems and idx is not None and idx.isdigit() and int(idx) not in out:
+            out[int(idx)] = f"pod {p['metadata'].get('name')} on node {node} ({obs.node_problems[node]})"
+    return out
+
+
+def _lws_rolling(lws: Mapping[str, Any] | None) -> tuple[bool, int]:
+    """(rolling out, groups at the current revision). LWS bumps status.observedGeneration as soon as it sees a new
+    template, so that alone says nothing; a rollout lasts while updatedReplicas (groups whose pods run the current
+    revision) is below replicas, or while LWS says UpdateInProgress."""
+    if lws is None:
+        return False, 0
+    st = lws.get("status") or {}
+    current = int(st.get("replicas", 0) or 0)
+    updated = int(st.get("updatedReplicas", current) or 0)
+    gen = (lws.get("metadata") or {}).get("generation")
+    lagging = gen is not None and st.get("observedGeneration", gen) != gen
+    in_progress = any(c.get("type") == "UpdateInProgress" and c.get("status") == "True"
+                      for c in st.get("conditions") or [])
+    return lagging or updated < current or in_progress, min(updated, current)
 
 
 def _pod_ready(p: Mapping[str, Any]) -> bool:
@@ -76,9 +113,15 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
     now = now or now_iso()
     plan = dict(obs.plan) if obs.plan else None
     lws_status = (obs.lws or {}).get("status", {}) or {}
-    ready = int(lws_status.get("readyReplicas", 0) or 0)
     current = int(lws_status.get("replicas", 0) or 0)
+    # a group with a pod on a NotReady / unreachable node is not capacity, whatever its (stale) pod status says
+    on_bad_nodes = _groups_on_bad_nodes(obs)
+    # LWS still counts such a group Ready while its pods' status is stale (the node controller marks them NotReady
+    # only after its grace period): take those out, not the ones LWS already dropped
+    stale = [g for g in on_bad_nodes if all(_pod_ready(p) for p in obs.pods if _group(p) == g)]
+    ready = max(0, int(lws_status.get("readyReplicas", 0) or 0) - len(stale))
     desired = obs.desired_groups
+    rolling, updated = _lws_rolling(obs.lws)
     spg = int(plan.get("sessionsPerGroup", 0)) if plan else 0
 
     conds: dict[str, tuple[str, str, str]] = {}
@@ -100,9 +143,6 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         other = next((m for m in unsched_msgs if "Insufficient" not in m), None)
         pull = next((m for p in obs.pods if (m := _image_pull_failure(p))), None)
         restarting = [p for p in obs.pods if _restarting(p)]
-        lws_gen = (obs.lws or {}).get("metadata", {}).get("generation")
-        lws_observed = lws_status.get("observedGeneration", lws_gen)
-        rolling = obs.lws is not None and lws_gen is not None and lws_observed != lws_gen
         groups_msg = f"{ready}/{desired} groups ready, capacity {ready * spg} sessions"
 
         if pull:
@@ -129,7 +169,11 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         else:
             conds["Ready"] = ("False", conds["Stalled"][1] if stalled else "GroupsNotReady", groups_msg)
 
-        if restarting and ready < desired:
+        if on_bad_nodes:
+            shown = "; ".join(f"group {g}: {w}" for g, w in sorted(on_bad_nodes.items())[:4])
+            conds["Degraded"] = ("True", "NodeNotReady", f"{len(on_bad_nodes)} group(s) on a node that is not Ready: "
+                                 f"{shown}; " + groups_msg)
+        elif restarting and ready < desired:
             conds["Degraded"] = ("True", "GroupRestarting",
                                  f"{len(restarting)} pod(s) failed or terminating; LWS is recreating the group; "
                                  + groups_msg)
@@ -143,9 +187,11 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
 
         if stalled:
             conds["Progressing"] = ("False", conds["Stalled"][1], conds["Stalled"][2])
-        elif rolling or ready < desired or current != desired:
-            reason = "RollingUpdate" if rolling else ("ScalingUp" if current < desired else
-                                                      "ScalingDown" if current > desired else "GroupsStarting")
+        elif rolling:
+            conds["Progressing"] = ("True", "RollingOut", f"{updated}/{desired} groups updated to the current spec; "
+                                    + groups_msg)
+        elif ready < desired or current != desired:
+            reason = "ScalingUp" if current < desired else "ScalingDown" if current > desired else "GroupsStarting"
             conds["Progressing"] = ("True", reason, groups_msg)
         else:
             conds["Progressing"] = ("False", "Reconciled", groups_msg)
@@ -157,6 +203,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         "replicas": current,
         "readyGroups": ready,
         "desiredGroups": desired,
+        "updatedGroups": updated if obs.lws is not None else 0,
         "sessionCapacity": ready * spg,
         "selector": obs.selector,
         "groupSummary": f"{ready}/{desired}",

@@ -225,6 +225,43 @@ async def test_failed_group_pod_degrades_then_recovers(api: client.ApiClient, na
     await wait_condition(api, namespace, "chaos", "Ready", "True", timeout=90)
     assert condition(await get_moed(api, namespace, "chaos"), "Degraded")["status"] == "False"
 
+    # the restart is an event on the MoEDeployment, whether or not a status refresh saw the window
+    async def restart_event() -> str | None:
+        evs = (await core.list_namespaced_event(namespace, field_selector="involvedObject.name=chaos,"
+                                                "reason=GroupRestarted")).items
+        return evs[0].message if evs else None
+
+    msg = await wait_for(restart_event, timeout=30, what="a GroupRestarted event on chaos")
+    assert "group 0" in msg and pods[0].metadata.name.rsplit("-", 1)[0] in msg, msg
+
+
+NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"  # kwok's node chaos stage (Ready=False)
+
+
+async def test_a_group_on_a_not_ready_node_is_degraded_with_the_node_named(
+        api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    """Issue 12 §2: a node hosting a group goes NotReady (kwok's chaos stage, what the kubelet reports): the
+    MoEDeployment drops that group from Ready and capacity and says Degraded/NodeNotReady with the node; back when
+    the node recovers."""
+    await moeds(moed("sick", sessions=8, context=16384))
+    ready = await wait_condition(api, namespace, "sick", "Ready", "True")
+    spg = ready["status"]["plan"]["sessionsPerGroup"]
+    core = client.CoreV1Api(api)
+    pods = (await core.list_namespaced_pod(namespace, label_selector="leaderworkerset.sigs.k8s.io/name=sick")).items
+    node = next(p.spec.node_name for p in pods if p.metadata.labels.get("leaderworkerset.sigs.k8s.io/worker-index")
+                == "1")
+    await core.patch_node(node, {"metadata": {"labels": {NOT_READY_LABEL: "true"}}})
+    try:
+        obj = await wait_condition(api, namespace, "sick", "Degraded", "True", "NodeNotReady", timeout=90)
+        msg = condition(obj, "Degraded")["message"]
+        assert node in msg and "group 0" in msg and "Ready=False" in msg, msg
+        assert condition(obj, "Ready")["status"] == "False"
+        assert obj["status"]["sessionCapacity"] == (obj["status"]["desiredGroups"] - 1) * spg
+    finally:
+        await core.patch_node(node, {"metadata": {"labels": {NOT_READY_LABEL: None}}})
+    await wait_condition(api, namespace, "sick", "Ready", "True", timeout=120)
+    assert condition(await get_moed(api, namespace, "sick"), "Degraded")["status"] == "False"
+
 
 async def test_pool_too_small_reports_insufficient_capacity(api: client.ApiClient, namespace: str,
                                                             moeds: Any) -> None:
@@ -486,3 +523,44 @@ async def test_engine_pods_are_guaranteed_bounded_and_fenced(api: client.ApiClie
         assert c.security_context.run_as_non_root and c.security_context.read_only_root_filesystem
         assert p.spec.security_context.seccomp_profile.type == "RuntimeDefault"
         assert c.resources.limits["memory"]
+
+
+async def test_rollout_is_progressing_until_every_group_is_updated(api: client.ApiClient, namespace: str,
+                                                                  moeds: Any) -> None:
+    """Issue 12 §1: an image/env change rolls the LWS group by group; the status says RollingOut with
+    updatedGroups/desiredGroups until every group runs the new revision and is Ready, and kstatus (the library Flux
+    and `kubectl wait` conventions use) reads it as InProgress meanwhile, Current after."""
+    from kstatus import kstatus
+
+    await moeds(moed("roll", sessions=8, context=16384, replicas=2))
+    await wait_condition(api, namespace, "roll", "Ready", "True")
+    co = client.CustomObjectsApi(api)
+    seen: list[dict] = []
+
+    async def record() -> None:
+        w = watch.Watch()
+        async with w.stream(co.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                            field_selector="metadata.name=roll", timeout_seconds=180) as stream:
+            async for ev in stream:
+                obj = ev["object"]
+                seen.append(obj)
+                st = obj.get("status") or {}
+                if obj["metadata"]["generation"] > 1 and st.get("observedGeneration") == obj["metadata"][
+                        "generation"] and st.get("updatedGroups") == 2 and condition(obj, "Ready")["status"] == "True":
+                    return
+
+    recorder = asyncio.create_task(record())
+    await asyncio.sleep(0.5)
+    await co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "roll", {"spec": {"sglang": {
+        "env": [{"name": "ROLLOUT_MARK", "value": "2"}]}}})
+    await asyncio.wait_for(recorder, timeout=180)
+    # observedGeneration current: kstatus must see InProgress from the conditions, not from a stale generation
+    mid = [o for o in seen if o["metadata"]["generation"] > 1
+           and (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+           and condition(o, "Progressing").get("reason") == "RollingOut"]
+    assert mid, [(o.get("status", {}).get("updatedGroups"), condition(o, "Progressing").get("reason")) for o in seen]
+    assert any((o["status"].get("updatedGroups") or 0) < 2 for o in mid)
+    assert all("groups updated to the current spec" in condition(o, "Progressing")["message"] for o in mid)
+    verdicts = kstatus([mid[0], seen[-1]])
+    assert verdicts[0]["status"] == "InProgress", verdicts
+    assert verdicts[1]["status"] == "Current", verdicts

@@ -72,3 +72,23 @@ def test_all_moeds_is_a_snapshot_of_every_cached_deployment() -> None:
     a, b = obj("MoEDeployment", "a", owner=None), obj("MoEDeployment", "b", owner=None, ns="other")
     c = Cache(moeds={("ns", "a"): [a], ("other", "b"): [b]}, pools={}, stores={})
     assert c.all_moeds() == [a, b]
+
+
+def test_node_problem_and_slim_node() -> None:
+    from moe_operator.cache import node_problem, slim_node
+
+    def node(status: str, reason: str = "", taints: list | None = None) -> dict:
+        return {"metadata": {"name": "n", "labels": {"a": "b"}, "managedFields": [{}]},
+                "spec": {"taints": taints or [], "podCIDR": "10.0.0.0/24"},
+                "status": {"conditions": [{"type": "Ready", "status": status, "reason": reason}],
+                           "images": [{"names": ["x"]}] * 300, "allocatable": {"cpu": "8"}}}
+
+    assert node_problem(node("True")) is None
+    assert node_problem(node("False", "KubeletNotReady")) == "Ready=False, KubeletNotReady"
+    assert "unreachable" in (node_problem(node("Unknown", "NodeStatusUnknown")) or "")
+    assert node_problem(None) == "node no longer exists"
+    tainted = node("True", taints=[{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}])
+    assert node_problem(tainted) == "tainted node.kubernetes.io/unreachable:NoExecute"
+    s = slim_node(node("True"))
+    assert "images" not in s["status"] and "managedFields" not in s["metadata"] and "podCIDR" not in s["spec"]
+    assert s["status"]["allocatable"] == {"cpu": "8"} and s["metadata"]["labels"] == {"a": "b"}

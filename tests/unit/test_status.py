@@ -20,9 +20,18 @@ def pod(phase: str = "Running", ready: bool = True, unschedulable: bool | str = 
     return {"metadata": {"name": "p"}, "status": st}
 
 
-def lws(ready: int, replicas: int, gen: int = 1, observed: int = 1) -> dict:
-    return {"metadata": {"generation": gen}, "status": {"readyReplicas": ready, "replicas": replicas,
-                                                        "observedGeneration": observed}}
+def lws(ready: int, replicas: int, gen: int = 1, observed: int = 1, updated: int | None = None) -> dict:
+    st = {"readyReplicas": ready, "replicas": replicas, "observedGeneration": observed}
+    if updated is not None:
+        st["updatedReplicas"] = updated
+    return {"metadata": {"generation": gen}, "status": st}
+
+
+def group_pod(group: int, node: str, ready: bool = True) -> dict:
+    p = pod(ready=ready)
+    p["metadata"] = {"name": f"x-{group}", "labels": {"leaderworkerset.sigs.k8s.io/group-index": str(group)}}
+    p["spec"] = {"nodeName": node}
+    return p
 
 
 def conds(status: dict) -> dict[str, tuple[str, str]]:
@@ -89,7 +98,44 @@ def test_failed_pod_is_degraded_group_restarting_then_recovers() -> None:
 
 def test_rolling_update_is_progressing() -> None:
     s = compute_status(Observed(generation=2, plan=PLAN, desired_groups=2, lws=lws(2, 2, gen=5, observed=4)))
-    assert conds(s)["Progressing"] == ("True", "RollingUpdate") and conds(s)["Ready"][0] == "False"
+    assert conds(s)["Progressing"] == ("True", "RollingOut") and conds(s)["Ready"][0] == "False"
+
+
+def test_rollout_lasts_until_every_group_runs_the_new_revision() -> None:
+    """LWS bumps observedGeneration at once; with 3/3 groups Ready but 1 of 3 updated the rollout is not over
+    (Reconciling=True is what kstatus reads as InProgress)."""
+    s = compute_status(Observed(generation=2, plan=PLAN, desired_groups=3, lws=lws(3, 3, gen=5, observed=5,
+                                                                                   updated=1)))
+    c = conds(s)
+    assert c["Progressing"] == ("True", "RollingOut") and c["Reconciling"] == ("True", "RollingOut")
+    assert c["Ready"][0] == "False" and s["updatedGroups"] == 1
+    msg = next(x["message"] for x in s["conditions"] if x["type"] == "Progressing")
+    assert msg.startswith("1/3 groups updated")
+    done = compute_status(Observed(generation=2, plan=PLAN, desired_groups=3, lws=lws(3, 3, gen=5, observed=5,
+                                                                                      updated=3)), s)
+    assert conds(done)["Progressing"] == ("False", "Reconciled") and conds(done)["Ready"][0] == "True"
+    assert done["updatedGroups"] == 3
+    in_progress = lws(3, 3, gen=5, observed=5, updated=3)
+    in_progress["status"]["conditions"] = [{"type": "UpdateInProgress", "status": "True"}]
+    assert conds(compute_status(Observed(generation=2, plan=PLAN, desired_groups=3, lws=in_progress)))[
+        "Progressing"] == ("True", "RollingOut")
+
+
+def test_a_group_on_a_not_ready_node_is_degraded_with_the_node_named() -> None:
+    pods = [group_pod(0, "h200-001"), group_pod(1, "h200-004")]
+    ok = compute_status(Observed(generation=1, plan=PLAN, desired_groups=2, lws=lws(2, 2), pods=pods))
+    assert conds(ok)["Ready"][0] == "True" and ok["sessionCapacity"] == 100
+    bad = compute_status(Observed(generation=1, plan=PLAN, desired_groups=2, lws=lws(2, 2), pods=pods,
+                                  node_problems={"h200-004": "Ready=Unknown (unreachable), NodeStatusUnknown"}), ok)
+    c = conds(bad)
+    assert c["Degraded"] == ("True", "NodeNotReady") and c["Ready"][0] == "False"
+    assert bad["readyGroups"] == 1 and bad["sessionCapacity"] == 50  # no capacity claimed for the lost group
+    msg = next(x["message"] for x in bad["conditions"] if x["type"] == "Degraded")
+    assert "group 1" in msg and "h200-004" in msg and "unreachable" in msg
+    # a bad node with none of our pods changes nothing
+    other = compute_status(Observed(generation=1, plan=PLAN, desired_groups=2, lws=lws(2, 2), pods=pods,
+                                    node_problems={"h200-007": "Ready=False"}), ok)
+    assert conds(other)["Degraded"][0] == "False"
 
 
 def test_scaling_up_is_progressing() -> None:

@@ -70,6 +70,12 @@ MOE_DEPLOYMENT = CRDInfo(
             "description": "Ready/desired groups.",
         },
         {
+            "name": "Updated",
+            "type": "integer",
+            "jsonPath": ".status.updatedGroups",
+            "description": "Groups running the current spec (below Groups during a rollout).",
+        },
+        {
             "name": "Sessions",
             "type": "integer",
             "jsonPath": ".status.sessionCapacity",

@@ -5,12 +5,16 @@ periodic pass (the drift timer in handlers.deployment only backs it up)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import kopf
 
-from moe_operator.cache import LWS, POD, Cache, owner_key
+from moe_operator.cache import LWS, NODE, POD, Cache, node_problem, owner_key
+from moe_operator.events import post_event
 from moe_operator.handlers.deployment import run_reconcile
+from moe_operator.handlers.leadership import is_leader
+from moe_operator.restarts import RestartTracker
 
 # kinds whose status the MoEDeployment's status is computed from: every change counts; of the others, a deletion
 OBSERVED = {LWS, POD}
@@ -43,15 +47,50 @@ async def route_child_events(memo: kopf.Memo, **kwargs: Any) -> None:
     reconcile in a task of its own (coalesced per owner by run_reconcile)."""
     indices = dict(kwargs)  # kopf's indexes are live objects: the same ones for the life of the process
     tasks: set[asyncio.Task[None]] = set()
+    restarts, node_seen = RestartTracker(), cast(dict[str, str | None], {})
 
-    def on_child_event(event: str, obj: dict[str, Any]) -> None:
-        if not matters(obj.get("apiVersion", ""), obj.get("kind", ""), event, obj):
-            return
+    def spawn(obj: dict[str, Any]) -> None:
         task = asyncio.create_task(child_changed(memo, Cache.of(memo, indices), obj))
         tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
         task.add_done_callback(tasks.discard)
 
+    def on_child_event(event: str, obj: dict[str, Any]) -> None:
+        kind = (obj.get("apiVersion", ""), obj.get("kind", ""))
+        if kind == NODE:
+            return on_node_event(event, obj)
+        if kind == POD and (msg := restarts.observe(event, obj)):
+            task = asyncio.create_task(report_restart(memo, Cache.of(memo, indices), obj, msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if matters(*kind, event, obj):
+            spawn(obj)
+
+    def on_node_event(event: str, node: dict[str, Any]) -> None:
+        """A node turning NotReady / unreachable (or back): the deployments with pods on it recompute their status."""
+        name = node["metadata"]["name"]
+        problem = node_problem(None if event == "DELETED" else node)
+        if node_seen.get(name, None) == problem:
+            return
+        node_seen[name] = problem
+        for pod in list(memo.stores.by_kind[POD].objects.values()):
+            if (pod.get("spec") or {}).get("nodeName") == name:
+                spawn(pod)
+
     memo.on_child_event = on_child_event
+
+
+async def report_restart(memo: kopf.Memo, cache: Cache, pod: dict[str, Any], message: str) -> None:
+    """A Warning event on the MoEDeployment (the leader posts; every replica tracks, so a new leader knows). Posted
+    with our client: kopf's event queue exists only in the context of kopf's own handler tasks, and the stores'
+    watch tasks are not among them."""
+    key = owner_key(pod)
+    owner = cache.moed(*key) if key else None
+    if owner is None or not is_leader(memo):
+        return
+    try:
+        await post_event(memo.kube, owner, "Warning", "GroupRestarted", message)
+    except Exception as exc:  # noqa: BLE001 - an event is best effort
+        logging.getLogger(__name__).warning("could not post GroupRestarted event: %s", exc)
 
 
 def _pool_event(type: str | None, **_: Any) -> bool:

@@ -666,6 +666,10 @@ class MoEDeploymentStatus(StatusModel):
     )
     ready_groups: int | None = Field(default=None, ge=0, description="Groups whose every node is ready and routed.")
     desired_groups: int | None = Field(default=None, ge=0, description="Groups the operator is converging to.")
+    updated_groups: int | None = Field(
+        default=None, ge=0,
+        description="Groups whose pods run the current spec (LWS updatedReplicas); below replicas during a rollout.",
+    )
     group_summary: str | None = Field(
         default=None,
         max_length=32,
