@@ -158,6 +158,11 @@ class Cache:
     def lws(self, namespace: str, name: str) -> dict[str, Any] | None:
         return next((o for o in self.stores[LWS].owned(namespace, name) if o["metadata"]["name"] == name), None)
 
+    def router_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Pods of this MoEDeployment's router Deployment."""
+        return [p for p in self.stores[POD].owned(namespace, name)
+                if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "router"]
+
     def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Pods of this MoEDeployment's SGLang groups (the router's pods carry the deployment label too)."""
         return sorted((p for p in self.stores[POD].owned(namespace, name)

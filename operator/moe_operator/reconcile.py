@@ -15,12 +15,14 @@ from typing import Any
 from moe_operator import metrics
 from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey
 from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
+from moe_operator.events import post_event
 from moe_operator.kube import Kube, KubeError
 from moe_operator.placement import stuck_groups
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
 from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
-from moe_operator.status import Capacity, Observed, compute_status, status_changed
+from moe_operator.rollout import TEMPLATE_HASH, Step, plan_rollout, unroutable_leaders
+from moe_operator.status import Capacity, Observed, compute_status, now_iso, status_changed
 
 APPLIED_HASH = "moe-operator.io/applied-hash"
 
@@ -90,8 +92,58 @@ async def repair_placement(kube: Kube, namespace: str, pods: list[dict], repairs
     return writes
 
 
+async def idle_groups(http: Any, pods: list[dict], port: int, group: int) -> dict[int, bool]:
+    """{group: running and queued requests are 0} from the group's /metrics (absent: no pod answered)."""
+    from moe_operator.autoscale.controller import targets
+    from moe_operator.autoscale.scrape import scrape
+
+    if http is None:
+        return {}
+    got = await scrape(http, [t for t in targets(pods, port) if t.group == group])
+    m = got.groups.get(group)
+    return {group: m.running_reqs == 0 and m.queued_reqs == 0} if m is not None else {}
+
+
+async def route(kube: Kube, http: Any, want: Desired, pods: list[dict], routers: list[dict], group: int,
+                routable: bool) -> None:
+    """A group in or out of rotation: the leader's routable label and every router's worker list (routing.py)."""
+    from moe_operator.autoscale.controller import set_routable
+    from moe_operator.routing import leader_url, router_endpoints, set_in_rotation
+
+    await set_routable(kube, want.render.namespace, pods, group, routable=routable)
+    if want.render.api_key_secret is None:  # see routing.py: a worker re-added without its key would fail
+        await set_in_rotation(http, router_endpoints(routers), leader_url(pods, group, want.render.port), routable)
+
+
+async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | None, pods: list[dict],
+               routers: list[dict], status: Mapping[str, Any], logger: logging.Logger) -> tuple[int, Step]:
+    """The drain-aware rollout step (moe_operator.rollout): sets the partition on the rendered LWS (applied next by
+    the caller) and moves the routable labels. Returns the label writes and the step."""
+    from moe_operator.autoscale.controller import metrics_port
+
+    lws_obj = next(o for o in want.children if o["kind"] == "LeaderWorkerSet")
+    spec = want.deployment.spec
+    current = dict(status.get("rollout") or {})
+    idle = await idle_groups(http, pods, metrics_port(spec), int(current["group"])) if current else {}
+    step = plan_rollout(now=time.time(), now_iso=now_iso(), lws=lws,
+                        template_hash=lws_obj["metadata"]["annotations"][TEMPLATE_HASH], replicas=want.replicas,
+                        status=status, idle=idle, unroutable=unroutable_leaders(pods),
+                        drain_timeout=float(spec.drain.timeout_seconds))
+    lws_obj["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] = step.partition
+    flips = [(g, True) for g in step.reroute] + ([(step.unroute, False)] if step.unroute is not None else [])
+    for g, routable in flips:
+        await route(kube, http, want, pods, routers, g, routable)
+    if step.message:
+        logger.info(step.message)
+        try:
+            await post_event(kube, want.deployment.to_k8s(), "Normal", step.reason, step.message)
+        except KubeError as exc:
+            logger.warning(f"could not post the {step.reason} event: {exc}")
+    return len(flips), step
+
+
 async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: logging.Logger,
-                    repairs: dict[int, float] | None = None) -> Outcome:
+                    repairs: dict[int, float] | None = None, http: Any = None) -> Outcome:
     """One pass. Reads come from `cache` (the pool, the children, the LWS, the pods); the API is called for writes,
     for a pool or ConfigMap the cache does not hold, and for free capacity when a group pod is unschedulable."""
     meta = body["metadata"]
@@ -117,6 +169,10 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         planned, replicas = want.planned, want.replicas
         downloads = want.render.weights.mode == "hf"
         if want.planned.node_known:
+            label_writes, step = await roll(kube, http, want, cache.lws(ns, name), cache.pods(ns, name),
+                                            cache.router_pods(ns, name), prev_status, logger)
+            prev_status["rollout"] = step.rollout
+            writes += label_writes
             writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
         else:  # its status write triggers this deployment again (handlers.children.pool_changed_dependents)
             logger.info(f"waiting for AcceleratorPool {want.planned.pool_name}'s first status (its nodes' size)")

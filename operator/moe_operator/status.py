@@ -188,8 +188,10 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         if stalled:
             conds["Progressing"] = ("False", conds["Stalled"][1], conds["Stalled"][2])
         elif rolling:
+            draining = (previous.get("rollout") or {}).get("group")
             conds["Progressing"] = ("True", "RollingOut", f"{updated}/{desired} groups updated to the current spec; "
-                                    + groups_msg)
+                                    + (f"draining group {draining} before it is replaced; " if draining is not None
+                                       else "") + groups_msg)
         elif ready < desired or current != desired:
             reason = "ScalingUp" if current < desired else "ScalingDown" if current > desired else "GroupsStarting"
             conds["Progressing"] = ("True", reason, groups_msg)
@@ -218,7 +220,7 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
 
 # Fields owned by other writers (the autoscaler) that a status recompute must not drop.
 _CARRIED = ("kvUtilization", "kvUtilizationPercent", "liveSessions", "lastScaleTime", "lastScaleReason", "drain",
-            "podsWithoutMetrics", "plan", "pool")
+            "podsWithoutMetrics", "plan", "pool", "rollout")
 
 
 def _cond(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:

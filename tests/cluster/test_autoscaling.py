@@ -135,7 +135,8 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
             stop.set()
             low_result = await low
     st = await status()
-    assert "drained" in st.get("lastScaleReason", ""), st.get("lastScaleReason")
+    # drained because the group went idle once the routers dropped it (routing.py), not by the drain timeout
+    assert "drained (0 running requests)" in st.get("lastScaleReason", ""), st.get("lastScaleReason")
     assert "-> 2 groups" in up_reason, up_reason
     for name, res in (("rising", high), ("falling", low_result)):
         assert res.ok == res.sent and not res.failures, \
@@ -234,3 +235,85 @@ async def test_a_silent_metrics_endpoint_does_not_freeze_scaling_of_the_other_gr
     events = (await core.list_namespaced_event(namespace)).items
     warnings = [e for e in events if e.involved_object.name == "quiet" and e.reason == "MetricsMissing"]
     assert warnings and warnings[0].type == "Warning" and silent.metadata.name in warnings[0].message, warnings
+
+
+async def test_rollout_under_load_drains_each_group_and_fails_no_request(
+        api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
+    """Issue 12 §1: a pod-template change on 2 serving groups under trace load through the router: each group leaves
+    routing and finishes its requests before LWS replaces it (the partition moves one group at a time), 0 failed or
+    cut requests, and both groups end on the new revision."""
+    co = client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
+    body = autoscaled_kimi("roll", min_groups=2, max_groups=2, stabilization_s=600, drain_timeout_s=120)
+    body["spec"]["autoscaling"] = {"enabled": False}
+    body["spec"]["replicas"] = 2
+    await co.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    async def status() -> dict:
+        return (await get_moed(api, namespace, "roll")).get("status", {})
+
+    async def describe() -> str:
+        st = await status()
+        pods = (await core.list_namespaced_pod(namespace)).items
+        shown = {k: st.get(k) for k in ("desiredGroups", "readyGroups", "updatedGroups", "rollout")}
+        lines = [f"  {p.metadata.name} {p.status.phase} {p.status.pod_ip} {p.metadata.labels}" for p in pods]
+        return f"status: {shown}\n" + "\n".join(lines)
+
+    async def two_ready() -> bool:
+        st = await status()
+        return st.get("readyGroups") == 2 and st.get("updatedGroups") == 2
+
+    async def router_url() -> str | None:
+        pods = (await core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=router")).items
+        ip = next((p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip), None)
+        if not ip:
+            return None
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8000/v1/models",
+                                                           timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return f"http://{ip}:8000" if r.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+    await wait_for(two_ready, timeout=90, what="2 ready groups", describe=describe)
+    url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
+    trace = trace_slice(str(TRACE), duration_s=180, rate_scale=1.0, token_scale=0.125, output_scale=0.5,
+                        max_input_tokens=2048, max_output_tokens=256)
+    drains: list[int] = []
+
+    async def rolled() -> bool:
+        obj = await get_moed(api, namespace, "roll")
+        st = obj.get("status", {})
+        if st.get("rollout"):
+            g = int(st["rollout"]["group"])
+            if g not in drains:
+                drains.append(g)
+        return (st.get("observedGeneration") == obj["metadata"]["generation"] and st.get("updatedGroups") == 2
+                and st.get("readyGroups") == 2 and not st.get("rollout")
+                and any(c["type"] == "Progressing" and c["reason"] == "Reconciled" for c in st.get("conditions", [])))
+
+    async with aiohttp.ClientSession() as session:
+        stop = asyncio.Event()
+        load = asyncio.create_task(replay(session, url, trace, model=MODEL, stop=stop))
+        try:
+            await asyncio.sleep(10)  # requests in flight on both groups
+            await co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "roll", {"spec": {"sglang": {
+                "env": [{"name": "ROLLOUT_MARK", "value": "2"}]}}})
+            await wait_for(rolled, timeout=240, interval=0.5, what="both groups rolled", describe=describe)
+            await asyncio.sleep(5)  # and the new groups serve
+        finally:
+            stop.set()
+            res = await load
+    assert drains == [1, 0], drains  # highest group first, one at a time, each drained
+    events = [e for e in (await core.list_namespaced_event(namespace)).items if e.involved_object.name == "roll"]
+    drained = sorted(e.message for e in events if e.reason == "RolloutGroupDrained")
+    # each group idle once the routers dropped it (routing.py), not held until drain.timeoutSeconds
+    assert drained == ["rollout: group 0 drained (0 running requests); LWS replaces it",
+                       "rollout: group 1 drained (0 running requests); LWS replaces it"], drained
+    assert res.sent >= 50 and res.ok == res.sent and not res.failures, \
+        f"{len(res.failures)} of {res.sent} requests failed during the rollout: {res.failures[:5]}"
+    lws = await co.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", namespace, "leaderworkersets", "roll")
+    assert lws["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] == 0
+    pods = (await core.list_namespaced_pod(namespace, label_selector="leaderworkerset.sigs.k8s.io/name=roll")).items
+    assert pods and all(any(e.name == "ROLLOUT_MARK" for e in p.spec.containers[0].env or []) for p in pods)
+    await co.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "roll")

@@ -354,13 +354,14 @@ def test_lws_spec() -> None:
     assert spec["startupPolicy"] == "LeaderCreated"
     assert spec["rolloutStrategy"] == {
         "type": "RollingUpdate",
-        "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
+        "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0, "partition": 0},
     }
     lwt = spec["leaderWorkerTemplate"]
     assert lwt["size"] == 2 and lwt["restartPolicy"] == "RecreateGroupOnPodRestart"
     for role in ("leader", "worker"):
         assert lwt[f"{role}Template"]["spec"]["terminationGracePeriodSeconds"] == 930
-    assert lws["metadata"]["annotations"] == {"moe-operator.io/spec-hash": "abc123"}
+    assert lws["metadata"]["annotations"] == {"moe-operator.io/spec-hash": "abc123",
+                                              "moe-operator.io/template-hash": spec_hash(lwt)}
 
 
 def test_exclusive_topology_annotation() -> None:
@@ -368,7 +369,14 @@ def test_exclusive_topology_annotation() -> None:
     assert lws["metadata"]["annotations"]["leaderworkerset.sigs.k8s.io/exclusive-topology"] == (
         "topology.kubernetes.io/rack"
     )
-    assert "annotations" not in leaderworkerset(make(spec_hash=""))["metadata"]
+    assert set(leaderworkerset(make(spec_hash=""))["metadata"]["annotations"]) == {"moe-operator.io/template-hash"}
+
+
+def test_template_hash_follows_the_pod_template_only() -> None:
+    a = leaderworkerset(make())["metadata"]["annotations"]["moe-operator.io/template-hash"]
+    assert leaderworkerset(make(replicas=7))["metadata"]["annotations"]["moe-operator.io/template-hash"] == a
+    assert leaderworkerset(make(image="lmsysorg/sglang:v0.5.24"))["metadata"]["annotations"][
+        "moe-operator.io/template-hash"] != a
 
 
 def test_pod_template_labels() -> None:

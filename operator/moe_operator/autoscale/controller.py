@@ -215,7 +215,8 @@ async def set_routable(kube: Kube, namespace: str, pods: Sequence[Mapping[str, A
 
 async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], memory: Memory,
                          planned_groups: int, lws: Mapping[str, Any] | None,
-                         pods: Sequence[Mapping[str, Any]]) -> StepResult | None:
+                         pods: Sequence[Mapping[str, Any]],
+                         routers: Sequence[Mapping[str, Any]] = ()) -> StepResult | None:
     """One step for one MoEDeployment. `lws` and `pods` (its group pods) come from the operator's caches; the API is
     only written (drain labels), the pods' /metrics are scraped."""
     from moe_operator.desired import typed
@@ -242,8 +243,20 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
     drain_before = status.get("drain")
     drain_after = result.status_patch.get("drain", drain_before)
     if drain_after and not drain_before:
-        await set_routable(kube, ns, pods, int(drain_after["group"]), routable=False)
+        await route(kube, session, spec, ns, pods, routers, int(drain_after["group"]), routable=False)
     elif drain_before and "drain" in result.status_patch and result.status_patch["drain"] is None \
             and not result.changed_replicas:
-        await set_routable(kube, ns, pods, int(drain_before["group"]), routable=True)
+        await route(kube, session, spec, ns, pods, routers, int(drain_before["group"]), routable=True)
     return result
+
+
+async def route(kube: Kube, session: aiohttp.ClientSession, spec: MoEDeploymentSpec, namespace: str,
+                pods: Sequence[Mapping[str, Any]], routers: Sequence[Mapping[str, Any]], group: int,
+                routable: bool) -> None:
+    """The group in or out of rotation: its leader's routable label and every router's worker list (routing.py;
+    not with an API key, which a worker re-added by the operator would lack)."""
+    from moe_operator.routing import leader_url, router_endpoints, set_in_rotation
+
+    await set_routable(kube, namespace, pods, group, routable=routable)
+    if spec.sglang.api_key_secret_ref is None:
+        await set_in_rotation(session, router_endpoints(routers), leader_url(pods, group, spec.sglang.port), routable)

@@ -56,7 +56,7 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwa
         planned = int(((current.get("status") or {}).get("plan") or {}).get("groups") or 1)
         memory: Memory = memo.autoscale.setdefault(key, Memory())
         result = await autoscale_once(memo.kube, memo.http, current, memory, planned, cache.lws(*key),
-                                      cache.pods(*key))
+                                      cache.pods(*key), cache.router_pods(*key))
         if result is None:
             return
         status = current.get("status") or {}

@@ -19,6 +19,7 @@ from moe_operator.reconcile import reconcile
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
 # drift only: changes of the object and of its children trigger a pass at once (handlers.children)
 RESYNC_SECONDS = 60.0
+ROLLOUT_POLL_SECONDS = 2.0  # how often a rollout's draining group is checked for idleness
 
 
 def latest(memo: kopf.Memo, cache: Cache, namespace: str, name: str, body: Mapping[str, Any] | None = None
@@ -55,7 +56,8 @@ async def _pass(memo: kopf.Memo, cache: Cache, body: Mapping[str, Any], logger: 
     started = time.perf_counter()
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     try:
-        outcome = await reconcile(memo.kube, cache, body, logger, memo.repairs.setdefault(key, {}))
+        outcome = await reconcile(memo.kube, cache, body, logger, memo.repairs.setdefault(key, {}),
+                                  http=getattr(memo, "http", None))
     except Exception as exc:
         metrics.RECONCILES.labels("error").inc()
         metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
@@ -81,6 +83,19 @@ async def changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwarg
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Drift: a child deleted or changed while no watch event reached us comes back within a minute."""
+    meta = body["metadata"]
+    await run_reconcile(memo, Cache.of(memo, kwargs), meta["namespace"], meta["name"], logger, body)
+
+
+def _draining_for_rollout(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("rollout"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_POLL_SECONDS, initial_delay=ROLLOUT_POLL_SECONDS,
+            when=_draining_for_rollout)
+async def rollout_drain(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """While a rollout drains a group nothing changes that would trigger a pass: look at its requests every few
+    seconds (a timer only while status.rollout is set)."""
     meta = body["metadata"]
     await run_reconcile(memo, Cache.of(memo, kwargs), meta["namespace"], meta["name"], logger, body)
 

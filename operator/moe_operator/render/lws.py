@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..rollout import TEMPLATE_HASH
 from .argv import API_KEY_ENV, SGLANG_COMMAND, literal, sglang_argv
 from .inputs import CACHE_MOUNT, MODEL_MOUNT, RenderInput
 from .meta import (
@@ -18,6 +19,7 @@ from .meta import (
     base_labels,
     lws_name,
     object_meta,
+    spec_hash,
 )
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -257,7 +259,15 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
 
 def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
     """The LWS: ``replicas`` groups of ``nodes_per_group`` pods."""
-    annotations: dict[str, str] = {}
+    template = {
+        "size": inp.nodes_per_group,
+        # Any rank dying kills the NCCL world: restart the whole group.
+        "restartPolicy": "RecreateGroupOnPodRestart",
+        "leaderTemplate": pod_template(inp, ROLE_LEADER),
+        "workerTemplate": pod_template(inp, ROLE_WORKER),
+    }
+    # reconcile compares it with the LWS's to see a new template and start a drain-aware rollout (moe_operator.rollout)
+    annotations: dict[str, str] = {TEMPLATE_HASH: spec_hash(template)}
     if inp.exclusive_topology_key:
         # LWS's webhook turns this into pod (anti-)affinity: one group per domain.
         annotations[LWS_EXCLUSIVE_TOPOLOGY] = inp.exclusive_topology_key
@@ -272,19 +282,15 @@ def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
             # and the leader cannot get Ready without them).
             "startupPolicy": "LeaderCreated",
             # Group-at-a-time rollout without surge: GPU pools rarely have a
-            # spare group's worth of nodes.
+            # spare group's worth of nodes. The partition (groups below it keep
+            # their revision) is reconcile's: it lowers it one drained group at
+            # a time (moe_operator.rollout); rendered alone, nothing is held.
             "rolloutStrategy": {
                 "type": "RollingUpdate",
-                "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
+                "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0, "partition": 0},
             },
             # LWS_LEADER_ADDRESS = <lws>-<i>.<lws>.<ns> via the shared headless Service
             "networkConfig": {"subdomainPolicy": "Shared"},
-            "leaderWorkerTemplate": {
-                "size": inp.nodes_per_group,
-                # Any rank dying kills the NCCL world: restart the whole group.
-                "restartPolicy": "RecreateGroupOnPodRestart",
-                "leaderTemplate": pod_template(inp, ROLE_LEADER),
-                "workerTemplate": pod_template(inp, ROLE_WORKER),
-            },
+            "leaderWorkerTemplate": template,
         },
     }

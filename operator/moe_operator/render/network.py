@@ -54,6 +54,8 @@ def engine_network_policy(inp: RenderInput) -> dict[str, Any]:
 def router_network_policy(inp: RenderInput) -> dict[str, Any]:
     clients = [dict(p) for p in inp.router_from] if inp.router_from is not None else [{"podSelector": {}}]
     ingress: list[dict[str, Any]] = [{"from": clients, "ports": _tcp(ROUTER_PORT)}]
+    if inp.operator_peer is not None:  # the operator removes a draining group from the router (its /workers API)
+        ingress.append({"from": [dict(inp.operator_peer)], "ports": _tcp(ROUTER_PORT)})
     scrapers = [dict(p) for p in inp.metrics_from] + ([dict(inp.operator_peer)] if inp.operator_peer else [])
     if scrapers:
         ingress.append({"from": scrapers, "ports": _tcp(ROUTER_METRICS_PORT)})

@@ -692,6 +692,10 @@ class MoEDeploymentStatus(StatusModel):
     drain: DrainStatus | None = Field(
         default=None, description="The group being drained before the next scale-down, if any."
     )
+    rollout: DrainStatus | None = Field(
+        default=None,
+        description="The group being drained before a rollout replaces it (one group at a time), if any.",
+    )
     pods_without_metrics: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
         default=None,
         max_length=64,
