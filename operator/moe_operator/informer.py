@@ -38,14 +38,15 @@ class Store:
     """The objects of one kind carrying our deployment label, kept current by LIST + WATCH."""
 
     def __init__(self, kube: Kube, api_version: str, kind: str, on_event: OnEvent | None = None,
-                 selector: str | None = DEPLOYMENT_LABEL, transform: Callable[[Any], dict[str, Any]] = slim):
+                 selector: str | None = DEPLOYMENT_LABEL, transform: Callable[[Any], dict[str, Any]] = slim,
+                 namespace: str | None = None):
         self.kube, self.api_version, self.kind = kube, api_version, kind
         self.on_event = on_event
         self.selector, self.transform = selector, transform
         self.objects: dict[Key, dict[str, Any]] = {}  # (namespace, name) -> object (without managedFields)
         self._owned: dict[Key, dict[str, dict[str, Any]]] = {}  # (namespace, deployment) -> name -> object
         self.synced = asyncio.Event()  # the first LIST is in
-        self.path = resource_path(api_version, kind)
+        self.path = resource_path(api_version, kind, namespace)  # namespace: one watched namespace only
         self.resource_version = ""
 
     def owned(self, namespace: str, deployment: str) -> Iterable[dict[str, Any]]:
@@ -152,21 +153,49 @@ class Store:
                     listed = False
 
 
+class Namespaced:
+    """One kind's stores of the watched namespaces, read as one (the operator's namespaced mode: its Roles allow no
+    cluster-wide LIST)."""
+
+    def __init__(self, stores: dict[str, Store]):
+        self.stores = stores
+
+    def owned(self, namespace: str, deployment: str) -> Iterable[dict[str, Any]]:
+        s = self.stores.get(namespace)
+        return s.owned(namespace, deployment) if s is not None else []
+
+    @property
+    def objects(self) -> dict[Key, dict[str, Any]]:
+        return {k: v for s in self.stores.values() for k, v in s.objects.items()}
+
+
 class Stores:
-    """Every kind the operator creates, as stores; started with the operator, ready when all first LISTs are in."""
+    """Every kind the operator creates, as stores; started with the operator, ready when all first LISTs are in.
+    `namespaces`: watch only these (one LIST + WATCH per kind and namespace), else the whole cluster."""
 
     def __init__(self, kube: Kube, kinds: Iterable[tuple[str, str]], on_event: OnEvent | None = None,
-                 nodes: bool = False):
-        self.by_kind = {(a, k): Store(kube, a, k, on_event) for a, k in kinds}
-        if nodes:  # every node (they carry no label of ours), slimmed
-            self.by_kind[NODE] = Store(kube, *NODE, on_event, selector=None, transform=slim_node)
+                 nodes: bool = False, namespaces: Iterable[str] | None = None):
+        self.all: list[Store] = []
+        self.by_kind: dict[tuple[str, str], Store | Namespaced] = {}
+        watched = sorted(set(namespaces or ()))
+        for a, k in kinds:
+            if watched:
+                per = {ns: Store(kube, a, k, on_event, namespace=ns) for ns in watched}
+                self.all += per.values()
+                self.by_kind[(a, k)] = Namespaced(per)
+            else:
+                self.all.append(store := Store(kube, a, k, on_event))
+                self.by_kind[(a, k)] = store
+        if nodes:  # every node (they carry no label of ours, and are cluster-scoped), slimmed
+            self.all.append(node_store := Store(kube, *NODE, on_event, selector=None, transform=slim_node))
+            self.by_kind[NODE] = node_store
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(s.run(), name=f"store-{s.kind}") for s in self.by_kind.values()]
+        self._tasks = [asyncio.create_task(s.run(), name=f"store-{s.kind}") for s in self.all]
 
     async def synced(self) -> None:
-        await asyncio.gather(*(s.synced.wait() for s in self.by_kind.values()))
+        await asyncio.gather(*(s.synced.wait() for s in self.all))
 
     async def stop(self) -> None:
         for t in self._tasks:

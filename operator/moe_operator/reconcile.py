@@ -58,11 +58,13 @@ async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], exis
     return writes
 
 
-async def observe_capacity(kube: Kube, planned: PlannedDeployment) -> Capacity:
-    """Free devices in the pool, for InsufficientCapacity messages. Only called when pods are unschedulable."""
+async def observe_capacity(kube: Kube, planned: PlannedDeployment, cache: Cache | None = None) -> Capacity:
+    """Free devices in the pool, for InsufficientCapacity messages. Only called when pods are unschedulable. The
+    nodes come from the node store; every pod's requests from one LIST (pods of other owners count too)."""
     sel = ",".join(f"{k}={v}" for k, v in planned.pool.spec.node_selector.items())
     res = planned.profile.resource_name
-    nodes = await kube.list("v1", "Node", label_selector=sel or None)
+    cached = cache.nodes_matching(dict(planned.pool.spec.node_selector)) if cache is not None else None
+    nodes = cached if cached is not None else await kube.list("v1", "Node", label_selector=sel or None)
     names = {n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get(res, 0) or 0) for n in nodes}
     used: dict[str, int] = dict.fromkeys(names, 0)
     pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
@@ -185,7 +187,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     capacity = None
     if planned and any(c.get("reason") == "Unschedulable" for p in pods
                        for c in p.get("status", {}).get("conditions", [])):
-        capacity = await observe_capacity(kube, planned)
+        capacity = await observe_capacity(kube, planned, cache)
         # a stuck group is re-placed only where the pool has room for a whole group: without room it is capacity
         # (InsufficientCapacity), and recreating the group would change nothing
         if problem is None and repairs is not None and capacity.nodes_with_room >= planned.plan.nodes_per_group:

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     memo = kopf.Memo()
     memo.webhook = _webhook(args)
     namespaces = args.namespace or []
+    memo.namespaces = namespaces  # the informer stores watch the same namespaces as kopf
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not namespaces,

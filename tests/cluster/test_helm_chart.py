@@ -29,7 +29,9 @@ def test_helm_lint(cluster: Cluster) -> None:
 
 
 def test_rendered_chart_passes_server_side_dry_run(cluster: Cluster) -> None:
-    cluster.kubectl("create", "namespace", NS, check=False)
+    """Both RBAC modes: cluster-wide, and namespaced (Roles in the watched namespaces)."""
+    for ns in (NS, "team-a", "team-b"):
+        cluster.kubectl("create", "namespace", ns, check=False)
     for values in ([], ["--set", "webhook.enabled=false", "--set", "watchNamespaces={team-a,team-b}"]):
         r = helm(cluster, "template", RELEASE, str(CHART), "-n", NS, "--include-crds",
                  "--kube-version", "1.36.3", *values)
@@ -146,3 +148,46 @@ def test_operator_service_account_has_exactly_what_it_needs(cluster: Cluster, in
     excess += [(v, lease, "default") for v in ("get", "update") if can_i(cluster, v, lease, "")]
     assert not missing, f"the operator's ServiceAccount lacks {missing}"
     assert not excess, f"the operator's ServiceAccount may {excess}"
+
+
+NS_RELEASE, TEAM = "moe-ns", "moe-team-a"
+NS_SA = f"system:serviceaccount:{NS}:{NS_RELEASE}-moe-operator"
+
+
+@pytest.fixture(scope="module")
+def installed_namespaced(cluster: Cluster) -> Iterator[None]:
+    """A second release in namespaced mode (watchNamespaces): its own ServiceAccount, ClusterRole and Roles."""
+    cluster.kubectl("create", "namespace", TEAM, check=False)
+    r = helm(cluster, "upgrade", "--install", NS_RELEASE, str(CHART), "-n", NS, "--create-namespace",
+             "--set", f"watchNamespaces={{{TEAM}}}", "--set", "webhook.enabled=false", "--set", "replicas=1",
+             "--skip-crds", "--timeout", "90s")
+    assert r.returncode == 0, r.stdout + r.stderr
+    yield
+    helm(cluster, "uninstall", NS_RELEASE, "-n", NS, "--wait")
+
+
+def test_namespaced_mode_writes_only_the_watched_namespaces(cluster: Cluster, installed_namespaced: None) -> None:
+    """Issue 12 §4: with watchNamespaces the operator's writes reach only those namespaces; what stays cluster-wide
+    is read-only (nodes, pods for capacity) plus our AcceleratorPools and events."""
+    def sa_can(verb: str, resource: str, namespace: str, sub: str = "") -> bool:
+        args = ["auth", "can-i", verb, resource, "--as", NS_SA, "-n", namespace] + (["--subresource", sub] if sub
+                                                                                 else [])
+        return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    writes = [("create", "leaderworkersets.leaderworkerset.x-k8s.io"), ("create", "deployments.apps"),
+              ("create", "services"), ("create", "serviceaccounts"), ("create", "roles.rbac.authorization.k8s.io"),
+              ("create", "rolebindings.rbac.authorization.k8s.io"), ("patch", "pods"), ("delete", "pods"),
+              ("patch", "moedeployments.moe-operator.io")]
+    missing = [(v, r) for v, r in writes if not sa_can(v, r, TEAM)]
+    excess = [(v, r, ns) for v, r in writes for ns in ("default", "kube-system") if sa_can(v, r, ns)]
+    # cluster-wide: reads the stores and capacity need, pools and their status
+    for verb, res, sub in (("list", "nodes", ""), ("watch", "nodes", ""), ("list", "pods", ""),
+                           ("patch", "acceleratorpools.moe-operator.io", "status")):
+        if not sa_can(verb, res, "default", sub):
+            missing.append((verb, res))
+    for verb, res in (("watch", "pods"), ("list", "moedeployments.moe-operator.io"), ("get", "secrets"),
+                      ("get", "configmaps")):
+        if sa_can(verb, res, "default"):
+            excess.append((verb, res, "default"))
+    assert not missing, f"namespaced mode lacks {missing}"
+    assert not excess, f"namespaced mode may {excess}"

@@ -57,3 +57,39 @@ async def test_list_watch_gone_relist_reports_every_change() -> None:
     watches = [q for kind, q in kube.calls if kind == "WATCH"]
     assert watches[0]["resourceVersion"] == "100" and watches[0]["labelSelector"] == "moe-operator.io/deployment"
     assert store.synced.is_set()
+
+
+class PathKube:
+    """Answers each LIST by path with that namespace's objects; watches never end."""
+
+    def __init__(self, by_path: dict[str, list[dict]]):
+        self.by_path, self.paths = by_path, []
+
+    async def request(self, method: str, path: str, body: Any = None, *, query: dict | None = None) -> dict:
+        self.paths.append((path, dict(query or {})))
+        return {"metadata": {"resourceVersion": "1"}, "items": list(self.by_path.get(path, []))}
+
+    async def stream(self, path: str, query: dict, timeout: float) -> Any:
+        await asyncio.sleep(3600)
+        yield {}
+
+
+async def test_namespaced_mode_lists_only_the_watched_namespaces_and_reads_as_one() -> None:
+    from moe_operator.informer import Stores
+
+    kube = PathKube({"/api/v1/namespaces/a/services": [obj("s1", "1", ns="a")],
+                     "/api/v1/namespaces/b/services": [obj("s2", "1", ns="b")],
+                     "/api/v1/nodes": [{"metadata": {"name": "n1", "resourceVersion": "1"},
+                                        "status": {"images": [{}], "conditions": []}}]})
+    stores = Stores(kube, [("v1", "Service")], nodes=True, namespaces=["b", "a"])  # type: ignore[arg-type]
+    stores.start()
+    await asyncio.wait_for(stores.synced(), 2)
+    await stores.stop()
+    listed = sorted(p for p, _ in kube.paths)
+    assert listed == ["/api/v1/namespaces/a/services", "/api/v1/namespaces/b/services", "/api/v1/nodes"]
+    services = stores.by_kind[("v1", "Service")]
+    assert [o["metadata"]["name"] for o in services.owned("a", "m")] == ["s1"]
+    assert sorted(k[1] for k in services.objects) == ["s1", "s2"]
+    node_query = next(q for p, q in kube.paths if p == "/api/v1/nodes")
+    assert "labelSelector" not in node_query  # nodes carry no label of ours
+    assert "images" not in stores.by_kind[("v1", "Node")].objects[("", "n1")]["status"]

@@ -38,7 +38,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # watch-backed stores of every kind the operator creates, narrowed to our label on the server; their events
     # reach handlers.children (which sets memo.on_child_event)
     memo.stores = Stores(memo.kube, STORED_KINDS,
-                         on_event=lambda kind, obj: getattr(memo, "on_child_event", _ignore)(kind, obj), nodes=True)
+                         on_event=lambda kind, obj: getattr(memo, "on_child_event", _ignore)(kind, obj), nodes=True,
+                         namespaces=getattr(memo, "namespaces", None))
     memo.stores.start()
     memo.locks = {}
     memo.caches_ready = asyncio.Event()  # set by the first resource handler call (handlers.deployment)

@@ -12,6 +12,7 @@ import kopf
 
 from moe_operator.cache import NODE
 from moe_operator.handlers.leadership import is_leader
+from moe_operator.informer import Store
 from moe_operator.planning import SpecProblem, profile_for_pool, typed_pool
 from moe_operator.status import now_iso
 
@@ -72,7 +73,7 @@ async def matching_nodes(memo: kopf.Memo, selector: dict[str, str]) -> list[dict
     """The pool's nodes from the node store once it has listed (no API read per refresh), else from the API."""
     store = getattr(memo, "stores", None)
     nodes = store.by_kind.get(NODE) if store is not None else None
-    if nodes is not None and nodes.synced.is_set():
+    if isinstance(nodes, Store) and nodes.synced.is_set():
         return [n for n in list(nodes.objects.values())
                 if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
     sel = ",".join(f"{k}={v}" for k, v in selector.items())
