@@ -27,7 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Prometheus metrics port (0 disables; default 8080)")
     p.add_argument("--liveness-port", type=int, default=int(os.environ.get("MOE_LIVENESS_PORT", 8081)),
                    help="liveness endpoint port, serving /healthz (default 8081)")
-    p.add_argument("--metrics-host", default=os.environ.get("MOE_METRICS_HOST", "0.0.0.0"))
+    p.add_argument("--metrics-host", default=os.environ.get("MOE_METRICS_HOST"),
+                   help="listen address of /metrics and /healthz (default 0.0.0.0 in a cluster, where Prometheus "
+                        "and the kubelet reach the pod IP; 127.0.0.1 outside one). Neither is authenticated: in a "
+                        "cluster the chart's networkPolicy limits who may scrape")
     w = p.add_argument_group("admission webhook")
     w.add_argument("--webhook-port", type=int, default=int(os.environ.get("MOE_WEBHOOK_PORT", 9443)))
     w.add_argument("--webhook-addr", help="listen address (default 127.0.0.1 outside a cluster, 0.0.0.0 inside)")
@@ -65,6 +68,13 @@ def _webhook(args: argparse.Namespace) -> WebhookSetup | None:
     server = kopf.WebhookServer(addr=addr, port=args.webhook_port, host=host, certfile=str(crt), pkeyfile=str(key),
                                 cafile=str(cafile) if cafile else None)
     register = args.webhook_register == "yes" or (args.webhook_register == "auto" and not inside)
+    if register:
+        # kopf removes the registration it manages when it exits: a loud note, so nobody mistakes a stopped
+        # operator for one that still checks (reconcile still refuses a bad spec, as Stalled/InvalidSpec)
+        logging.getLogger(__name__).warning(
+            "admission webhook registered as ValidatingWebhookConfiguration moe-operator.io (URL %s:%s); it is "
+            "REMOVED when this process exits: while it is stopped only the schema and CEL rules check writes",
+            host, args.webhook_port)
     return WebhookSetup(server=server, managed="moe-operator.io" if register else None)
 
 
@@ -82,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
         os.environ["MOE_OPERATOR_KUBECONFIG"] = args.kubeconfig
+    if args.metrics_host is None:
+        args.metrics_host = "0.0.0.0" if _in_cluster(args) else "127.0.0.1"
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host)
     memo = kopf.Memo()

@@ -7,9 +7,22 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 
+#: a certificate with less than this left is replaced at start (it is valid for a year)
+RENEW_BEFORE = dt.timedelta(days=30)
 
-def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
-    """(ca.crt, tls.crt, tls.key) in `directory`, created once and reused while the hosts match."""
+
+def expires(crt_path: Path) -> dt.datetime | None:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(crt_path.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_self_signed(directory: Path, hosts: list[str], now: dt.datetime | None = None) -> tuple[Path, Path, Path]:
+    """(ca.crt, tls.crt, tls.key) in `directory`, created once and reused while the hosts match and the certificate
+    has more than RENEW_BEFORE left (else renewed: a year-old local webhook would otherwise stop admitting)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,9 +30,13 @@ def ensure_self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path, P
 
     directory.mkdir(parents=True, exist_ok=True)
     ca_path, crt_path, key_path, hosts_path = (directory / n for n in ("ca.crt", "tls.crt", "tls.key", "hosts"))
-    if all(p.exists() for p in (ca_path, crt_path, key_path)) and hosts_path.read_text() == ",".join(hosts):
+    current = dt.datetime.now(dt.UTC) if now is None else now
+    valid_until = expires(crt_path) if crt_path.exists() else None
+    if all(p.exists() for p in (ca_path, crt_path, key_path, hosts_path)) and \
+            hosts_path.read_text() == ",".join(hosts) and valid_until is not None and \
+            valid_until - current > RENEW_BEFORE:
         return ca_path, crt_path, key_path
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    now = current - dt.timedelta(minutes=5)
     later = now + dt.timedelta(days=365)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "moe-operator-webhook-ca")])

@@ -32,7 +32,8 @@ def test_rendered_chart_passes_server_side_dry_run(cluster: Cluster) -> None:
     """Both RBAC modes: cluster-wide, and namespaced (Roles in the watched namespaces)."""
     for ns in (NS, "team-a", "team-b"):
         cluster.kubectl("create", "namespace", ns, check=False)
-    for values in ([], ["--set", "webhook.enabled=false", "--set", "watchNamespaces={team-a,team-b}"]):
+    for values in ([], ["--set", "webhook.enabled=false", "--set", "watchNamespaces={team-a,team-b}",
+                        "--set", "networkPolicy.enabled=true"]):
         r = helm(cluster, "template", RELEASE, str(CHART), "-n", NS, "--include-crds",
                  "--kube-version", "1.36.3", *values)
         assert r.returncode == 0, r.stderr
