@@ -17,6 +17,15 @@ GROUPS_DESIRED = Gauge("moe_operator_groups_desired", "Desired SGLang groups", [
 GROUPS_READY = Gauge("moe_operator_groups_ready", "Ready SGLang groups", ["namespace", "name"])
 LEADER = Gauge("moe_operator_leader", "1 while this replica holds the leader Lease (reconciles and autoscales)")
 ADMISSION = Counter("moe_operator_admission_total", "Admission reviews by verdict", ["kind", "verdict"])
+KV_UTILIZATION = Gauge("moe_operator_kv_utilization", "KV-cache occupancy of the ready groups as the autoscaler saw "
+                       "it at its last step, 0..1", ["namespace", "name"])
+PODS_WITHOUT_METRICS = Gauge("moe_operator_pods_without_metrics", "Group pods whose /metrics did not answer at the "
+                             "last autoscaling step", ["namespace", "name"])
+SCALE_EVENTS = Counter("moe_operator_scale_events_total", "Autoscaling and rollout events posted, by reason "
+                       "(ScaledUp, Draining, ScaledDown, DrainCancelled, MetricsMissing, RolloutStarted, "
+                       "RolloutDraining, RolloutGroupDrained)", ["namespace", "name", "reason"])
+DRAIN_TIMEOUTS = Counter("moe_operator_drain_timeouts_total", "Drains that ended by drain.timeoutSeconds with "
+                         "requests still running", ["namespace", "name", "kind"])
 
 
 def observe_groups(namespace: str, name: str, *, desired: int, ready: int) -> None:
@@ -24,8 +33,25 @@ def observe_groups(namespace: str, name: str, *, desired: int, ready: int) -> No
     GROUPS_READY.labels(namespace, name).set(ready)
 
 
+def observe_autoscaling(namespace: str, name: str, status_patch: dict, event: tuple[str, str] | None) -> None:
+    """What an autoscaling step decided, as metrics (the dashboard's and the alerts' inputs)."""
+    if "kvUtilization" in status_patch:
+        KV_UTILIZATION.labels(namespace, name).set(float(status_patch["kvUtilization"]))
+    PODS_WITHOUT_METRICS.labels(namespace, name).set(len(status_patch.get("podsWithoutMetrics") or []))
+    if event is not None:
+        SCALE_EVENTS.labels(namespace, name, event[0]).inc()
+        if "drain timeout" in event[1]:
+            DRAIN_TIMEOUTS.labels(namespace, name, "scale-down").inc()
+
+
+def observe_rollout(namespace: str, name: str, reason: str, message: str) -> None:
+    SCALE_EVENTS.labels(namespace, name, reason).inc()
+    if "drain timeout" in message:
+        DRAIN_TIMEOUTS.labels(namespace, name, "rollout").inc()
+
+
 def forget(namespace: str, name: str) -> None:
-    for g in (GROUPS_DESIRED, GROUPS_READY):
+    for g in (GROUPS_DESIRED, GROUPS_READY, KV_UTILIZATION, PODS_WITHOUT_METRICS):
         try:
             g.remove(namespace, name)
         except KeyError:

@@ -137,6 +137,7 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
         await route(kube, http, want, pods, routers, g, routable)
     if step.message:
         logger.info(step.message)
+        metrics.observe_rollout(want.render.namespace, want.render.name, step.reason, step.message)
         try:
             await post_event(kube, want.deployment.to_k8s(), "Normal", step.reason, step.message)
         except KubeError as exc:

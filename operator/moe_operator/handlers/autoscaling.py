@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from moe_operator import metrics
 from moe_operator.autoscale.controller import Memory, active, autoscale_once
 from moe_operator.autoscale.law import STEP_SECONDS
 from moe_operator.cache import Cache
@@ -59,6 +60,7 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwa
                                       cache.pods(*key), cache.router_pods(*key))
         if result is None:
             return
+        metrics.observe_autoscaling(*key, result.status_patch, result.event)
         status = current.get("status") or {}
         if any(status.get(k) != v for k, v in result.status_patch.items()):  # a steady deployment costs no write
             await _write_status(memo, key, result.status_patch)
