@@ -7,8 +7,8 @@ from prometheus_client import REGISTRY
 from moe_operator import metrics
 
 
-def value(name: str, **labels: str) -> float | None:
-    return REGISTRY.get_sample_value(name, labels)
+def value(metric: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(metric, labels)
 
 
 def test_autoscaling_and_rollout_metrics() -> None:
