@@ -195,6 +195,7 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
         port=spec.sglang.port,
         node_selector=dict(pool.node_selector),
         tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations),
+        node_failure_toleration_seconds=pool.node_failure_toleration_seconds,
         rdma_resource=rdma.resource_name if rdma else None,
         rdma_count=rdma.count if rdma else 0,
         host_mounts=devices,

@@ -43,6 +43,9 @@ POOLS = {
     "rig-h200-digests": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
                          "tolerations": [KWOK_TOLERATION], "requireImageDigests": True, "rdma": RDMA,
                          "sglangImage": "lmsysorg/sglang@sha256:" + "0" * 64},
+    # pods leave a NotReady node 5 s after the node controller taints it (the NoExecute eviction path)
+    "rig-h200-evict": {"accelerator": {"profile": "h200"}, "nodeSelector": H200_NODES,
+                       "tolerations": [KWOK_TOLERATION], "rdma": RDMA, "nodeFailureTolerationSeconds": 5},
     # one node only: a 2-node group cannot be placed
     "rig-h200-one": {"accelerator": {"profile": "h200"}, "nodeSelector": {"kubernetes.io/hostname": "h200-007"},
                      "tolerations": [KWOK_TOLERATION], "rdma": {"resourceName": "rdma/ib", "count": 1}},

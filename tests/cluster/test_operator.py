@@ -263,6 +263,41 @@ async def test_a_group_on_a_not_ready_node_is_degraded_with_the_node_named(
     assert condition(await get_moed(api, namespace, "sick"), "Degraded")["status"] == "False"
 
 
+async def test_a_dead_node_evicts_its_group_which_comes_back_on_other_nodes(
+        api: client.ApiClient, namespace: str, moeds: Any) -> None:
+    """Issue 12 §2, the NoExecute path: the node controller (the rig's kube-controller-manager) taints a NotReady node
+    node.kubernetes.io/not-ready:NoExecute; the engine pods tolerate it for the pool's nodeFailureTolerationSeconds
+    (5 s here), are evicted, and LWS recreates the whole group on healthy nodes while the dead node stays NotReady."""
+    await moeds(moed("evict", pool="rig-h200-evict", sessions=8, context=16384))
+    await wait_condition(api, namespace, "evict", "Ready", "True")
+    core = client.CoreV1Api(api)
+    sel = "leaderworkerset.sigs.k8s.io/name=evict"
+    pods = (await core.list_namespaced_pod(namespace, label_selector=sel)).items
+    node = next(p.spec.node_name for p in pods
+                if p.metadata.labels.get("leaderworkerset.sigs.k8s.io/worker-index") == "1")
+    before = {p.metadata.uid for p in pods}
+    await core.patch_node(node, {"metadata": {"labels": {NOT_READY_LABEL: "true"}}})
+    try:
+        async def tainted() -> bool:
+            n = await core.read_node(node)
+            return any(t.key == "node.kubernetes.io/not-ready" and t.effect == "NoExecute" for t in n.spec.taints or [])
+
+        await wait_for(tainted, timeout=60, what=f"the node controller's NoExecute taint on {node}")
+
+        async def back_elsewhere() -> bool:
+            now = (await core.list_namespaced_pod(namespace, label_selector=sel)).items
+            fresh = [p for p in now if p.metadata.uid not in before and not p.metadata.deletion_timestamp]
+            obj = await get_moed(api, namespace, "evict")
+            return (len(fresh) == len(pods) and all(p.spec.node_name and p.spec.node_name != node for p in fresh)
+                    and condition(obj, "Ready").get("status") == "True")
+
+        await wait_for(back_elsewhere, timeout=150, what="the group recreated on healthy nodes and Ready",
+                       describe=lambda: describe(api, namespace, "evict"))
+        assert condition(await get_moed(api, namespace, "evict"), "Degraded")["status"] == "False"
+    finally:
+        await core.patch_node(node, {"metadata": {"labels": {NOT_READY_LABEL: None}}})
+
+
 async def test_pool_too_small_reports_insufficient_capacity(api: client.ApiClient, namespace: str,
                                                             moeds: Any) -> None:
     await moeds(moed("small", pool="rig-h200-one", sessions=8, context=16384))
@@ -296,6 +331,10 @@ async def test_infeasible_update_is_rejected_and_never_removes_a_group(
                                                 _content_type="application/merge-patch+json")
         obj = await wait_condition(api, namespace, "keep", "Stalled", "True", "PlanInfeasible")
         assert "spec.sessions.target" in condition(obj, "Stalled")["message"]
+        from kstatus import kstatus
+
+        verdict = kstatus([obj])[0]  # what Flux / kubectl-wait conventions conclude: not Current, Failed
+        assert verdict["status"] == "Failed" and "spec.sessions.target" in verdict["message"], verdict
         after = await lws()
         assert after["metadata"]["uid"] == before["metadata"]["uid"]
         assert after["spec"] == before["spec"] and not after["metadata"].get("deletionTimestamp")

@@ -134,6 +134,7 @@ POOL_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = 
     "node.memory": ({}, {}, {"node": {"memory": "2000Gi"}}),
     "node.ephemeralStorage": ({}, {}, {"node": {"ephemeralStorage": "500Gi"}}),  # Kimi downloads 622 GiB
     "requireImageDigests": ({}, {}, {"requireImageDigests": True}),
+    "nodeFailureTolerationSeconds": ({}, {}, {"nodeFailureTolerationSeconds": 30}),
     # the prefixes gate weights.hostPath: /models/kimi is allowed under /models, refused under /data
     "modelCache.hostPathPrefixes": ({"weights": {"hostPath": {"path": "/models/kimi"}}}, {},
                                     {"modelCache": {"hostPathPrefixes": ["/data"]}}),

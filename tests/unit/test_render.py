@@ -257,6 +257,16 @@ def test_api_key_comes_from_the_secret_for_engines_and_router() -> None:
     assert "--api-key" not in container(make(), "leader")["args"]
 
 
+def test_node_failure_toleration() -> None:
+    assert all("NoExecute" not in str(t) for t in tmpl(make(), "leader")["spec"]["tolerations"])
+    tol = tmpl(make(node_failure_toleration_seconds=30), "worker")["spec"]["tolerations"]
+    assert {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+            "tolerationSeconds": 30} in tol
+    assert {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+            "tolerationSeconds": 30} in tol
+    assert tol[0] == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}  # the pool's first
+
+
 def test_optional_pod_settings() -> None:
     inp = make(host_mounts=(HostMount(host_path="/dev/infiniband", mount_path="/dev/infiniband", read_only=False),))
     spec = tmpl(inp, "worker")["spec"]

@@ -193,6 +193,9 @@ class RenderInput:
     # --- placement / privileges -------------------------------------------------
     node_selector: Mapping[str, str] = field(default_factory=dict)  #: pool node selector
     tolerations: tuple[Mapping[str, Any], ...] = ()  #: pool tolerations (Kubernetes toleration dicts)
+    #: tolerationSeconds of the engine pods for the node controller's not-ready/unreachable NoExecute taints
+    #: (None: the apiserver's DefaultTolerationSeconds, 300 s)
+    node_failure_toleration_seconds: int | None = None
     rdma_resource: str | None = None  #: RDMA extended resource, e.g. "rdma/ib"
     rdma_count: int = 0  #: RDMA resources per pod (needs rdma_resource when > 0)
     #: Node label key whose domains get exactly one group each (LWS annotation

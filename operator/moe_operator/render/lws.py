@@ -246,8 +246,15 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
     }
     if inp.node_selector:
         spec["nodeSelector"] = dict(sorted(inp.node_selector.items()))
-    if inp.tolerations:
-        spec["tolerations"] = [dict(t) for t in inp.tolerations]
+    tolerations = [dict(t) for t in inp.tolerations]
+    if inp.node_failure_toleration_seconds is not None:
+        # the taints the node controller puts on a NotReady / unreachable node: evicted after this long, the group is
+        # recreated (RecreateGroupOnPodRestart) on healthy nodes
+        tolerations += [{"key": k, "operator": "Exists", "effect": "NoExecute",
+                         "tolerationSeconds": inp.node_failure_toleration_seconds}
+                        for k in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+    if tolerations:
+        spec["tolerations"] = tolerations
     return {
         "metadata": {
             "labels": labels,

@@ -296,6 +296,15 @@ class AcceleratorPoolSpec(ApiModel):
         "that has no nodes yet, or to keep the pods' size fixed; unset, the smallest allocatable among the "
         "pool's Ready nodes is used (status.nodeAllocatable).",
     )
+    node_failure_toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="How long an SGLang pod stays bound to a node the node controller marked not-ready or "
+        "unreachable (NoExecute taints) before it is evicted and its group recreated on other nodes. Unset: "
+        "Kubernetes' default of 300 s. A group with a pod on a dead node serves nothing; a short value brings it "
+        "back sooner, at the price of a full group restart (a cold start) on a brief node flap.",
+    )
     require_image_digests: bool = Field(
         default=False,
         description="Refuse MoEDeployments (and this pool's sglangImage) whose images are not pinned by digest "
