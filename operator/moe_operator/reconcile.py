@@ -122,15 +122,20 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
     """The drain-aware rollout step (moe_operator.rollout): sets the partition on the rendered LWS (applied next by
     the caller) and moves the routable labels. Returns the label writes and the step."""
     from moe_operator.autoscale.controller import metrics_port
+    from moe_operator.rollout import partition_of
+    from moe_operator.routing import routed_groups, router_endpoints
 
     lws_obj = next(o for o in want.children if o["kind"] == "LeaderWorkerSet")
     spec = want.deployment.spec
     current = dict(status.get("rollout") or {})
     idle = await idle_groups(http, pods, metrics_port(spec), int(current["group"])) if current else {}
+    # about to pick the next group: are the replaced ones back in every router? (asked only then)
+    routed = await routed_groups(http, router_endpoints(routers), pods, want.render.port) \
+        if not current and partition_of(lws) > 0 else None
     step = plan_rollout(now=time.time(), now_iso=now_iso(), lws=lws,
                         template_hash=lws_obj["metadata"]["annotations"][TEMPLATE_HASH], replicas=want.replicas,
                         status=status, idle=idle, unroutable=unroutable_leaders(pods),
-                        drain_timeout=float(spec.drain.timeout_seconds))
+                        drain_timeout=float(spec.drain.timeout_seconds), routed=routed)
     lws_obj["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] = step.partition
     flips = [(g, True) for g in step.reroute] + ([(step.unroute, False)] if step.unroute is not None else [])
     for g, routable in flips:

@@ -59,9 +59,11 @@ def unroutable_leaders(pods: Sequence[Mapping[str, Any]]) -> set[int]:
 
 def plan_rollout(*, now: float, now_iso: str, lws: Mapping[str, Any] | None, template_hash: str, replicas: int,
                  status: Mapping[str, Any], idle: Mapping[int, bool], unroutable: set[int],
-                 drain_timeout: float) -> Step:
+                 drain_timeout: float, routed: set[int] | None = None) -> Step:
     """The partition to apply and what to do to routing, from the cached LWS and status. `idle[g]`: group g's
-    running and queued requests are 0 (absent: no metrics for it)."""
+    running and queued requests are 0 (absent: no metrics for it). `routed`: groups every router has as a healthy
+    worker (None: unknown) — the next group is drained only once the groups already replaced are back in rotation,
+    or the routers would be left with no worker (LWS calls a group Ready before the router has re-added it)."""
     if lws is None or replicas == 0:
         return Step(partition=0, rollout=None)
     applied = ((lws.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
@@ -80,7 +82,8 @@ def plan_rollout(*, now: float, now_iso: str, lws: Mapping[str, Any] | None, tem
     if p == 0:
         return Step(partition=0, rollout=None, reroute=reroute)
     if current is None:
-        if updated < replicas - p or ready < replicas or scale_drain is not None:
+        back = routed is None or all(g in routed for g in range(p, replicas))
+        if updated < replicas - p or ready < replicas or scale_drain is not None or not back:
             return Step(partition=p, rollout=None, reroute=reroute)  # the last replaced group is not back yet
         g = p - 1
         return Step(partition=p, rollout={"group": g, "startedAt": now_iso}, unroute=g, reroute=reroute,

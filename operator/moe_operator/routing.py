@@ -64,6 +64,33 @@ async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: boo
     return True
 
 
+async def routed_groups(http: aiohttp.ClientSession | None, routers: Sequence[str],
+                        pods: Sequence[Mapping[str, Any]], port: int) -> set[int] | None:
+    """Groups whose leader every router lists as a healthy worker; None when there is nothing to ask (no router,
+    no session) or a router does not answer (a rollout then goes on without this check rather than stall)."""
+    if http is None or not routers:
+        return None
+    healthy: set[str] | None = None
+    for r in routers:
+        try:
+            async with http.get(f"{r}/workers", timeout=TIMEOUT) as resp:
+                resp.raise_for_status()
+                workers = (await resp.json()).get("workers") or []
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("router %s: cannot list workers: %s", r, exc)
+            return None
+        urls = {w.get("url") for w in workers if w.get("is_healthy")}
+        healthy = urls if healthy is None else healthy & urls
+    groups = set()
+    for p in pods:
+        labels = (p.get("metadata") or {}).get("labels") or {}
+        if labels.get(WORKER_INDEX) == "0" and labels.get(GROUP_INDEX, "").isdigit():
+            url = leader_url(pods, int(labels[GROUP_INDEX]), port)
+            if url is not None and url in (healthy or set()):
+                groups.add(int(labels[GROUP_INDEX]))
+    return groups
+
+
 async def set_in_rotation(http: aiohttp.ClientSession | None, routers: Sequence[str], url: str | None,
                           routable: bool) -> int:
     """Remove `url` from (routable=False) or add it to every router; returns how many routers changed. Best effort:

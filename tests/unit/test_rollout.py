@@ -49,6 +49,17 @@ def test_one_group_at_a_time_each_drained_before_it_is_replaced() -> None:
     assert nxt.unroute == 1 and nxt.partition == 2
 
 
+def test_the_next_group_waits_until_the_replaced_one_is_back_in_every_router() -> None:
+    after_first = lws("new", 2, 1, 3)  # group 2 replaced and Ready in LWS's eyes
+    assert step(after_first).unroute == 1  # routers unknown: go on
+    held = plan_rollout(now=NOW, now_iso=ISO, lws=after_first, template_hash="new", replicas=3, status={}, idle={},
+                        unroutable=set(), drain_timeout=600, routed={0, 1})
+    assert held.unroute is None and held.partition == 2  # group 2 not yet a healthy worker of every router
+    go = plan_rollout(now=NOW, now_iso=ISO, lws=after_first, template_hash="new", replicas=3, status={}, idle={},
+                      unroutable=set(), drain_timeout=600, routed={0, 1, 2})
+    assert go.unroute == 1
+
+
 def test_drain_timeout_replaces_a_group_that_never_idles() -> None:
     held = lws("new", 3, 0, 3)
     s = step(held, status={"rollout": {"group": 2, "startedAt": ISO}}, idle={}, now=NOW + 601)

@@ -176,7 +176,8 @@ def plan_step(*, now: float, spec: MoEDeploymentSpec, status: Mapping[str, Any],
         patch.update({"lastScaleTime": now_iso(), "lastScaleReason": decision.reason})
         event = ("ScaledUp", decision.reason)
         changed = True
-    elif decision.desired_groups < replicas:
+    elif decision.desired_groups < replicas and not status.get("rollout"):
+        # (not while a rollout drains a group: one group out of routing at a time)
         group = replicas - 1  # LWS removes the highest group index
         patch.update({"drain": {"group": group, "startedAt": now_iso()},
                       "lastScaleReason": f"draining group {group}: {decision.reason}"})

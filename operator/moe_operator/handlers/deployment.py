@@ -88,14 +88,15 @@ async def resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs
 
 
 def _draining_for_rollout(status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("rollout"))
+    """A rollout in progress: a group draining, or groups still to update (waiting for the last one to be back)."""
+    return bool(status.get("rollout")) or int(status.get("updatedGroups") or 0) < int(status.get("replicas") or 0)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=ROLLOUT_POLL_SECONDS, initial_delay=ROLLOUT_POLL_SECONDS,
             when=_draining_for_rollout)
 async def rollout_drain(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    """While a rollout drains a group nothing changes that would trigger a pass: look at its requests every few
-    seconds (a timer only while status.rollout is set)."""
+    """While a rollout drains a group, or waits for the routers to take a replaced group back, nothing changes that
+    would trigger a pass: look every few seconds (a timer only while a rollout is in progress)."""
     meta = body["metadata"]
     await run_reconcile(memo, Cache.of(memo, kwargs), meta["namespace"], meta["name"], logger, body)
 
