@@ -31,6 +31,8 @@ DRAIN_TIMEOUTS = Counter("moe_operator_drain_timeouts_total", "Drains that ended
 def observe_groups(namespace: str, name: str, *, desired: int, ready: int) -> None:
     GROUPS_DESIRED.labels(namespace, name).set(desired)
     GROUPS_READY.labels(namespace, name).set(ready)
+    for kind in ("scale-down", "rollout"):  # the series exist at 0 from the start, so increase() sees the first one
+        DRAIN_TIMEOUTS.labels(namespace, name, kind)
 
 
 def observe_autoscaling(namespace: str, name: str, status_patch: dict, event: tuple[str, str] | None) -> None:
@@ -54,5 +56,10 @@ def forget(namespace: str, name: str) -> None:
     for g in (GROUPS_DESIRED, GROUPS_READY, KV_UTILIZATION, PODS_WITHOUT_METRICS):
         try:
             g.remove(namespace, name)
+        except KeyError:
+            pass
+    for kind in ("scale-down", "rollout"):
+        try:
+            DRAIN_TIMEOUTS.remove(namespace, name, kind)
         except KeyError:
             pass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moe_operator import metrics
-from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey
+from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey, newest
 from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
 from moe_operator.events import post_event
 from moe_operator.kube import Kube, KubeError
@@ -21,7 +21,7 @@ from moe_operator.placement import stuck_groups
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
 from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
-from moe_operator.rollout import TEMPLATE_HASH, Step, plan_rollout, unroutable_leaders
+from moe_operator.rollout import TEMPLATE_HASH, Step, plan_rollout, unroutable_leaders, updated_groups
 from moe_operator.status import Capacity, Observed, compute_status, now_iso, status_changed
 
 APPLIED_HASH = "moe-operator.io/applied-hash"
@@ -36,9 +36,10 @@ class Outcome:
 
 
 async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], existing: Mapping[ChildKey, dict],
-                         logger: logging.Logger) -> int:
+                         logger: logging.Logger, applied: dict[ChildKey, dict] | None = None) -> int:
     """Apply what differs from what we applied last time (hash annotation on the cached copy), delete orphans.
-    Returns API writes. A cache a few ms behind our own write costs one idempotent re-apply, never a wrong one."""
+    Returns API writes; `applied` gets the server's answer per object written (newer than the cache for a few ms).
+    A cache a few ms behind our own write costs one idempotent re-apply, never a wrong one."""
     writes = 0
     for obj in desired:
         h = spec_hash(obj)
@@ -47,7 +48,9 @@ async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], exis
         cur = existing.get(key)
         if cur is not None and cur["metadata"].get("annotations", {}).get(APPLIED_HASH) == h:
             continue
-        await kube.apply(obj)
+        answer = await kube.apply(obj)
+        if applied is not None and isinstance(answer, dict):
+            applied[key] = answer
         writes += 1
         logger.info(f"applied {obj['kind']} {obj['metadata']['name']}")
     wanted = {(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in desired}
@@ -132,8 +135,9 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
     # about to pick the next group: are the replaced ones back in every router? (asked only then)
     routed = await routed_groups(http, router_endpoints(routers), pods, want.render.port) \
         if not current and partition_of(lws) > 0 else None
-    step = plan_rollout(now=time.time(), now_iso=now_iso(), lws=lws,
-                        template_hash=lws_obj["metadata"]["annotations"][TEMPLATE_HASH], replicas=want.replicas,
+    digest = lws_obj["metadata"]["annotations"][TEMPLATE_HASH]
+    step = plan_rollout(now=time.time(), now_iso=now_iso(), lws=lws, updated=updated_groups(pods, digest),
+                        template_hash=digest, replicas=want.replicas,
                         status=status, idle=idle, unroutable=unroutable_leaders(pods),
                         drain_timeout=float(spec.drain.timeout_seconds), routed=routed)
     lws_obj["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] = step.partition
@@ -163,6 +167,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     planned: PlannedDeployment | None = None
     downloads = False
     replicas = int(prev_status.get("desiredGroups", 0) or 0)
+    applied: dict[ChildKey, dict] = {}
 
     async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
         # a pool created a moment ago may not have reached the cache yet
@@ -181,7 +186,8 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
                                             cache.router_pods(ns, name), prev_status, logger)
             prev_status["rollout"] = step.rollout
             writes += label_writes
-            writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger)
+            writes += await apply_children(kube, want.render, want.children, cache.children(ns, name), logger,
+                                           applied)
         else:  # its status write triggers this deployment again (handlers.children.pool_changed_dependents)
             logger.info(f"waiting for AcceleratorPool {want.planned.pool_name}'s first status (its nodes' size)")
     except SpecProblem as exc:
@@ -189,7 +195,12 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         # a warning when the problem appears or changes, not one per resync pass
         said = any(c.get("message") == f"{exc.field}: {exc.message}" for c in prev_status.get("conditions") or [])
         (logger.info if said else logger.warning)(f"not changing children: {exc}")
-    lws, pods = cache.lws(ns, name), cache.pods(ns, name)
+    # the LWS as this pass left it, if the watch has not brought our write back yet: a status computed from the copy
+    # before a template change would call a rollout that has just begun Reconciled
+    lws = newest(cache.lws(ns, name), applied.get(("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name)))
+    pods = cache.pods(ns, name)
+    digest = ((lws or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_HASH)
+    fresh = updated_groups(pods, digest)
     capacity = None
     if planned and any(c.get("reason") == "Unschedulable" for p in pods
                        for c in p.get("status", {}).get("conditions", [])):
@@ -205,6 +216,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         problem=(problem.reason, f"{problem.field}: {problem.message}") if problem else None,
         desired_groups=replicas, lws=lws, pods=pods, capacity=capacity, selector=selector,
         node_problems=cache.node_problems(pods),
+        updated_groups=len([g for g in fresh if g < replicas]) if fresh is not None else None,
     )
     if planned:
         prev_status["plan"] = obs.plan  # the fresh plan replaces the carried one

@@ -57,13 +57,29 @@ def unroutable_leaders(pods: Sequence[Mapping[str, Any]]) -> set[int]:
     return out
 
 
+def updated_groups(pods: Sequence[Mapping[str, Any]], template_hash: str | None) -> set[int] | None:
+    """Groups whose every (non-terminating) pod carries the current template hash; None without a hash to compare."""
+    if not template_hash:
+        return None
+    by_group: dict[int, bool] = {}
+    for p in pods:
+        meta = p.get("metadata") or {}
+        g = (meta.get("labels") or {}).get(GROUP_INDEX, "")
+        if not g.isdigit() or meta.get("deletionTimestamp"):
+            continue
+        ok = (meta.get("annotations") or {}).get(TEMPLATE_HASH) == template_hash
+        by_group[int(g)] = by_group.get(int(g), True) and ok
+    return {g for g, ok in by_group.items() if ok}
+
+
 def plan_rollout(*, now: float, now_iso: str, lws: Mapping[str, Any] | None, template_hash: str, replicas: int,
                  status: Mapping[str, Any], idle: Mapping[int, bool], unroutable: set[int],
-                 drain_timeout: float, routed: set[int] | None = None) -> Step:
+                 drain_timeout: float, routed: set[int] | None = None, updated: set[int] | None = None) -> Step:
     """The partition to apply and what to do to routing, from the cached LWS and status. `idle[g]`: group g's
     running and queued requests are 0 (absent: no metrics for it). `routed`: groups every router has as a healthy
     worker (None: unknown) — the next group is drained only once the groups already replaced are back in rotation,
-    or the routers would be left with no worker (LWS calls a group Ready before the router has re-added it)."""
+    or the routers would be left with no worker (LWS calls a group Ready before the router has re-added it).
+    `updated`: groups whose pods run the current template (None: LWS's updatedReplicas is used)."""
     if lws is None or replicas == 0:
         return Step(partition=0, rollout=None)
     applied = ((lws.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
@@ -75,15 +91,16 @@ def plan_rollout(*, now: float, now_iso: str, lws: Mapping[str, Any] | None, tem
                     reason="RolloutStarted")
     p = min(partition_of(lws), replicas)
     st = lws.get("status") or {}
-    updated = int(st.get("updatedReplicas", 0) or 0)
     ready = int(st.get("readyReplicas", 0) or 0)
+    replaced = (all(g in updated for g in range(p, replicas)) if updated is not None
+                else int(st.get("updatedReplicas", 0) or 0) >= replicas - p)
     reroute = tuple(sorted(g for g in unroutable if p <= g < replicas and g != scale_drain))
     current: dict[str, Any] | None = dict(status.get("rollout") or {}) or None
     if p == 0:
         return Step(partition=0, rollout=None, reroute=reroute)
     if current is None:
         back = routed is None or all(g in routed for g in range(p, replicas))
-        if updated < replicas - p or ready < replicas or scale_drain is not None or not back:
+        if not replaced or ready < replicas or scale_drain is not None or not back:
             return Step(partition=p, rollout=None, reroute=reroute)  # the last replaced group is not back yet
         g = p - 1
         return Step(partition=p, rollout={"group": g, "startedAt": now_iso}, unroute=g, reroute=reroute,

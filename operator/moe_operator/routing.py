@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
 WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
 COMPONENT = "app.kubernetes.io/component"
-TIMEOUT = aiohttp.ClientTimeout(total=3)
+TIMEOUT = aiohttp.ClientTimeout(total=3, connect=1)
 
 
 def leader_url(pods: Sequence[Mapping[str, Any]], group: int, port: int) -> str | None:

@@ -43,6 +43,8 @@ class Observed:
     selector: str = ""
     #: node -> why a group pod on it cannot be counted on (cache.node_problem), for the nodes of this deployment's pods
     node_problems: Mapping[str, str] = field(default_factory=dict)
+    #: groups whose pods run the current template (from the pods' template-hash annotation); None: LWS's count
+    updated_groups: int | None = None
 
 
 GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
@@ -75,9 +77,12 @@ def _lws_rolling(lws: Mapping[str, Any] | None) -> tuple[bool, int]:
     updated = int(st.get("updatedReplicas", current) or 0)
     gen = (lws.get("metadata") or {}).get("generation")
     lagging = gen is not None and st.get("observedGeneration", gen) != gen
+    # a partition above 0 is the operator holding groups back for a drain-aware rollout (moe_operator.rollout)
+    held = int((((lws.get("spec") or {}).get("rolloutStrategy") or {}).get("rollingUpdateConfiguration") or {})
+               .get("partition") or 0) > 0
     in_progress = any(c.get("type") == "UpdateInProgress" and c.get("status") == "True"
                       for c in st.get("conditions") or [])
-    return lagging or updated < current or in_progress, min(updated, current)
+    return lagging or held or updated < current or in_progress, min(updated, current)
 
 
 def _pod_ready(p: Mapping[str, Any]) -> bool:
@@ -122,6 +127,9 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
     ready = max(0, int(lws_status.get("readyReplicas", 0) or 0) - len(stale))
     desired = obs.desired_groups
     rolling, updated = _lws_rolling(obs.lws)
+    if obs.updated_groups is not None and obs.lws is not None:
+        updated = min(obs.updated_groups, current)
+        rolling = rolling or updated < current
     spg = int(plan.get("sessionsPerGroup", 0)) if plan else 0
 
     conds: dict[str, tuple[str, str, str]] = {}

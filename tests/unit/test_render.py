@@ -370,8 +370,14 @@ def test_lws_spec() -> None:
     assert lwt["size"] == 2 and lwt["restartPolicy"] == "RecreateGroupOnPodRestart"
     for role in ("leader", "worker"):
         assert lwt[f"{role}Template"]["spec"]["terminationGracePeriodSeconds"] == 930
+    digest = lws["metadata"]["annotations"]["moe-operator.io/template-hash"]
     assert lws["metadata"]["annotations"] == {"moe-operator.io/spec-hash": "abc123",
-                                              "moe-operator.io/template-hash": spec_hash(lwt)}
+                                              "moe-operator.io/template-hash": digest}
+    # the pods carry it too (which groups run the current template is read from them); it hashes the rest
+    bare = copy.deepcopy(lwt)
+    for role in ("leaderTemplate", "workerTemplate"):
+        assert bare[role]["metadata"]["annotations"].pop("moe-operator.io/template-hash") == digest
+    assert spec_hash(bare) == digest
 
 
 def test_exclusive_topology_annotation() -> None:

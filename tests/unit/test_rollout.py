@@ -60,6 +60,26 @@ def test_the_next_group_waits_until_the_replaced_one_is_back_in_every_router() -
     assert go.unroute == 1
 
 
+def test_updated_groups_come_from_the_pods_template_hash() -> None:
+    from moe_operator.rollout import updated_groups
+
+    def pod(g: str, h: str, gone: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"labels": {"leaderworkerset.sigs.k8s.io/group-index": g},
+                                "annotations": {TEMPLATE_HASH: h}}
+        if gone:
+            meta["deletionTimestamp"] = "x"
+        return {"metadata": meta}
+
+    pods = [pod("0", "old"), pod("0", "old"), pod("1", "new"), pod("1", "old", gone=True), pod("2", "new"),
+            pod("2", "old")]
+    assert updated_groups(pods, "new") == {1}  # group 2 has an old pod left; group 1's old one is terminating
+    assert updated_groups(pods, None) is None
+    # with the pods' view, a partition LWS counts as updated does not fool the plan
+    s = plan_rollout(now=NOW, now_iso=ISO, lws=lws("new", 2, 3, 3), template_hash="new", replicas=3, status={},
+                     idle={}, unroutable=set(), drain_timeout=600, updated={0, 1})
+    assert s.unroute is None
+
+
 def test_drain_timeout_replaces_a_group_that_never_idles() -> None:
     held = lws("new", 3, 0, 3)
     s = step(held, status={"rollout": {"group": 2, "startedAt": ISO}}, idle={}, now=NOW + 601)

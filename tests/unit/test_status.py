@@ -161,3 +161,10 @@ def test_autoscaler_fields_are_carried() -> None:
     s = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)), prev)
     assert s["kvUtilization"] == "0.5" and s["liveSessions"] == 9
 
+
+
+def test_a_partition_held_by_the_operator_is_a_rollout() -> None:
+    held = lws(2, 2, gen=3, observed=3, updated=2)
+    held["spec"] = {"rolloutStrategy": {"rollingUpdateConfiguration": {"partition": 2}}}
+    s = compute_status(Observed(generation=2, plan=PLAN, desired_groups=2, lws=held))
+    assert conds(s)["Progressing"] == ("True", "RollingOut") and conds(s)["Ready"][0] == "False"

@@ -266,15 +266,20 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
 
 def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
     """The LWS: ``replicas`` groups of ``nodes_per_group`` pods."""
-    template = {
+    template: dict[str, Any] = {
         "size": inp.nodes_per_group,
         # Any rank dying kills the NCCL world: restart the whole group.
         "restartPolicy": "RecreateGroupOnPodRestart",
         "leaderTemplate": pod_template(inp, ROLE_LEADER),
         "workerTemplate": pod_template(inp, ROLE_WORKER),
     }
-    # reconcile compares it with the LWS's to see a new template and start a drain-aware rollout (moe_operator.rollout)
-    annotations: dict[str, str] = {TEMPLATE_HASH: spec_hash(template)}
+    # reconcile compares it with the LWS's to see a new template and start a drain-aware rollout (moe_operator.rollout);
+    # on the pods too, so which groups run the current template is read from the pods (LWS's updatedReplicas counts
+    # the groups a partition holds back as updated)
+    digest = spec_hash(template)
+    for role in ("leaderTemplate", "workerTemplate"):
+        template[role]["metadata"]["annotations"][TEMPLATE_HASH] = digest
+    annotations: dict[str, str] = {TEMPLATE_HASH: digest}
     if inp.exclusive_topology_key:
         # LWS's webhook turns this into pod (anti-)affinity: one group per domain.
         annotations[LWS_EXCLUSIVE_TOPOLOGY] = inp.exclusive_topology_key
