@@ -79,6 +79,15 @@ def node_problem(node: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def nodes_matching(store: Any, selector: Mapping[str, str]) -> list[dict[str, Any]] | None:
+    """Nodes carrying every label of `selector`, from the node store; None while it has not listed yet."""
+    synced = getattr(store, "synced", None)
+    if store is None or synced is None or not synced.is_set():
+        return None
+    return [n for n in list(getattr(store, "objects", {}).values())
+            if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+
+
 def owner_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
     """(namespace, MoEDeployment name) of a child, from our label; None for an object without it."""
     meta = body.get("metadata") or {}
@@ -145,13 +154,7 @@ class Cache:
         return getattr(store, "objects", {}).get(("", name)) if store is not None else None
 
     def nodes_matching(self, selector: Mapping[str, str]) -> list[dict[str, Any]] | None:
-        """Nodes carrying every label of `selector`, from the node store; None while it has not listed yet."""
-        store = self.stores.get(NODE)
-        synced = getattr(store, "synced", None)
-        if store is None or synced is None or not synced.is_set():
-            return None
-        return [n for n in list(getattr(store, "objects", {}).values())
-                if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+        return nodes_matching(self.stores.get(NODE), selector)
 
     def node_problems(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         """node -> problem for the nodes these pods are bound to (node_problem); only the bad ones."""

@@ -109,22 +109,11 @@ async def idle_groups(http: Any, pods: list[dict], port: int, group: int) -> dic
     return {group: m.running_reqs == 0 and m.queued_reqs == 0} if m is not None else {}
 
 
-async def route(kube: Kube, http: Any, want: Desired, pods: list[dict], routers: list[dict], group: int,
-                routable: bool) -> None:
-    """A group in or out of rotation: the leader's routable label and every router's worker list (routing.py)."""
-    from moe_operator.autoscale.controller import set_routable
-    from moe_operator.routing import leader_url, router_endpoints, set_in_rotation
-
-    await set_routable(kube, want.render.namespace, pods, group, routable=routable)
-    if want.render.api_key_secret is None:  # see routing.py: a worker re-added without its key would fail
-        await set_in_rotation(http, router_endpoints(routers), leader_url(pods, group, want.render.port), routable)
-
-
 async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | None, pods: list[dict],
                routers: list[dict], status: Mapping[str, Any], logger: logging.Logger) -> tuple[int, Step]:
     """The drain-aware rollout step (moe_operator.rollout): sets the partition on the rendered LWS (applied next by
     the caller) and moves the routable labels. Returns the label writes and the step."""
-    from moe_operator.autoscale.controller import metrics_port
+    from moe_operator.autoscale.controller import metrics_port, route
     from moe_operator.rollout import partition_of
     from moe_operator.routing import routed_groups, router_endpoints
 
@@ -143,7 +132,7 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
     lws_obj["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] = step.partition
     flips = [(g, True) for g in step.reroute] + ([(step.unroute, False)] if step.unroute is not None else [])
     for g, routable in flips:
-        await route(kube, http, want, pods, routers, g, routable)
+        await route(kube, http, spec, want.render.namespace, pods, routers, g, routable)
     if step.message:
         logger.info(step.message)
         metrics.observe_rollout(want.render.namespace, want.render.name, step.reason, step.message)

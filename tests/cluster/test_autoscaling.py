@@ -61,6 +61,20 @@ async def get_moed(api: client.ApiClient, ns: str, name: str) -> dict:
     return await client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
 
+async def router_url(core: client.CoreV1Api, namespace: str) -> str | None:
+    """The URL of a Running router pod that answers /v1/models, else None (for wait_for)."""
+    pods = (await core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=router")).items
+    ip = next((p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip), None)
+    if not ip:
+        return None
+    try:
+        async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8000/v1/models",
+                                                       timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return f"http://{ip}:8000" if r.status == 200 else None
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+
+
 async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failures(
         api: client.ApiClient, namespace: str, operator: OperatorProcess, live_fleet: Path) -> None:
     co = client.CustomObjectsApi(api)
@@ -80,24 +94,13 @@ async def test_kv_load_adds_a_group_and_falling_load_drains_one_with_zero_failur
         log = await asyncio.to_thread(live_fleet.read_text, errors="replace")
         return f"status: {shown}\n" + "\n".join(lines) + f"\npod runner log:\n{log[-2000:]}"
 
-    async def router_url() -> str | None:
-        pods = (await core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=router")).items
-        ip = next((p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip), None)
-        if not ip:
-            return None
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8000/v1/models",
-                                                           timeout=aiohttp.ClientTimeout(total=2)) as r:
-                return f"http://{ip}:8000" if r.status == 200 else None
-        except (TimeoutError, aiohttp.ClientError):
-            return None
-
     async def one_group_ready() -> bool:
         st = await status()
         return st.get("readyGroups") == 1 and st.get("desiredGroups") == 1
 
     await wait_for(one_group_ready, timeout=90, what="1 ready group", describe=describe)
-    url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
+    url = await wait_for(lambda: router_url(core, namespace), timeout=90, what="the router answering",
+                         describe=describe)
 
     # load: the first 180 s of Kimi's production conversation trace (Mooncake), prompts built from its prefix
     # blocks and scaled by 1/8 (outputs by 1/2) to fit the rig's small KV pools (8 DP ranks x 16k tokens per
@@ -263,20 +266,9 @@ async def test_rollout_under_load_drains_each_group_and_fails_no_request(
         st = await status()
         return st.get("readyGroups") == 2 and st.get("updatedGroups") == 2
 
-    async def router_url() -> str | None:
-        pods = (await core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=router")).items
-        ip = next((p.status.pod_ip for p in pods if p.status.phase == "Running" and p.status.pod_ip), None)
-        if not ip:
-            return None
-        try:
-            async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8000/v1/models",
-                                                           timeout=aiohttp.ClientTimeout(total=2)) as r:
-                return f"http://{ip}:8000" if r.status == 200 else None
-        except (TimeoutError, aiohttp.ClientError):
-            return None
-
     await wait_for(two_ready, timeout=90, what="2 ready groups", describe=describe)
-    url = await wait_for(router_url, timeout=90, what="the router answering", describe=describe)
+    url = await wait_for(lambda: router_url(core, namespace), timeout=90, what="the router answering",
+                         describe=describe)
     trace = trace_slice(str(TRACE), duration_s=180, rate_scale=1.0, token_scale=0.125, output_scale=0.5,
                         max_input_tokens=2048, max_output_tokens=256)
     drains: list[int] = []

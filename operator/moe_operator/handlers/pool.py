@@ -10,9 +10,8 @@ from typing import Any
 
 import kopf
 
-from moe_operator.cache import NODE
+from moe_operator.cache import NODE, nodes_matching
 from moe_operator.handlers.leadership import is_leader
-from moe_operator.informer import Store
 from moe_operator.planning import SpecProblem, profile_for_pool, typed_pool
 from moe_operator.status import now_iso
 
@@ -71,11 +70,10 @@ def _changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
 
 async def matching_nodes(memo: kopf.Memo, selector: dict[str, str]) -> list[dict[str, Any]]:
     """The pool's nodes from the node store once it has listed (no API read per refresh), else from the API."""
-    store = getattr(memo, "stores", None)
-    nodes = store.by_kind.get(NODE) if store is not None else None
-    if isinstance(nodes, Store) and nodes.synced.is_set():
-        return [n for n in list(nodes.objects.values())
-                if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+    stores = getattr(memo, "stores", None)
+    cached = nodes_matching(stores.by_kind.get(NODE) if stores is not None else None, selector)
+    if cached is not None:
+        return cached
     sel = ",".join(f"{k}={v}" for k, v in selector.items())
     return list(await memo.kube.list("v1", "Node", label_selector=sel or None))
 
