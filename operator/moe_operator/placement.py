@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
-WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX
+from moe_operator.render.meta import LWS_WORKER_INDEX_LABEL as WORKER_INDEX
+
 GRACE_SECONDS = 60.0  # a worker Unschedulable this long while its leader is placed: not a scheduler hiccup
 RETRY_SECONDS = 300.0  # the least time between two repairs of one group
 

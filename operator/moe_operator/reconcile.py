@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moe_operator import metrics
-from moe_operator.cache import DEPLOYMENT_LABEL, Cache, ChildKey, newest
+from moe_operator.cache import DEPLOYMENT_LABEL, LWS, Cache, ChildKey, newest
 from moe_operator.desired import API_VERSION, KIND, Desired, desired_state
 from moe_operator.events import post_event
 from moe_operator.kube import Kube, KubeError
@@ -21,7 +21,7 @@ from moe_operator.placement import stuck_groups
 from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
 from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
-from moe_operator.rollout import TEMPLATE_HASH, Step, plan_rollout, unroutable_leaders, updated_groups
+from moe_operator.rollout import TEMPLATE_HASH, Step, partition_of, plan_rollout, unroutable_leaders, updated_groups
 from moe_operator.status import Capacity, Observed, compute_status, now_iso, status_changed
 
 APPLIED_HASH = "moe-operator.io/applied-hash"
@@ -114,7 +114,6 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
     """The drain-aware rollout step (moe_operator.rollout): sets the partition on the rendered LWS (applied next by
     the caller) and moves the routable labels. Returns the label writes and the step."""
     from moe_operator.autoscale.controller import metrics_port, route
-    from moe_operator.rollout import partition_of
     from moe_operator.routing import routed_groups, router_endpoints
 
     lws_obj = next(o for o in want.children if o["kind"] == "LeaderWorkerSet")
@@ -186,7 +185,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         (logger.info if said else logger.warning)(f"not changing children: {exc}")
     # the LWS as this pass left it, if the watch has not brought our write back yet: a status computed from the copy
     # before a template change would call a rollout that has just begun Reconciled
-    lws = newest(cache.lws(ns, name), applied.get(("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name)))
+    lws = newest(cache.lws(ns, name), applied.get((*LWS, name)))
     pods = cache.pods(ns, name)
     digest = ((lws or {}).get("metadata", {}).get("annotations") or {}).get(TEMPLATE_HASH)
     fresh = updated_groups(pods, digest)

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
-REVISION = "leaderworkerset.sigs.k8s.io/template-revision-hash"
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX
+from moe_operator.render.meta import LWS_REVISION_LABEL as REVISION
+
 MAX_TRACKED = 100_000  # pods; past it the oldest are forgotten (a forgotten pod only misses one report)
 
 

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-TEMPLATE_HASH = "moe-operator.io/template-hash"  # on the LWS: hash of the leaderWorkerTemplate we applied
-ROUTABLE = "moe-operator.io/routable"
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
-WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+from moe_operator.render.meta import A_TEMPLATE_HASH as TEMPLATE_HASH
+from moe_operator.render.meta import L_ROUTABLE as ROUTABLE
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX
+from moe_operator.render.meta import LWS_WORKER_INDEX_LABEL as WORKER_INDEX
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from typing import Any
 import aiohttp
 
 from moe_operator.render.argv import ROUTER_PORT
+from moe_operator.render.meta import COMPONENT_ROUTER, L_COMPONENT
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX
+from moe_operator.render.meta import LWS_WORKER_INDEX_LABEL as WORKER_INDEX
 
 log = logging.getLogger(__name__)
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
-WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
-COMPONENT = "app.kubernetes.io/component"
 TIMEOUT = aiohttp.ClientTimeout(total=3, connect=1)
 
 
@@ -42,7 +42,7 @@ def leader_url(pods: Sequence[Mapping[str, Any]], group: int, port: int) -> str 
 
 def router_endpoints(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"http://{p['status']['podIP']}:{ROUTER_PORT}" for p in pods
-            if ((p.get("metadata") or {}).get("labels") or {}).get(COMPONENT) == "router"
+            if ((p.get("metadata") or {}).get("labels") or {}).get(L_COMPONENT) == COMPONENT_ROUTER
             and (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("podIP")
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
 
@@ -81,14 +81,14 @@ async def routed_groups(http: aiohttp.ClientSession | None, routers: Sequence[st
             return None
         urls = {w.get("url") for w in workers if w.get("is_healthy")}
         healthy = urls if healthy is None else healthy & urls
-    groups = set()
-    for p in pods:
+    routed = set()
+    for p in pods:  # each group's leader, with the URL the routers know it by
         labels = (p.get("metadata") or {}).get("labels") or {}
-        if labels.get(WORKER_INDEX) == "0" and labels.get(GROUP_INDEX, "").isdigit():
-            url = leader_url(pods, int(labels[GROUP_INDEX]), port)
-            if url is not None and url in (healthy or set()):
-                groups.add(int(labels[GROUP_INDEX]))
-    return groups
+        ip = (p.get("status") or {}).get("podIP")
+        if labels.get(WORKER_INDEX) == "0" and labels.get(GROUP_INDEX, "").isdigit() and ip \
+                and f"http://{ip}:{port}" in (healthy or set()):
+            routed.add(int(labels[GROUP_INDEX]))
+    return routed
 
 
 async def set_in_rotation(http: aiohttp.ClientSession | None, routers: Sequence[str], url: str | None,

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX_LABEL
+
 CONDITION_TYPES = ("Ready", "Progressing", "Reconciling", "Degraded", "Stalled")
 
 
@@ -46,8 +48,6 @@ class Observed:
     #: groups whose pods run the current template (from the pods' template-hash annotation); None: LWS's count
     updated_groups: int | None = None
 
-
-GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
 
 
 def _group(p: Mapping[str, Any]) -> int | None:

@@ -25,11 +25,11 @@ from moe_operator.api.v1alpha1 import MoEDeploymentSpec
 from moe_operator.autoscale.law import Decision, GroupSample, LawParams, LawState, decide
 from moe_operator.autoscale.scrape import GroupMetrics, PodTarget, scrape
 from moe_operator.kube import Kube
+from moe_operator.render.meta import L_ROUTABLE as ROUTABLE_LABEL
+from moe_operator.render.meta import LWS_GROUP_INDEX_LABEL as GROUP_INDEX
+from moe_operator.render.meta import LWS_WORKER_INDEX_LABEL as WORKER_INDEX
 from moe_operator.status import now_iso
 
-ROUTABLE_LABEL = "moe-operator.io/routable"
-GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
-WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
 DEFAULT_COLD_START_S = 300.0
 
 

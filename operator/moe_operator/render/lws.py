@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..rollout import TEMPLATE_HASH
 from .argv import API_KEY_ENV, SGLANG_COMMAND, literal, sglang_argv
 from .inputs import CACHE_MOUNT, MODEL_MOUNT, RenderInput
 from .meta import (
+    A_TEMPLATE_HASH,
     COMPONENT_ENGINE,
     L_ROLE,
     L_ROUTABLE,
@@ -278,8 +278,8 @@ def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
     # the groups a partition holds back as updated)
     digest = spec_hash(template)
     for role in ("leaderTemplate", "workerTemplate"):
-        template[role]["metadata"]["annotations"][TEMPLATE_HASH] = digest
-    annotations: dict[str, str] = {TEMPLATE_HASH: digest}
+        template[role]["metadata"]["annotations"][A_TEMPLATE_HASH] = digest
+    annotations: dict[str, str] = {A_TEMPLATE_HASH: digest}
     if inp.exclusive_topology_key:
         # LWS's webhook turns this into pod (anti-)affinity: one group per domain.
         annotations[LWS_EXCLUSIVE_TOPOLOGY] = inp.exclusive_topology_key

@@ -28,6 +28,8 @@ L_MODEL = "moe-operator.io/model"
 L_POOL = "moe-operator.io/pool"
 L_ACCELERATOR = "moe-operator.io/accelerator"
 A_SPEC_HASH = "moe-operator.io/spec-hash"
+#: on the LWS and its pod templates: hash of the leaderWorkerTemplate we applied (moe_operator.rollout reads it)
+A_TEMPLATE_HASH = "moe-operator.io/template-hash"
 
 ROLE_LEADER = "leader"
 ROLE_WORKER = "worker"
@@ -37,6 +39,8 @@ COMPONENT_ROUTER = "router"
 # LeaderWorkerSet labels / annotations (set by the LWS controller / read by its webhook)
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_REVISION_LABEL = "leaderworkerset.sigs.k8s.io/template-revision-hash"
 LWS_EXCLUSIVE_TOPOLOGY = "leaderworkerset.sigs.k8s.io/exclusive-topology"
 
 
