@@ -60,9 +60,9 @@ def _groups_on_bad_nodes(obs: Observed) -> dict[int, str]:
     out: dict[int, str] = {}
     for p in obs.pods:
         node = (p.get("spec") or {}).get("nodeName")
-        idx = (p.get("metadata", {}).get("labels") or {}).get(GROUP_INDEX_LABEL)
-        if node is not None and node in obs.node_problems and idx is not None and idx.isdigit() and int(idx) not in out:
-            out[int(idx)] = f"pod {p['metadata'].get('name')} on node {node} ({obs.node_problems[node]})"
+        g = _group(p)
+        if node is not None and node in obs.node_problems and g is not None and g not in out:
+            out[g] = f"pod {p['metadata'].get('name')} on node {node} ({obs.node_problems[node]})"
     return out
 
 
