@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ def pool_candidates(spec: MoEDeploymentSpec) -> list[tuple[str, str]]:
 
 
 _PLANS: OrderedDict[str, Plan] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
 PLAN_CACHE_SIZE = 512
 
 
@@ -197,13 +199,16 @@ def planned_for(req: PlanRequest) -> Plan:
     MoEDeployments). Keyed on the request's repr (every field, nested dataclasses included); a copy is handed out
     so no caller can change the remembered plan."""
     key = repr(req)
-    hit = _PLANS.get(key)
+    with _PLANS_LOCK:  # admission reviews plan on the webhook's thread (webhook_server.py), reconciles on the loop's
+        hit = _PLANS.get(key)
+        if hit is not None:
+            _PLANS.move_to_end(key)
     if hit is None:
-        hit = _PLANS[key] = plan(req)
-        while len(_PLANS) > PLAN_CACHE_SIZE:
-            _PLANS.popitem(last=False)
-    else:
-        _PLANS.move_to_end(key)
+        hit = plan(req)
+        with _PLANS_LOCK:
+            _PLANS[key] = hit
+            while len(_PLANS) > PLAN_CACHE_SIZE:
+                _PLANS.popitem(last=False)
     return copy.deepcopy(hit)
 
 

@@ -49,9 +49,8 @@ def _in_cluster(args: argparse.Namespace) -> bool:
 
 
 def _webhook(args: argparse.Namespace) -> WebhookSetup | None:
-    import kopf
-
     from moe_operator.webhook_certs import ensure_self_signed
+    from moe_operator.webhook_server import ThreadedWebhookServer
 
     if args.no_webhook:
         return None
@@ -65,7 +64,7 @@ def _webhook(args: argparse.Namespace) -> WebhookSetup | None:
     else:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "moe-operator" / "webhook"
         cafile, crt, key = ensure_self_signed(cache, [host or "127.0.0.1", "localhost"])
-    server = kopf.WebhookServer(addr=addr, port=args.webhook_port, host=host, certfile=str(crt), pkeyfile=str(key),
+    server = ThreadedWebhookServer(addr=addr, port=args.webhook_port, host=host, certfile=str(crt), pkeyfile=str(key),
                                 cafile=str(cafile) if cafile else None)
     register = args.webhook_register == "yes" or (args.webhook_register == "auto" and not inside)
     if register:
