@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
     p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
     a = p.parse_args(argv)
+    # a SIGTERM (or a SIGINT where nohup ignores it) still runs the clean-up below: SystemExit unwinds the finally
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if subprocess.run([str(ROOT / "hack/testcluster"), "status"], capture_output=True).returncode != 0:
         print("the rig is not up: run `make up` first", file=sys.stderr)
         return 2
