@@ -383,7 +383,8 @@ def status_lag(custom: client.CustomObjectsApi) -> dict[str, float]:
         lws = custom.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", name)
         avail = _ts(next((c for c in (lws.get("status") or {}).get("conditions") or [] if c["type"] == "Available"),
                          None))
-        ready = _ts(next((c for c in m["status"]["conditions"] if c["type"] == "Ready"), None))
+        ready = _ts(next((c for c in (m.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
+                         None))
         if avail is not None and ready is not None:
             lags.append(ready - avail)
     lags.sort()
