@@ -31,6 +31,14 @@ class OperatorProcess:
 
     def start(self) -> None:
         wh, mp, lp = self.ports
+        for port in self.ports:
+            # a leftover operator on these ports (a killed benchmark's child) would answer wait_live for this one,
+            # which then dies on "address in use": the run would measure the old process without noticing
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    raise RuntimeError(f"127.0.0.1:{port} is already in use (a leftover operator process?); "
+                                       f"{self.identity} cannot start there")
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moe_operator.cli", "run", "--kubeconfig", str(self.kubeconfig),
