@@ -34,7 +34,7 @@ POLICIES = ["moe", "hpa", "keda", "static", "oracle"]
 
 def one(job: tuple[str, str, float, int, float, str]) -> dict:
     label, trace, rate, load, cold, policy = job
-    from moe_operator.autoscale import simulate as sim
+    from moe_sim import offline as sim
     from moe_operator.planner import PlanRequest, plan
 
     reqs = sim.load_trace(os.path.join(TRACES, trace), rate, load)

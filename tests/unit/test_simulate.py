@@ -1,4 +1,4 @@
-"""The offline autoscaling simulator (moe_operator.autoscale.simulate) and `moe-operator simulate`."""
+"""The offline autoscaling simulator (moe_sim.offline) and `moe-operator simulate`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from moe_operator.autoscale import simulate as sim
-from moe_operator.autoscale.simulate import Rank, Request, SimConfig, Static, load_trace, simulate
+from moe_sim import offline as sim
+from moe_sim.offline import Rank, Request, SimConfig, Static, load_trace, simulate
 
 
 def _mooncake(tmp_path, rows):
@@ -102,8 +102,8 @@ def test_cli_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, moe_operator.autoscale.cli as c; "
-            "heavy = ('moe_operator.planner', 'moe_operator.autoscale.simulate'); "
+    code = ("import sys, moe_sim.cli as c; "
+            "heavy = ('moe_operator.planner', 'moe_sim.offline'); "
             "print(any(m.startswith(heavy) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
-    from moe_operator.autoscale import simulate as sim
+    from moe_sim import offline as sim
     from moe_operator.planner import PlanRequest, plan
 
     reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from moe_operator.autoscale import simulate as sim
+    from moe_sim import offline as sim
     from moe_operator.planner import PlanError
 
     try:
