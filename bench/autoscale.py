@@ -34,8 +34,8 @@ POLICIES = ["moe", "hpa", "keda", "static", "oracle"]
 
 def one(job: tuple[str, str, float, int, float, str]) -> dict:
     label, trace, rate, load, cold, policy = job
-    from moe_sim import offline as sim
     from moe_operator.planner import PlanRequest, plan
+    from moe_sim import offline as sim
 
     reqs = sim.load_trace(os.path.join(TRACES, trace), rate, load)
     context = max(r.input_len + r.output_len for r in reqs)

@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
-    from moe_sim import offline as sim
     from moe_operator.planner import PlanRequest, plan
+    from moe_sim import offline as sim
 
     reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
     context = args.context or max(r.input_len + r.output_len for r in reqs)
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from moe_sim import offline as sim
     from moe_operator.planner import PlanError
+    from moe_sim import offline as sim
 
     try:
         reqs, cfg, echo = build(args)

@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from moe_sim.offline import Request
 from moe_sim import SimConfig
 from moe_sim.loadgen import prompt_for, replay, trace_slice
+from moe_sim.offline import Request
 from moe_sim.server import SimServer
 
 TRACE = Path(__file__).resolve().parents[1] / "fixtures" / "mooncake_conversation_first_180s.jsonl"
