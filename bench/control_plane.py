@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
     p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
     a = p.parse_args(argv)
+    # a SIGTERM (or a SIGINT where nohup ignores it) still runs the clean-up below: SystemExit unwinds the finally
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if subprocess.run([str(ROOT / "hack/testcluster"), "status"], capture_output=True).returncode != 0:
         print("the rig is not up: run `make up` first", file=sys.stderr)
         return 2
@@ -380,7 +383,8 @@ def status_lag(custom: client.CustomObjectsApi) -> dict[str, float]:
         lws = custom.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", name)
         avail = _ts(next((c for c in (lws.get("status") or {}).get("conditions") or [] if c["type"] == "Available"),
                          None))
-        ready = _ts(next((c for c in m["status"]["conditions"] if c["type"] == "Ready"), None))
+        ready = _ts(next((c for c in (m.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
+                         None))
         if avail is not None and ready is not None:
             lags.append(ready - avail)
     lags.sort()

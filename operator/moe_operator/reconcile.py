@@ -6,6 +6,7 @@ children: the groups keep serving the last good spec and the status says why not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -61,22 +62,47 @@ async def apply_children(kube: Kube, inp: RenderInput, desired: list[dict], exis
     return writes
 
 
+#: how long one cluster-wide reading of the devices pods use serves every caller (InsufficientCapacity messages and
+#: the placement repair's "room for a whole group"): at 200 stuck deployments on 2,000 nodes, a LIST of every pod
+#: per pass (8 MB of JSON each, ~2/s) was most of the operator's CPU and starved the apiserver until kwok's node
+#: heartbeats were late and ~900 nodes went NotReady (bench/control_plane.py)
+DEVICE_USAGE_TTL_S = 30.0
+_DEVICE_USAGE: dict[str, tuple[float, dict[str, int]]] = {}  # resource -> (monotonic time read, node -> devices)
+_DEVICE_USAGE_LOCK: dict[str, asyncio.Lock] = {}
+
+
+async def devices_in_use(kube: Kube, resource: str, now: float | None = None) -> dict[str, int]:
+    """node -> devices of `resource` that non-terminal pods (of every owner) hold there: one LIST per
+    DEVICE_USAGE_TTL_S, shared by concurrent callers."""
+    lock = _DEVICE_USAGE_LOCK.setdefault(resource, asyncio.Lock())
+    async with lock:
+        t = time.monotonic() if now is None else now
+        hit = _DEVICE_USAGE.get(resource)
+        if hit is not None and t - hit[0] < DEVICE_USAGE_TTL_S:
+            return hit[1]
+        used: dict[str, int] = {}
+        for p in await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed"):
+            node = p.get("spec", {}).get("nodeName")
+            if node:
+                n = sum(int(((c.get("resources") or {}).get("limits") or {}).get(resource, 0) or 0)
+                        for c in p["spec"].get("containers", []))
+                if n:
+                    used[node] = used.get(node, 0) + n
+        _DEVICE_USAGE[resource] = (t, used)
+        return used
+
+
 async def observe_capacity(kube: Kube, planned: PlannedDeployment, cache: Cache | None = None) -> Capacity:
     """Free devices in the pool, for InsufficientCapacity messages. Only called when pods are unschedulable. The
-    nodes come from the node store; every pod's requests from one LIST (pods of other owners count too)."""
+    nodes come from the node store; the devices pods use from `devices_in_use` (pods of other owners count too;
+    at most DEVICE_USAGE_TTL_S old)."""
     sel = ",".join(f"{k}={v}" for k, v in planned.pool.spec.node_selector.items())
     res = planned.profile.resource_name
     cached = cache.nodes_matching(dict(planned.pool.spec.node_selector)) if cache is not None else None
     nodes = cached if cached is not None else await kube.list("v1", "Node", label_selector=sel or None)
     names = {n["metadata"]["name"]: int(n["status"].get("allocatable", {}).get(res, 0) or 0) for n in nodes}
-    used: dict[str, int] = dict.fromkeys(names, 0)
-    pods = await kube.list("v1", "Pod", field_selector="status.phase!=Succeeded,status.phase!=Failed")
-    for p in pods:
-        node = p.get("spec", {}).get("nodeName")
-        if node in used:
-            for c in p["spec"].get("containers", []):
-                used[node] += int(((c.get("resources") or {}).get("limits") or {}).get(res, 0) or 0)
-    free = {n: names[n] - used[n] for n in names}
+    in_use = await devices_in_use(kube, res)
+    free = {n: names[n] - in_use.get(n, 0) for n in names}
     per = planned.profile.devices_per_node
     return Capacity(pool=planned.pool_name, resource=res, nodes=len(names), devices_per_node=per,
                     free_devices=sum(free.values()), nodes_with_room=sum(1 for v in free.values() if v >= per))

@@ -247,9 +247,11 @@ def _condition(ctype: str, status: str, reason: str, message: str, generation: i
 
 
 def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """True when a write is needed (timestamps alone never trigger one)."""
+    """True when a write is needed (timestamps alone never trigger one). The write is a merge patch, where a None
+    removes the field: a None in `new` equals the field being absent from `old` (else a carried `rollout: None`
+    wrote status on every pass, forever — 60 PATCH/s at 200 deployments while pods were starting)."""
     def strip(s: Mapping[str, Any] | None) -> Any:
-        s = dict(s or {})
+        s = {k: v for k, v in (s or {}).items() if v is not None}
         s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
                            for c in s.get("conditions", []) or []]
         return s

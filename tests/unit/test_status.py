@@ -168,3 +168,15 @@ def test_a_partition_held_by_the_operator_is_a_rollout() -> None:
     held["spec"] = {"rolloutStrategy": {"rollingUpdateConfiguration": {"partition": 2}}}
     s = compute_status(Observed(generation=2, plan=PLAN, desired_groups=2, lws=held))
     assert conds(s)["Progressing"] == ("True", "RollingOut") and conds(s)["Ready"][0] == "False"
+
+
+def test_a_carried_none_is_no_change_after_the_merge_patch_removed_it() -> None:
+    # reconcile carries `rollout: None` when no rollout runs; the merge patch removes the field on the server, so
+    # the next pass reads a status without it: that must not be a change (it was: one write per pass, forever)
+    prev = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)))
+    server = {k: v for k, v in prev.items() if v is not None}
+    again = compute_status(Observed(generation=1, plan=PLAN, desired_groups=1, lws=lws(1, 1)),
+                           {**server, "rollout": None})
+    assert again["rollout"] is None
+    assert not status_changed(server, again)
+    assert status_changed(server, {**again, "rollout": {"group": 1}})
