@@ -4,9 +4,9 @@ graph UI with headless Chromium.
 
     hack/setup-monitoring && .venv/bin/python bench/dashboard_render.py [--warmup 150] [-o bench/results/dashboard]
 
-Fleet (all on 127.0.0.1, nothing needs the rig): three SGLang simulators (`python -m moe_operator.sim serve`,
+Fleet (all on 127.0.0.1, nothing needs the rig): three SGLang simulators (`python -m moe_sim serve`,
 attention-DP 4, 16k KV tokens per rank) standing for MoEDeployment demo/kimi (groups 0 and 1) and demo/glm
-(group 0); the Mooncake conversation trace (tests/fixtures) replayed at them with `moe_operator.sim.loadgen` —
+(group 0); the Mooncake conversation trace (tests/fixtures) replayed at them with `moe_sim.loadgen` —
 kimi's group 0 at twice the trace's rate (its KV fills, requests queue) until its group 1 "becomes Ready", then both
 at the trace's rate. The operator's side is this process: its prometheus_client registry (the real
 `moe_operator.metrics` collectors) served on /metrics, fed by a scripted operator that calls the `observe_*`
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from moe_operator import metrics  # noqa: E402
 from moe_operator.autoscale.scrape import PodTarget, scrape  # noqa: E402
-from moe_operator.sim.loadgen import replay, trace_slice  # noqa: E402
+from moe_sim.loadgen import replay, trace_slice  # noqa: E402
 
 DASHBOARD = ROOT / "charts/moe-operator/dashboards/moe-operator.json"
 RULES = ROOT / "charts/moe-operator/rules/moe-operator.rules.yaml"
@@ -321,7 +321,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dashboard-render-") as tmp, processes() as procs:
         work = Path(tmp)
         for s in sims:
-            start(procs, [sys.executable, "-m", "moe_operator.sim", "serve", "--host", "127.0.0.1", "--port",
+            start(procs, [sys.executable, "-m", "moe_sim", "serve", "--host", "127.0.0.1", "--port",
                           str(s.port), "--dp-size", str(DP), "--max-total-tokens", str(KV_PER_DP), "--model-name",
                           s.model, "--decode-tps", "20", "--log-level", "warning"], work / f"sim-{s.pod}.log")
         operator_port = free_port()

@@ -96,7 +96,7 @@ def pod_runner(kubeconfig: Path, namespace: str, workdir: Path, router_python: s
     log = workdir / "pod-runner.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moe_operator.sim", "pod-runner", "--kubeconfig", str(kubeconfig),
+            [sys.executable, "-m", "moe_sim", "pod-runner", "--kubeconfig", str(kubeconfig),
              "--namespace", namespace, "--drain-poll", "0.2", "--router-log-dir", str(workdir / "routers"),
              "--router-python", router_python, *extra_args],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

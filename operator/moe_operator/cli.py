@@ -49,7 +49,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("plan", "moe_operator.planner.cli", "plan memory and topology for a model on an accelerator pool"),
     ("crds", "moe_operator.api.cli", "write the CustomResourceDefinitions generated from the API models"),
     ("run", "moe_operator.run", "run the operator against a cluster"),
-    ("simulate", "moe_operator.autoscale.cli", "replay a request trace through the autoscaler and baselines"),
+    ("simulate", "moe_sim.cli", "replay a request trace through the autoscaler and baselines"),
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 from kubernetes.aio import client
 
 from kube import Cluster, wait_for
-from moe_operator.sim.loadgen import ReplayRequest, replay, trace_slice
+from moe_sim.loadgen import ReplayRequest, replay, trace_slice
 from operator_proc import OperatorProcess, pod_runner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -241,6 +241,23 @@ def test_metrics_fixture_matches_sglang_collectors() -> None:
         assert f"# TYPE {name} gauge" in fresh, name
 
 
+def test_every_metric_the_autoscaler_reads_is_one_sglang_exposes() -> None:
+    """The scraper's names (gauges per DP rank; counters and histogram _count/_sum for the law's arrival rate,
+    service time and queued tokens) exist in SGLang 0.5.23's own collectors with that type
+    (observability/metrics_collector.py: SchedulerMetricsCollector, TokenizerMetricsCollector)."""
+    from moe_operator.autoscale import scrape
+
+    fresh = run_sglang(ROOT / "hack" / "sglang" / "metrics_exposition.py")
+    for name in scrape.WANTED:
+        assert f"# TYPE {name} gauge" in fresh, name
+    for name in scrape.COUNTERS:
+        if name.endswith(("_count", "_sum")):
+            base = name.rsplit("_", 1)[0]
+            assert f"# TYPE {base} histogram" in fresh, name
+        else:
+            assert f"# TYPE {name} counter" in fresh, name
+
+
 def test_every_runner_the_compatibility_table_names_is_a_flag_value_sglang_accepts() -> None:
     """The table's `runner` values (passed as --moe-runner-backend with the layouts that need one, e.g. BF16 experts
     under DeepEP) and the all-to-all backends the planner emits parse with the pinned SGLang, DeepEP layouts

@@ -128,3 +128,29 @@ def test_law_settings_come_from_the_typed_spec_zero_included() -> None:
     port = MoEDeploymentSpec.model_validate({**BASE, "autoscaling": {"enabled": True, "maxGroups": 2,
                                                                      "metricsPort": 9090}})
     assert metrics_port(port) == 9090
+
+
+def test_queued_tokens_admissions_and_service_time_come_from_the_counters_of_the_last_interval() -> None:
+    from dataclasses import replace as _replace
+
+    from moe_operator.autoscale.controller import Memory, Rates, counter_rates
+
+    mem = Memory()
+    base = _replace(gm(0, 100, 1000, 2, 4), prompt_tokens_total=10_000.0, cached_tokens_total=4_000.0,
+                    requests_total=10.0, admitted_total=12.0, queue_time_sum=6.0, e2e_sum=100.0, e2e_count=10.0)
+    assert counter_rates(0, base, mem, 0.0) == Rates(None, None, None)  # no interval yet: the law falls back
+    # in 15 s: 5 requests finished (20,000 prompt tokens, 5,000 cached -> 3,000 uncached each; e2e 12 s each),
+    # 6 admitted after waiting 2 s each on average; 4 queued now
+    later = _replace(base, prompt_tokens_total=30_000.0, cached_tokens_total=9_000.0, requests_total=15.0,
+                     admitted_total=18.0, queue_time_sum=18.0, e2e_sum=160.0, e2e_count=15.0)
+    assert counter_rates(0, later, mem, 15.0) == Rates(4 * 3_000.0, 6 / 15, 12.0 - 2.0)
+    assert counter_rates(0, later, mem, 30.0) == Rates(4 * 3_000.0, 0.0, 10.0)  # nothing new: last means hold
+    # the server restarted (counters went down): re-based, the last values kept until a new interval
+    restarted = _replace(base, prompt_tokens_total=500.0, cached_tokens_total=0.0, requests_total=1.0,
+                         admitted_total=1.0, queue_time_sum=0.0, e2e_sum=5.0, e2e_count=1.0)
+    assert counter_rates(0, restarted, mem, 45.0) == Rates(4 * 3_000.0, 0.0, 10.0)
+    after = _replace(restarted, prompt_tokens_total=1_500.0, requests_total=2.0, admitted_total=2.0,
+                     e2e_sum=10.0, e2e_count=2.0)
+    assert counter_rates(0, after, mem, 55.0) == Rates(4 * 1_000.0, 0.1, 5.0)
+    # a group whose servers expose no tokenizer counters: unknown
+    assert counter_rates(1, gm(1, 100, 1000, 2, 4), mem, 55.0) == Rates(None, None, None)

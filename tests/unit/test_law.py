@@ -148,8 +148,9 @@ def test_bounds_and_one_step_down(h, samples, current, starting):
     if any(s.queued_reqs > 0 and s.ready for s in samples) and current >= p.min_groups:
         assert d.desired_groups >= min(current, p.max_groups)  # queued work never scales down
     if d.desired_groups < current <= p.max_groups:
-        last_up = state.last_scale_up_t
+        last_up, last_down = state.last_scale_up_t, state.last_scale_down_t
         assert last_up is None or now - last_up >= p.scale_down_stabilization_s
+        assert last_down is None or now - last_down >= p.scale_down_stabilization_s  # one group per window
         first = state.first_seen_t if state.first_seen_t is not None else now
         assert now - first >= p.scale_down_stabilization_s
 
@@ -203,3 +204,111 @@ def test_scale_down_hysteresis_keeps_a_group_near_the_boundary():
     no_band = LawParams(**{**P.__dict__, "scale_down_hysteresis": 0.0})
     decisions, _ = run_flat(1.95 / 4, 4, 1500, params=no_band)
     assert decisions[-1][2].desired_groups == 3
+
+
+# ---- the demand-aware law (issue 10) -------------------------------------------------------------------------
+
+def fleet(n: int, used_per_group: float, queued: int = 0, queued_tokens: float | None = None,
+          running: int = 10) -> list[GroupSample]:
+    return [GroupSample(int(used_per_group), CAP, running, queued if i == 0 else 0,
+                        queued_tokens=(queued_tokens if i == 0 else (0.0 if queued_tokens is not None else None)))
+            for i in range(n)]
+
+
+def test_demand_trend_follows_a_ramp_and_ignores_a_step():
+    from moe_operator.autoscale.law import demand_trend
+
+    ramp = [(t, 1000.0 + 5.0 * t) for t in range(0, 300, 15)]
+    assert abs(demand_trend(ramp) - 5.0) < 1e-9
+    step = [(t, 1000.0 if t < 150 else 9000.0) for t in range(0, 300, 15)]
+    assert demand_trend(step) == 0.0  # each half is flat: a step is not a trend
+    assert demand_trend(ramp[:3]) == 0.0
+
+
+def test_a_step_in_demand_is_answered_in_one_call_without_overshoot():
+    # demand steps from 2 groups' worth at the target to 5.2 groups' worth and stays: one call asks for
+    # ceil(5.2 / 1) = 6 groups, and no later call asks for more (the step is never extrapolated)
+    p = LawParams(target_kv_utilization=0.7, max_groups=32, scale_down_stabilization_s=600, cold_start_s=900)
+    state, current, t = LawState(), 2, 0.0
+    for _ in range(40):  # 10 min flat at the target
+        d = decide(t, fleet(current, 0.7 * CAP), current, 0, state, p)
+        state, current, t = d.state, d.desired_groups, t + 15
+    assert current == 2
+    total = 5.2 * 0.7 * CAP
+    seen = []
+    for _ in range(120):  # 30 min after the step; groups serve at once here (the credit is for starting ones)
+        d = decide(t, fleet(current, total / current), current, 0, state, p)
+        seen.append(d.desired_groups)
+        state, current, t = d.state, d.desired_groups, t + 15
+    assert seen[0] == 6 and max(seen) == 6
+
+
+def test_queued_work_counts_while_a_group_is_starting():
+    # 3 serving groups full (30 running, 95,000 KV tokens each), 1 starting, 40 queued requests needing 3.5 groups
+    # of KV; 1 request admitted per second, each holds its KV 30 s. v0.1 ignored the queue while a group started
+    # (it asked for serving + 1 = 4 = current). Now: the arrivals need 1/s x 30 s x 95,000 tokens by Little's law
+    # (not KV in use: that is full), and working off the queue within the horizon (300 s) 30/300 of its tokens
+    p = LawParams(target_kv_utilization=0.7, max_groups=32, cold_start_s=300)
+    f = [GroupSample(950_000, CAP, 10, 40 if i == 0 else 0, queued_tokens=3.5 * CAP if i == 0 else 0.0,
+                     admitted_per_s=1 / 3, service_s=30.0) for i in range(3)]
+    d = decide(0.0, f, 4, 1, LawState(), p)
+    assert abs(d.demand_tokens - (1.0 * 30 * 95_000 + 3.5 * CAP * 30 / 300)) < 1e-6
+    assert d.desired_groups == 5  # ceil(3.2 / 0.7)
+
+
+def test_arrivals_count_by_littles_law_and_a_backlog_taken_over_is_not_growth():
+    # the queue grows by 2 requests/s while 1/s is admitted: 3 arrivals/s x 30 s x 95,000 tokens are needed
+    p = LawParams(target_kv_utilization=0.7, max_groups=64, cold_start_s=300)
+    state = LawState()
+    for i in range(5):
+        q = 40 + 30 * i
+        f = [GroupSample(950_000, CAP, 10, q if k == 0 else 0, queued_tokens=q * 80_000.0 if k == 0 else 0.0,
+                         admitted_per_s=1 / 3, service_s=30.0) for k in range(3)]
+        d = decide(i * 15.0, f, 4, 1, state, p)
+        state = d.state
+    assert abs(d.demand_tokens - (3.0 * 30 * 95_000 + 160 * 80_000.0 * 30 / 300)) < 1e-3
+    assert d.desired_groups == 15  # ceil(9.83 / 0.7)
+    # 11 new groups took 90 queued requests in the next 15 s (6/s admitted, the queue 90 shorter): the arrivals
+    # are still 3/s, so the law asks for nothing more (v0.1 read the absorbed backlog as load)
+    took = [GroupSample(950_000, CAP, 10, 70 if k == 0 else 0, queued_tokens=70 * 80_000.0 if k == 0 else 0.0,
+                        admitted_per_s=(6.0 + 3.0) / 14, service_s=30.0) for k in range(14)]
+    d2 = decide(75.0, took, 15, 1, state, p)
+    assert abs(d2.demand_tokens - (3.0 * 30 * 95_000 + 70 * 80_000.0 * 30 / 300)) < 1e-3
+    assert d2.desired_groups == 15
+    # without SGLang's counters the queue counts in full, at most doubling the demand
+    plain = [GroupSample(950_000, CAP, 10, 160 if k == 0 else 0, queued_tokens=160 * 80_000.0 if k == 0 else 0.0)
+             for k in range(3)]
+    assert decide(0.0, plain, 4, 1, LawState(), p).demand_tokens == 2 * 3 * 950_000
+
+
+def test_trend_is_on_demand_so_exhaustion_does_not_flatten_it():
+    # KV in use saturated at 95 % while the queue grows: the demand still rises, so the forecast keeps growing
+    p = LawParams(target_kv_utilization=0.7, max_groups=64, cold_start_s=300, scale_down_stabilization_s=600)
+    state = LawState()
+    for i in range(21):
+        t = i * 15.0
+        f = [GroupSample(950_000, CAP, 10, 10 + i * i if k == 0 else 0, admitted_per_s=0.25, service_s=40.0,
+                         queued_tokens=(10 + i * i) * 50_000.0 if k == 0 else 0.0) for k in range(4)]
+        d = decide(t, f, 4, 1, state, p)
+        state = d.state
+    assert d.slope_tokens_per_s > 3000  # the arrivals keep outgrowing the KV
+    assert d.forecast_used_tokens > d.demand_tokens + 250 * d.slope_tokens_per_s
+
+
+def test_scale_down_at_most_one_group_per_stabilization_window():
+    decisions, _ = run_flat(0.05, 7, 4000)
+    downs = [t for t, cur, d in decisions if d.desired_groups < cur]
+    assert len(downs) >= 3
+    assert all(b - a >= P.scale_down_stabilization_s for a, b in zip(downs, downs[1:], strict=False))
+
+
+def test_no_scale_down_while_demand_rises():
+    # a low but rising demand (a ramp starting): the fleet is far above what it needs now, yet it holds
+    p = LawParams(target_kv_utilization=0.7, max_groups=32, cold_start_s=900, scale_down_stabilization_s=300)
+    state, current = LawState(), 6
+    for i in range(120):
+        t = i * 15.0
+        used = 0.2 * CAP + 400.0 * t  # per group: +0.36 group-targets over a stabilization window
+        d = decide(t, fleet(current, used), current, 0, state, p)
+        assert d.desired_groups >= current, (t, d.reason)
+        state, current = d.state, d.desired_groups

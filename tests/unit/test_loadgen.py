@@ -1,4 +1,4 @@
-"""Trace replay load generator (moe_operator.sim.loadgen): slicing, prompts that keep the trace's prefix sharing,
+"""Trace replay load generator (moe_sim.loadgen): slicing, prompts that keep the trace's prefix sharing,
 and a replay against an in-process simulator."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from moe_operator.autoscale.simulate import Request
-from moe_operator.sim import SimConfig
-from moe_operator.sim.loadgen import prompt_for, replay, trace_slice
-from moe_operator.sim.server import SimServer
+from moe_sim import SimConfig
+from moe_sim.loadgen import prompt_for, replay, trace_slice
+from moe_sim.offline import Request
+from moe_sim.server import SimServer
 
 TRACE = Path(__file__).resolve().parents[1] / "fixtures" / "mooncake_conversation_first_180s.jsonl"
 

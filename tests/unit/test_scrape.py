@@ -78,3 +78,25 @@ async def test_scrape_aggregates_groups_and_tolerates_a_silent_pod() -> None:
     assert groups[0].running_reqs == 6 and groups[0].pods_scraped == 2
     assert groups[1].queued_reqs == 4 and groups[1].pods_missing == ("g1-0-1",)
     assert 2 not in groups  # no pod of group 2 answered
+
+
+def test_tokenizer_counters_are_summed_and_sglang_underscore_names_are_accepted() -> None:
+    from moe_operator.autoscale.scrape import Page, aggregate, parse_page
+
+    text = exposition({0: (100, 1000, 2, 3)}) + (
+        "# HELP sglang:prompt_tokens_total x\n# TYPE sglang:prompt_tokens_total counter\n"
+        'sglang:prompt_tokens_total{model_name="m",priority="0"} 9000.0\n'
+        'sglang:prompt_tokens_total{model_name="m",priority="1"} 1000.0\n'
+        "# HELP sglang:cached_tokens_total x\n# TYPE sglang:cached_tokens_total counter\n"
+        'sglang:cached_tokens_total{model_name="m"} 4000.0\n'
+        "# HELP sglang:num_requests_total x\n# TYPE sglang:num_requests_total counter\n"
+        'sglang:num_requests_total{model_name="m"} 10.0\n')
+    page = parse_page(text)
+    assert page.counters == {"sglang:prompt_tokens_total": 10000.0, "sglang:cached_tokens_total": 4000.0,
+                             "sglang:num_requests_total": 10.0}
+    # the same page as an exporter that spells the names sglang_* (Prometheus-style) serves it
+    underscored = parse_page(text.replace("sglang:", "sglang_"))
+    assert underscored.counters == page.counters and underscored.ranks == page.ranks
+    m = aggregate([(PodTarget(0, "p0", "u"), page), (PodTarget(0, "p1", "u"), Page([], {}))])[0]
+    assert (m.prompt_tokens_total, m.cached_tokens_total, m.requests_total) == (10000.0, 4000.0, 10.0)
+    assert m.queued_reqs == 3 and m.pods_scraped == 2

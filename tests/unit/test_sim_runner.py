@@ -1,4 +1,4 @@
-"""Pod runner (moe_operator.sim.runner): which pods it serves, and how it sizes and binds them."""
+"""Pod runner (moe_sim.runner): which pods it serves, and how it sizes and binds them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes.aio.client import V1Pod
 
-from moe_operator.sim.runner import add_runner_args, classify, container_argv, router_argv, sim_config
+from moe_sim.runner import add_runner_args, classify, container_argv, router_argv, sim_config
 
 ARGV = ["--model-path", "/models/dsv3", "--tp-size", "16", "--attn-dp-size", "4", "--dist-init-addr",
         "$(LWS_LEADER_ADDRESS):20000", "--nnodes", "$(LWS_GROUP_SIZE)", "--node-rank", "$(LWS_WORKER_INDEX)",

@@ -1,4 +1,4 @@
-"""The SGLang simulator (moe_operator.sim): endpoints, KV admission/queueing, prefix reuse, SIGTERM drain, metrics."""
+"""The SGLang simulator (moe_sim): endpoints, KV admission/queueing, prefix reuse, SIGTERM drain, metrics."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from moe_operator.sim import AdmissionError, Engine, SimConfig
-from moe_operator.sim.server import SimServer
+from moe_sim import AdmissionError, Engine, SimConfig
+from moe_sim.server import SimServer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sglang_metrics_0.5.23.txt"
 SCHED_LABELS = {"model_name", "engine_type", "tp_rank", "pp_rank", "moe_ep_rank", "dp_rank"}

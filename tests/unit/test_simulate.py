@@ -1,4 +1,4 @@
-"""The offline autoscaling simulator (moe_operator.autoscale.simulate) and `moe-operator simulate`."""
+"""The offline autoscaling simulator (moe_sim.offline) and `moe-operator simulate`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from moe_operator.autoscale import simulate as sim
-from moe_operator.autoscale.simulate import Rank, Request, SimConfig, Static, load_trace, simulate
+from moe_sim import offline as sim
+from moe_sim.offline import Rank, Request, SimConfig, Static, load_trace, simulate
 
 
 def _mooncake(tmp_path, rows):
@@ -30,6 +30,17 @@ def test_load_traces_and_scales(tmp_path):
                   "2023-11-16 18:15:50.9951690,396,109\n")
     reqs = load_trace(str(az))
     assert reqs[1].arrival == pytest.approx(4.314579, abs=1e-5) and reqs[1].blocks is None
+
+
+def test_a_trace_whose_blocks_do_not_cover_its_prompt_is_refused(tmp_path):
+    # 3 blocks of 512 hold at most 1536 tokens: block_sizes would give the last block a negative size (KV out of
+    # nothing); 6 blocks for 600 tokens would invent prompt tokens
+    for n_in, ids in ((3000, [1, 2, 3]), (600, [1, 2, 3, 4, 5, 6])):
+        path = _mooncake(tmp_path, [{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [9]},
+                                    {"timestamp": 1, "input_length": n_in, "output_length": 1, "hash_ids": ids}])
+        with pytest.raises(ValueError, match=rf"t.jsonl:2: {len(ids)} hash_ids for input_length {n_in}.*"
+                                             rf"ceil\({n_in}/512\) = {-(-n_in // 512)}"):
+            load_trace(path)
 
 
 def test_rank_prefix_reuse_and_eviction():
@@ -75,14 +86,14 @@ def test_group_hours_and_oracle_never_waits_on_a_step():
     assert res["static"].group_hours == pytest.approx(res["static"].peak_groups * reqs[-1].arrival / 3600)
     assert res["oracle"].kv_exhaustion_seconds == 0
     assert res["oracle"].group_hours < res["static"].group_hours
-    assert res["moe"].group_hours < res["static"].group_hours
+    assert res["moe"].group_hours < res["keda2"].group_hours  # keda2's queue trigger overshoots to the max
     assert all(r.completed == len(reqs) for r in res.values())
 
 
 def test_cli_json(tmp_path, capsys):
     from moe_operator.cli import main
 
-    rows = [{"timestamp": i * 500, "input_length": 3000, "output_length": 50, "hash_ids": [0, i + 1, i + 2]}
+    rows = [{"timestamp": i * 500, "input_length": 1500, "output_length": 50, "hash_ids": [0, i + 1, i + 2]}
             for i in range(200)]
     path = _mooncake(tmp_path, rows)
     assert main(["simulate", "--trace", path, "--model", "kimi-k2.5", "--precision", "int4", "--accelerator",
@@ -102,8 +113,66 @@ def test_cli_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, moe_operator.autoscale.cli as c; "
-            "heavy = ('moe_operator.planner', 'moe_operator.autoscale.simulate'); "
+    code = ("import sys, moe_sim.cli as c; "
+            "heavy = ('moe_operator.planner', 'moe_sim.offline'); "
             "print(any(m.startswith(heavy) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _step_trace():
+    reqs = [Request(float(t), 4_000, 200) for t in range(0, 3600, 2)]  # ~5 in flight
+    reqs += [Request(1800.0 + t / 4, 4_000, 200) for t in range(0, 1200)]  # +4 req/s for 5 min
+    reqs.sort(key=lambda r: r.arrival)
+    return reqs, SimConfig(dp_ranks=2, rank_tokens=30_000, cold_start_s=120.0, decode_tps=20.0, warmup_s=60.0)
+
+
+def test_the_oracle_is_the_cheapest_zero_exhaustion_schedule_it_searches():
+    reqs, cfg = _step_trace()
+    curve = sim.demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, sim.ORACLE_SLOT_S)
+    best = sim.cheapest_oracle(reqs, cfg, curve)
+    res = simulate(reqs, cfg, best)
+    assert res.kv_exhaustion_seconds_after_warmup == 0
+    # every cheaper sizing in the searched family exhausts (that is why it was not chosen)
+    for u in (x for x in sim.ORACLE_UTILIZATIONS if x > best.utilization):
+        cheaper = simulate(reqs, cfg, sim.oracle_at(curve, cfg, u))
+        assert cheaper.kv_exhaustion_seconds_after_warmup > 0, u
+    # and it is cheaper than sizing at the 0.7 target, which v0.1 used
+    assert best.utilization >= 0.7
+    assert res.group_hours <= simulate(reqs, cfg, sim.oracle_at(curve, cfg, 0.7)).group_hours
+
+
+def test_static_is_the_smallest_fleet_without_exhaustion():
+    reqs, cfg = _step_trace()
+    st = sim.smallest_static(reqs, cfg)
+    assert simulate(reqs, cfg, st).kv_exhaustion_seconds_after_warmup == 0
+    assert simulate(reqs, cfg, Static(st.groups - 1)).kv_exhaustion_seconds_after_warmup > 0
+
+
+def test_no_policy_but_the_oracle_starts_from_the_future():
+    # quiet for the first 10 minutes, then a burst: the oracle starts warm for it, the others from what the warm-up
+    # showed (one group), so they must scale on their own
+    reqs = [Request(float(t), 2_000, 100) for t in range(0, 3600, 10)]
+    reqs += [Request(600.0 + t / 8, 8_000, 200) for t in range(0, 2400)]
+    reqs.sort(key=lambda r: r.arrival)
+    cfg = SimConfig(dp_ranks=2, rank_tokens=30_000, cold_start_s=600.0, decode_tps=20.0, warmup_s=120.0)
+    pols = {p: sim.make_policy(p, reqs, cfg) for p in ("moe", "hpa", "keda", "keda2", "oracle")}
+    assert {p: pols[p].initial() for p in ("moe", "hpa", "keda", "keda2")} == dict.fromkeys(
+        ("moe", "hpa", "keda", "keda2"), 1)
+    assert pols["oracle"].initial() > 1  # its foresight covers the burst one cold start ahead
+
+
+def test_keda_queries_every_sync_and_keda2_adds_a_queue_trigger():
+    from moe_operator.autoscale.law import GroupSample
+
+    k, k2 = sim.KEDA(0.7, 1, 64, 2), sim.KEDA2(0.7, 1, 64, 2)
+    quiet = sim.View(0.0, [GroupSample(700_000, 1_000_000, 5, 0)] * 2, 2, 0, 1_000_000)
+    assert k.decide(quiet) == 2 and k2.decide(quiet) == 2
+    # 15 s later KV is at 0.9 per group: the default KEDA sees it at once (no 30 s metric cache)
+    busy = sim.View(15.0, [GroupSample(900_000, 1_000_000, 5, 0)] * 2, 2, 0, 1_000_000)
+    assert k.decide(busy) == 3
+    # 40 requests queued with little KV in use: only the queue trigger sees it (5 queued per group)
+    queued = sim.View(30.0, [GroupSample(300_000, 1_000_000, 5, 40), GroupSample(300_000, 1_000_000, 5, 0)], 2,
+                      0, 1_000_000)
+    assert sim.KEDA(0.7, 1, 64, 2).decide(queued) == 1  # KV in use alone says 0.6 groups: it even scales down
+    assert sim.KEDA2(0.7, 1, 64, 2).decide(queued) == 6  # ceil(40 / 5) = 8, HPA's scale-up limit 2 + 4 = 6

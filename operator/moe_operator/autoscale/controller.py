@@ -39,6 +39,60 @@ class Memory:
 
     law: LawState = field(default_factory=LawState)
     cold_starts: list[float] = field(default_factory=list)
+    # per group: SGLang's counters last seen (`Counters`) and what they gave: the mean uncached prompt per finished
+    # request (what a queued request is expected to need), admissions per second, mean service time
+    counters: dict[int, Counters] = field(default_factory=dict)
+    uncached_per_request: dict[int, float] = field(default_factory=dict)
+    admitted_per_s: dict[int, float] = field(default_factory=dict)
+    service_s: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Counters:
+    t: float
+    prompt: float
+    cached: float
+    finished: float
+    admitted: float
+    queue_sum: float
+    e2e_sum: float
+    e2e_count: float
+
+
+@dataclass(frozen=True)
+class Rates:
+    queued_tokens: float | None  # KV the queued requests will need
+    admitted_per_s: float | None  # requests taken from the queues per second
+    service_s: float | None  # mean seconds a finished request held its KV (end-to-end latency minus queue wait)
+
+
+def counter_rates(group: int, m: GroupMetrics, memory: Memory, now: float) -> Rates:
+    """What the law needs beyond gauges, from SGLang's counters and histograms between this step and the last:
+    queued x the mean uncached prompt of the requests finished meanwhile (prompt_tokens - cached_tokens over
+    num_requests), Δ admissions / Δt (queue_time_seconds_count), and the mean e2e latency of the finished requests
+    minus the mean queue wait of the admitted ones. The last known value holds when an interval has none; None
+    before any is known (the law then falls back). A counter that went down (a restarted server) re-bases."""
+    if m.prompt_tokens_total is not None and m.requests_total is not None:
+        cur = Counters(now, m.prompt_tokens_total, m.cached_tokens_total or 0.0, m.requests_total,
+                       m.admitted_total or 0.0, m.queue_time_sum or 0.0, m.e2e_sum or 0.0, m.e2e_count or 0.0)
+        before = memory.counters.get(group)
+        memory.counters[group] = cur
+        if before is not None and now > before.t and all(
+                getattr(cur, f) >= getattr(before, f) for f in ("prompt", "cached", "finished", "admitted",
+                                                                  "queue_sum", "e2e_sum", "e2e_count")):
+            done, admitted = cur.finished - before.finished, cur.admitted - before.admitted
+            if m.admitted_total is not None:
+                memory.admitted_per_s[group] = admitted / (now - before.t)
+            if done > 0:
+                memory.uncached_per_request[group] = max(0.0, ((cur.prompt - cur.cached)
+                                                               - (before.prompt - before.cached)) / done)
+            if m.e2e_count is not None and cur.e2e_count > before.e2e_count:
+                wait = (cur.queue_sum - before.queue_sum) / admitted if admitted > 0 else 0.0
+                e2e = (cur.e2e_sum - before.e2e_sum) / (cur.e2e_count - before.e2e_count)
+                memory.service_s[group] = max(0.1, e2e - wait)
+    mean = memory.uncached_per_request.get(group)
+    return Rates(None if mean is None else m.queued_reqs * mean, memory.admitted_per_s.get(group),
+                 memory.service_s.get(group))
 
 
 @dataclass(frozen=True)
@@ -135,9 +189,14 @@ def plan_step(*, now: float, spec: MoEDeploymentSpec, status: Mapping[str, Any],
               measured_cold_start: float | None) -> tuple[Decision, StepResult]:
     """The decision part of a step, pure: what to do given what was observed."""
     params = law_params(spec, measured_cold_start, planned_groups)
-    samples = [GroupSample(kv_used_tokens=m.kv_used_tokens, kv_total_tokens=m.kv_total_tokens,
-                           running_reqs=m.running_reqs, queued_reqs=m.queued_reqs, ready=True)
-               for g, m in sorted(metrics.items()) if g < replicas]
+    samples = []
+    for g, m in sorted(metrics.items()):
+        if g < replicas:
+            r = counter_rates(g, m, memory, now)
+            samples.append(GroupSample(kv_used_tokens=m.kv_used_tokens, kv_total_tokens=m.kv_total_tokens,
+                                       running_reqs=m.running_reqs, queued_reqs=m.queued_reqs, ready=True,
+                                       queued_tokens=r.queued_tokens, admitted_per_s=r.admitted_per_s,
+                                       service_s=r.service_s))
     # a Ready group without a sample (its metrics endpoint is silent) is assumed to carry the sampled groups' mean
     # load; groups still starting are credited as capacity that is coming
     decision = decide(now, samples, replicas, starting, memory.law, params)

@@ -1,51 +1,73 @@
-"""The autoscaling control law: how many SGLang groups a MoEDeployment should have, from KV-cache occupancy.
+"""The autoscaling control law: how many SGLang groups a MoEDeployment should have, from KV-cache demand.
 
 One pure, deterministic function (`decide`) shared by the operator (called every STEP_SECONDS = 15 s with scraped
 metrics) and by the offline simulator (`moe-operator simulate`), so the benchmarks measure the law that runs in the
-cluster.
-No I/O, no clock: time comes in as `now_s`; memory between calls lives in a small `LawState` that round-trips
-through JSON (the operator may keep it in memory or persist it in an annotation).
+cluster. No I/O, no clock: time comes in as `now_s`; memory between calls lives in a small `LawState` that
+round-trips through JSON.
 
-Signal. Per group, KV tokens in use (`sglang:kv_used_tokens`, radix-cache evictable tokens are *not* in use,
-sglang.md §3.2) over the group's KV pool (`sglang:max_total_num_tokens` summed over its DP ranks), plus running
-and queued requests. The fleet *demand* is
+Signals (per group, from SGLang's own /metrics; names as SGLang 0.5.23 emits them, sglang.md §3):
+  * KV in use: `sglang:kv_used_tokens` (radix-cache evictable tokens are free, not in use) over the group's pool
+    (`sglang:max_total_num_tokens` summed over its DP ranks);
+  * queued requests `sglang:num_queue_reqs`;
+  * from counters and histograms between two calls (the caller computes them, controller.counter_rates): requests
+    admitted from the queues per second (`sglang:queue_time_seconds_count`), their service time (mean
+    `sglang:e2e_request_latency_seconds` of the finished requests minus the mean `sglang:queue_time_seconds` wait),
+    and `queued_tokens` = queued requests x the mean *uncached* prompt of the finished requests
+    (`sglang:prompt_tokens_total` - `sglang:cached_tokens_total` over `sglang:num_requests_total`). Without them
+    the law falls back to what the gauges say (a queued request needs what a running one holds).
+Why these and not others, for growing agent sessions: a live session's KV grows with every generated token and
+every tool result it is sent back with; what SGLang holds of it shows in KV in use while it runs, and sessions that
+come back faster than the KV can take them show as a growing queue — both are counted, so the demand keeps rising
+through an exhaustion instead of saturating at ~95 % as KV in use alone does (the v0.1 law's trend then fell to 0).
+`sglang:kv_evictable_tokens` was considered and rejected: it holds the cache of ended sessions too and fills the
+pool in any steady state. `sglang:decode_sum_seq_lens` is the running requests' context, a part of KV in use (no
+extra information in a sum). The router (SMG) exports no per-session state.
 
-    demand = used tokens of the sampled groups, extrapolated to serving groups that have no sample
-             + queued requests × mean KV tokens of a running request      (queued work is hidden demand;
-               counted only when no group is starting and the queue is not shrinking, at most the KV in use)
+    demand = KV in use                                          while nothing is queued; while requests queue:
+           = arrivals/s x service time x KV per running request    Little's law (`_demand`)
+             + queued tokens x min(1, service time / H)          working off the queue within one horizon
+    (KV in use of the serving groups; a serving group without a sample carries the sampled mean. arrivals =
+    requests admitted per second + the queue's growth since the last call: conservation at the queue, so a backlog
+    that new groups take over is not read as new arrivals; service time smoothed. A queue is a backlog, not KV
+    needed at once. Without those counters the queued tokens count in full, at most doubling the demand.)
 
 Law, each call:
-  1. Trend: a robust (Theil-Sen: median of pairwise slopes) slope of KV in use over the last `trend_window_s`
-     (default max(180 s, horizon/2)) of calls
-     (kept in the state), used once the history spans at least half that window (no extrapolation from two points
-     after a restart; one transient sample does not swing the median).
-  2. Forecast over the cold-start horizon H (default: cold_start_s, the time a new group needs to serve):
-         forecast = demand + max(0, slope) × H               (a group asked for now serves only H from now)
-  3. Recommendation, two conditions, the larger wins:
-         now:      ceil(demand   / (kv_tokens_per_group × target_kv_utilization))   steady state at the target
-         forecast: ceil(forecast / (kv_tokens_per_group × forecast_max_utilization)) KV must not run out before
-                                                                                    a group asked for now is Ready
-     The target already leaves headroom for growth; the forecast is held to the higher ceiling
-     `forecast_max_utilization` (default 0.9) so the same margin is not paid twice.
-  4. Queue: if queued requests ≥ `queue_threshold` (KV exhausted somewhere), rec ≥ serving groups + 1 — at once.
-  5. Scale up when rec > current_groups. `current_groups` COUNTS the starting (not yet Ready) groups, so a group
-     already on its way is credited with the load it will absorb and the law does not ask for it twice.
-     Scale-up may add several groups in one call (no stabilization, like HPA's scale-up default).
-  6. Scale down by ONE group per call, and only if every scale-down recommendation over the last
-     `scale_down_stabilization_s` (a sliding-window maximum kept in the state, HPA-style) was below current_groups;
-     that recommendation is step 3 with the target lowered by `scale_down_hysteresis` (default 0.1, a band like
-     HPA's 10 % tolerance) so noise around a group boundary does not flap. Also: the window is fully observed
-     (state at least that old), the last scale-up is at least that old, nothing is queued and no group is starting.
-     Recommendations include the positive trend, so a rising forecast blocks a scale-down; a falling trend is never
-     trusted for scale-down (demand now is the floor).
-  7. Bounds: the result is always within [min_groups, max_groups] (a fleet outside its bounds is moved straight to
-     the bound, the one case where scale-down can exceed one group).
+  1. Trend of the *demand* over the last `trend_window_s` (default max(180 s, horizon / 2)): the smaller of the
+     Theil-Sen slopes (median of pairwise slopes) of the window's older and newer halves, clamped at 0. A real
+     ramp rises in both halves; a step rises in one only, so a step is never extrapolated (bounded step response,
+     below), and one transient sample does not swing a median. Used once the history spans half the window (no
+     extrapolation from two points after a restart).
+  2. Forecast over the horizon H (default the cold start: a group asked for now serves H from now):
+         forecast = demand + slope x H
+  3. Recommendation, the larger of
+         now:      ceil(demand   / (kv_tokens_per_group x target_kv_utilization))
+         forecast: ceil(forecast / (kv_tokens_per_group x forecast_max_utilization))    (default 0.9: the target
+                   already leaves headroom; the forecast must only not run out before new groups are Ready)
+     and, while requests queue and no group is starting, at least one group more than the fleet has.
+  4. Scale up when the recommendation exceeds the fleet, in ONE step to the recommendation. The fleet counted
+     includes the groups still starting, so a group on its way is credited with what it will absorb and the law
+     never asks for it twice; a backlog that new groups take over shows as admissions and a shorter queue in the
+     same interval, so the arrival rate and the demand do not move: absorption is not read as growth (v0.1 read
+     the KV the absorbed backlog filled as load and overshot).
+  5. Scale down by ONE group, and only when: every scale-down recommendation over the last
+     `scale_down_stabilization_s` (step 3 with the target lowered by `scale_down_hysteresis`) was below the
+     fleet; the demand is not rising (its full-window trend would not grow it by the hysteresis band within a
+     stabilization window); nothing is queued and nothing is starting; and the last scale-up AND the last
+     scale-down are at least a stabilization window old — so a fleet shrinks by at most one group per window.
+  6. Bounds: the result is always within [min_groups, max_groups] (a fleet outside its bounds is moved straight
+     to the bound, the one case where scale-down can exceed one group).
 
-Groups without a sample. The caller passes only the samples it has. `current_groups - starting_groups` groups are
-expected to serve; if fewer samples than that arrive (a silent pod), each missing group is assumed to carry the
-mean load of the sampled groups (neither ignored — that would under-count demand — nor treated as idle). Samples
-with `ready=False` are ignored for load. With no usable sample at all the law holds (bounded) and says so. The
-operator's controller counts groups without a sample as starting, which credits them the same way.
+Step response (bounded): after demand steps from D0 to D1 and stays there, the law asks, in the first call that
+sees it, for ceil(D1 / (G x target)) groups (G = KV tokens per group; a step beyond the KV shows in the arrival
+rate at once, so it is seen in full) and nothing more from the trend (the step is in one half-window only); while
+the step's requests queue it adds only what working off that queue within one cold start needs (queued tokens x
+service / H, at most the queue), and after a step down it removes one group per stabilization window until
+ceil(D1 / (G x (target - hysteresis))) is reached. Unit tests pin both (tests/unit/test_law.py).
+
+Groups without a sample. `current_groups - starting_groups` groups are expected to serve; if fewer samples than
+that arrive (a silent pod), each missing group is assumed to carry the mean load of the sampled groups (neither
+ignored — that would under-count demand — nor treated as idle). Samples with `ready=False` are ignored for load.
+With no usable sample at all the law holds (bounded) and says so.
 """
 
 from __future__ import annotations
@@ -55,8 +77,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["STEP_SECONDS", "LawParams", "GroupSample", "LawState", "Decision", "decide", "least_squares_slope",
-           "theil_sen_slope"]
+__all__ = ["STEP_SECONDS", "LawParams", "GroupSample", "LawState", "Decision", "decide", "demand_trend",
+           "least_squares_slope", "theil_sen_slope"]
 
 STEP_SECONDS = 15.0  # the operator's autoscaling cadence; the offline simulator replays the law at the same one
 HISTORY_MAX = 48  # bounded trend history (48 calls = 12 min at the operator's 15 s cadence)
@@ -67,7 +89,7 @@ class LawParams:
     target_kv_utilization: float = 0.7  # fraction of KV tokens in use per group we aim for
     min_groups: int = 1
     max_groups: int = 8
-    scale_down_stabilization_s: float = 300.0
+    scale_down_stabilization_s: float = 600.0  # the API's default (MoEDeployment autoscaling)
     cold_start_s: float = 300.0  # measured/declared time from "LWS replica added" to "group Ready"
     forecast_horizon_s: float | None = None  # default: cold_start_s
     trend_window_s: float | None = None  # samples the trend is fitted on; default max(180 s, horizon / 2)
@@ -95,13 +117,17 @@ class GroupSample:
     running_reqs: int
     queued_reqs: int
     ready: bool = True
+    queued_tokens: float | None = None  # KV the queued requests will need (uncached prompts); None: unknown
+    admitted_per_s: float | None = None  # requests the group took from its queue per second since the last call
+    service_s: float | None = None  # mean seconds a recently finished request held its KV (queue wait excluded)
 
 
 @dataclass(frozen=True)
 class LawState:
     """Memory between calls; small and JSON-serializable.
 
-    history: (t, KV tokens in use, queued requests) of recent calls, at most HISTORY_MAX, within trend_window_s (trend).
+    history: (t, demand tokens, queued requests) of recent calls, at most HISTORY_MAX, within trend_window_s (trend;
+             the last one's queue for the arrival rate).
     recs: monotone (t, recommended_groups) sliding-window maximum over scale_down_stabilization_s: strictly
           decreasing recommendations, so its length is at most the number of distinct group counts.
     """
@@ -113,6 +139,7 @@ class LawState:
     last_scale_down_t: float | None = None
     group_tokens: float | None = None  # last known KV tokens per group (used when no sample has a pool size)
     tokens_per_request: float | None = None  # last known mean KV tokens of a running request
+    duration_s: float | None = None  # smoothed mean time a request holds its KV (its service time)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -128,6 +155,7 @@ class LawState:
             last_scale_down_t=d.get("last_scale_down_t"),
             group_tokens=d.get("group_tokens"),
             tokens_per_request=d.get("tokens_per_request"),
+            duration_s=d.get("duration_s"),
         )
 
 
@@ -170,6 +198,53 @@ def _clamp(n: int, p: LawParams) -> int:
     return max(p.min_groups, min(p.max_groups, n))
 
 
+def demand_trend(points: Sequence[tuple[float, float]]) -> float:
+    """The smaller of the Theil-Sen slopes of the older and the newer half of `points` (by time): a ramp rises in
+    both, a step in one only (so a step is not extrapolated); 0 with fewer than 2 points in a half."""
+    if len(points) < 4:
+        return 0.0
+    mid = (points[0][0] + points[-1][0]) / 2
+    old = [pt for pt in points if pt[0] <= mid]
+    new = [pt for pt in points if pt[0] >= mid]
+    if len(old) < 2 or len(new) < 2:
+        return 0.0
+    return min(theil_sen_slope(old), theil_sen_slope(new))
+
+
+SERVICE_EWMA = 0.2  # smoothing of the mean service time, per call
+
+
+def _arrivals(history: Sequence[tuple[float, float, int]], now_s: float, queued: int,
+              admitted_per_s: float | None) -> float | None:
+    """Requests per second arriving at the groups since the last call: admitted from the queues + the queue's
+    growth. Conservation at the queue: a backlog that new groups take shows as admissions and a shrinking queue in
+    the same interval, which cancel. None without admissions."""
+    if admitted_per_s is None:
+        return None
+    rate = admitted_per_s
+    if history and now_s > history[-1][0]:
+        rate += (queued - history[-1][2]) / (now_s - history[-1][0])
+    return max(0.0, rate)
+
+
+def _demand(used: float, queued: int, queued_tokens: float, tokens_per_req: float, arrivals: float | None,
+            service_s: float | None, horizon_s: float) -> float:
+    """KV tokens the fleet needs to serve the arrivals without a queue, and to work off the queue within a horizon.
+
+    Without a queue the demand is the KV in use. With one, KV in use says nothing about the load: it is full, and
+    it also holds the backlog being worked off (reading it as load made v0.1 overshoot while new groups absorbed a
+    backlog). A queue is a backlog of requests, not KV needed all at once: its requests would have run one after
+    another. By Little's law the arrivals need arrivals/s x service time x KV per running request at once, and
+    working off the queue within the horizon H needs its tokens x min(1, service / H) on top. Without the arrival
+    rate or the service time (metrics without SGLang's counters and histograms) the queued tokens count in full,
+    at most doubling the demand (the v0.1 bound)."""
+    if queued <= 0:
+        return used
+    if arrivals is None or service_s is None:
+        return used + min(queued_tokens, used) if used > 0 else queued_tokens
+    return arrivals * service_s * tokens_per_req + queued_tokens * min(1.0, service_s / max(horizon_s, 1.0))
+
+
 def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, starting_groups: int,
            state: LawState, params: LawParams) -> Decision:
     """Desired group count for the fleet. `current_groups` includes the `starting_groups` not yet Ready."""
@@ -199,31 +274,41 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     tokens_per_req = used / running if running else state.tokens_per_request
     # serving groups without a sample carry the sampled groups' mean load
     used_est = used * max(serving, len(ready)) / len(ready)
-    # queued work is demand the KV could not hold — but a backlog that piled up during a cold start is absorbed by
-    # the groups already starting (credited) or by the groups that just became Ready: it counts only when nothing is
-    # starting and the queue is not shrinking, and at most doubles the demand per call (growth is then geometric
-    # per cold start, never a burst of groups for a transient backlog)
-    prev_queued = state.history[-1][2] if state.history else 0
-    draining_queue = queued < prev_queued  # capacity already catches up with the backlog
-    queued_tokens = 0.0 if starting or draining_queue else min(queued * (tokens_per_req or 0.0), used_est)
-    demand = used_est + queued_tokens
+    queued_tokens = 0.0
+    for smp in (s for s in samples if s.ready):
+        if smp.queued_tokens is not None:
+            queued_tokens += smp.queued_tokens
+        else:
+            queued_tokens += smp.queued_reqs * (tokens_per_req or 0.0)
+    admitted = [s.admitted_per_s for s in ready if s.admitted_per_s is not None]
+    admitted_fleet = sum(admitted) * max(serving, len(ready)) / len(ready) if admitted else None
+    services = [s.service_s for s in ready if s.service_s is not None and s.service_s > 0]
+    service = state.duration_s
+    if services:
+        s_now = sum(services) / len(services)
+        service = s_now if service is None else service + SERVICE_EWMA * (s_now - service)
+    arrivals = _arrivals(state.history, now_s, queued, admitted_fleet)
+    demand = _demand(used_est, queued, queued_tokens, tokens_per_req or 0.0, arrivals, service, p.horizon_s)
 
-    # 1. trend, of KV in use only (a growing queue measures missing capacity, not a growing load)
+    # 1. trend of the demand (not of KV in use: that saturates while the KV is exhausted)
     hist = [h for h in state.history if now_s - p.trend_s <= h[0] < now_s]
-    hist.append((now_s, used_est, queued))
+    hist.append((now_s, demand, queued))
     hist = hist[-HISTORY_MAX:]
-    # a trend needs history: at least half the window (an operator restart or a new deployment starts flat)
-    slope = theil_sen_slope([(t, v) for t, v, _ in hist]) if hist[-1][0] - hist[0][0] >= p.trend_s / 2 else 0.0
+    pts = [(t, v) for t, v, _ in hist]
+    spans = hist[-1][0] - hist[0][0] >= p.trend_s / 2  # a trend needs history (a restart or a new fleet starts flat)
+    slope = max(0.0, demand_trend(pts)) if spans else 0.0
+    rising = spans and theil_sen_slope(pts) * p.scale_down_stabilization_s > \
+        p.scale_down_hysteresis * group_tokens * p.target_kv_utilization
     horizon = p.horizon_s
-    # 2. forecast (non-negative trend only: a falling forecast never brings a scale-down forward)
-    forecast = demand + max(0.0, slope) * horizon
+    # 2. forecast
+    forecast = demand + slope * horizon
     # 3. recommendation
     rec_now = math.ceil(demand / (group_tokens * p.target_kv_utilization) - 1e-9)
     rec_fc = math.ceil(forecast / (group_tokens * max(p.target_kv_utilization, p.forecast_max_utilization)) - 1e-9)
     rec = max(rec_now, rec_fc)
     queue_hit = queued >= p.queue_threshold and queued > 0
-    if queue_hit:
-        rec = max(rec, serving + 1)
+    if queue_hit and starting == 0:
+        rec = max(rec, current + 1)
     # the scale-down recommendation: the same with the target lowered by the hysteresis band
     down_target = max(0.05, p.target_kv_utilization - p.scale_down_hysteresis)
     rec_down = max(rec, math.ceil(forecast / (group_tokens * down_target) - 1e-9))
@@ -236,8 +321,8 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     window_max = recs[0][1]
 
     fc_util = forecast / (group_tokens * max(1, current)) if group_tokens else 0.0
-    desc = (f"kv {util:.2f} (target {p.target_kv_utilization:.2f}), forecast {fc_util:.2f} of {current} groups "
-            f"in {horizon:.0f}s")
+    desc = (f"kv {util:.2f} (target {p.target_kv_utilization:.2f}), demand {demand / group_tokens:.2f} groups, "
+            f"forecast {fc_util:.2f} of {current} groups in {horizon:.0f}s")
     if queue_hit:
         desc = f"{queued} queued (KV exhausted), " + desc
     last_up, last_down = state.last_scale_up_t, state.last_scale_down_t
@@ -257,14 +342,16 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
         stab = p.scale_down_stabilization_s
         observed = now_s - first_seen >= stab
         since_up = last_up is None or now_s - last_up >= stab
-        if (window_max < current and observed and since_up and not queue_hit and starting == 0
-                and current > p.min_groups):
+        since_down = last_down is None or now_s - last_down >= stab
+        if (window_max < current and observed and since_up and since_down and not rising and not queue_hit
+                and starting == 0 and current > p.min_groups):
             desired = current - 1
             reason = (f"{desc}: below {current} groups for {stab:.0f}s (needs {window_max}): "
                       f"{current} -> {desired} groups")
         elif window_max < current and current > p.min_groups:
             why = ("groups starting" if starting else "queued requests" if queue_hit
-                   else "stabilizing" if not (observed and since_up) else "")
+                   else "demand rising" if rising
+                   else "stabilizing" if not (observed and since_up and since_down) else "")
             reason = f"{desc}: needs {window_max}, hold at {current} groups ({why})"
         else:
             reason = f"{desc}: hold at {current} groups"
@@ -274,6 +361,7 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     elif desired < current:
         last_down = now_s
     st = LawState(history=tuple(hist), recs=tuple(recs), first_seen_t=first_seen, last_scale_up_t=last_up,
-                  last_scale_down_t=last_down, group_tokens=group_tokens, tokens_per_request=tokens_per_req)
+                  last_scale_down_t=last_down, group_tokens=group_tokens, tokens_per_request=tokens_per_req,
+                  duration_s=service)
     return Decision(desired_groups=desired, reason=reason, state=st, forecast_used_tokens=forecast,
                     utilization=util, recommended_groups=rec, demand_tokens=demand, slope_tokens_per_s=slope)

@@ -21,6 +21,24 @@ RUNNING = "sglang:num_running_reqs"
 QUEUED = "sglang:num_queue_reqs"
 TOKEN_USAGE = "sglang:token_usage"
 WANTED = {KV_USED, NUM_USED, MAX_TOTAL, RUNNING, QUEUED, TOKEN_USAGE}
+# the tokenizer's counters (on the leader; no dp_rank): what a queued request will need, as the mean uncached
+# prompt of the requests served (observability/metrics_collector.py TokenizerMetricsCollector; they count at a
+# request's end)
+PROMPT_TOKENS = "sglang:prompt_tokens_total"
+CACHED_TOKENS = "sglang:cached_tokens_total"
+REQUESTS = "sglang:num_requests_total"
+# histograms' _count/_sum (counters too): requests admitted from a scheduler's queue and their wait
+# (SchedulerMetricsCollector queue_time_seconds, per DP rank), finished requests' end-to-end latency (tokenizer)
+ADMITTED = "sglang:queue_time_seconds_count"
+QUEUE_TIME_SUM = "sglang:queue_time_seconds_sum"
+E2E_SUM = "sglang:e2e_request_latency_seconds_sum"
+E2E_COUNT = "sglang:e2e_request_latency_seconds_count"
+COUNTERS = (PROMPT_TOKENS, CACHED_TOKENS, REQUESTS, ADMITTED, QUEUE_TIME_SUM, E2E_SUM, E2E_COUNT)
+
+
+def canonical(name: str) -> str:
+    """`sglang_x` (how some exporters and Prometheus' own relabelling spell it) -> `sglang:x`, as SGLang emits it."""
+    return "sglang:" + name[len("sglang_"):] if name.startswith("sglang_") else name
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,14 @@ class RankSample:
     max_total: float
     running: float
     queued: float
+
+
+@dataclass(frozen=True)
+class Page:
+    """One /metrics page: per-DP-rank gauges and the tokenizer's counters (summed over their label sets)."""
+
+    ranks: list[RankSample]
+    counters: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,14 @@ class GroupMetrics:
     ranks: int
     pods_scraped: int
     pods_missing: tuple[str, ...]
+    # tokenizer counters summed over the group's pods; None when no pod exposes them
+    prompt_tokens_total: float | None = None
+    cached_tokens_total: float | None = None
+    requests_total: float | None = None
+    admitted_total: float | None = None
+    queue_time_sum: float | None = None
+    e2e_sum: float | None = None
+    e2e_count: float | None = None
 
     @property
     def utilization(self) -> float:
@@ -57,13 +91,22 @@ class GroupMetrics:
 
 def parse_exposition(text: str) -> list[RankSample]:
     """Per-DP-rank samples from one /metrics page."""
+    return parse_page(text).ranks
+
+
+def parse_page(text: str) -> Page:
     by_rank: dict[str, dict[str, float]] = {}
+    counters: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name not in WANTED:
+            name = canonical(s.name)
+            if name in COUNTERS:
+                counters[name] = counters.get(name, 0.0) + float(s.value)
+                continue
+            if name not in WANTED:
                 continue
             rank = s.labels.get("dp_rank", s.labels.get("tp_rank", "0"))
-            by_rank.setdefault(rank, {})[s.name] = float(s.value)
+            by_rank.setdefault(rank, {})[name] = float(s.value)
     out = []
     for rank, v in sorted(by_rank.items()):
         total = v.get(MAX_TOTAL, 0.0)
@@ -72,17 +115,17 @@ def parse_exposition(text: str) -> list[RankSample]:
         if total <= 0:
             continue
         out.append(RankSample(rank, used, total, v.get(RUNNING, 0.0), v.get(QUEUED, 0.0)))
-    return out
+    return Page(out, counters)
 
 
 async def _fetch(session: aiohttp.ClientSession, sem: asyncio.Semaphore, target: PodTarget,
-                 timeout: float) -> tuple[PodTarget, list[RankSample] | None]:
+                 timeout: float) -> tuple[PodTarget, Page | None]:
     async with sem:
         try:
             async with session.get(target.url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
                     return target, None
-                return target, parse_exposition(await resp.text())
+                return target, parse_page(await resp.text())
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return target, None
 
@@ -102,17 +145,23 @@ async def scrape(session: aiohttp.ClientSession, targets: Iterable[PodTarget], *
     return Scrape(groups=aggregate(results), silent=tuple(sorted(t.pod for t, s in results if s is None)))
 
 
-def aggregate(results: Sequence[tuple[PodTarget, list[RankSample] | None]]) -> dict[int, GroupMetrics]:
+def aggregate(results: Sequence[tuple[PodTarget, Page | list[RankSample] | None]]) -> dict[int, GroupMetrics]:
     ranks: dict[int, dict[str, RankSample]] = {}
+    counters: dict[int, dict[str, float]] = {}
     scraped: dict[int, int] = {}
     missing: dict[int, list[str]] = {}
-    for target, samples in results:
-        if samples is None:
+    for target, page in results:
+        if page is None:
             missing.setdefault(target.group, []).append(target.pod)
             continue
+        if isinstance(page, list):
+            page = Page(page, {})
         scraped[target.group] = scraped.get(target.group, 0) + 1
-        for s in samples:  # a rank seen on two pods (e.g. --enable-metrics-for-all-schedulers) counts once
+        for s in page.ranks:  # a rank seen on two pods (e.g. --enable-metrics-for-all-schedulers) counts once
             ranks.setdefault(target.group, {})[s.dp_rank] = s
+        for k, v in page.counters.items():
+            c = counters.setdefault(target.group, {})
+            c[k] = c.get(k, 0.0) + v
     out = {}
     for g, rs in ranks.items():
         vals: Mapping[str, RankSample] = rs
@@ -125,5 +174,12 @@ def aggregate(results: Sequence[tuple[PodTarget, list[RankSample] | None]]) -> d
             ranks=len(vals),
             pods_scraped=scraped.get(g, 0),
             pods_missing=tuple(missing.get(g, ())),
+            prompt_tokens_total=counters.get(g, {}).get(PROMPT_TOKENS),
+            cached_tokens_total=counters.get(g, {}).get(CACHED_TOKENS),
+            requests_total=counters.get(g, {}).get(REQUESTS),
+            admitted_total=counters.get(g, {}).get(ADMITTED),
+            queue_time_sum=counters.get(g, {}).get(QUEUE_TIME_SUM),
+            e2e_sum=counters.get(g, {}).get(E2E_SUM),
+            e2e_count=counters.get(g, {}).get(E2E_COUNT),
         )
     return out

@@ -8,14 +8,24 @@ import argparse
 import sys
 from typing import Any
 
-POLICIES = ("moe", "hpa", "keda", "static", "oracle")
+POLICIES = ("moe", "hpa", "keda", "keda2", "static", "oracle")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trace", required=True, help="Mooncake JSONL or Azure LLM CSV trace")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", help="Mooncake JSONL or Azure LLM CSV trace")
+    src.add_argument("--workload", help="a generated workload instead of a trace: agents, agents-busy, swarm, "
+                     "agents-diurnal (moe_sim.workloads; parameters with --workload-param)")
+    p.add_argument("--workload-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a workload parameter, e.g. peak_sessions_per_min=60 (repeatable)")
     p.add_argument("--model", required=True, help="catalog model id (see `moe-operator plan --help`)")
     p.add_argument("--precision", required=True)
     p.add_argument("--accelerator", required=True)
+    p.add_argument("--kv-dtype", default="fp8_e4m3", help="KV cache dtype the groups are planned with (default "
+                   "fp8_e4m3, as the README's Kimi example)")
+    p.add_argument("--plan-sessions", type=int, default=100,
+                   help="sessions the group layout is planned for (default 100: the layout of a fleet, not of one "
+                        "session)")
     p.add_argument("--context", type=int, default=None,
                    help="context the groups are planned for (default: the trace's longest request)")
     p.add_argument("--policy", choices=POLICIES, default="moe")
@@ -32,28 +42,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=120.0,
                    help="seconds before policies act (the replay starts from an empty fleet)")
     p.add_argument("--horizon", type=float, default=None, help="law: forecast horizon (default: --cold-start)")
-    p.add_argument("--stabilization", type=float, default=300.0, help="law: scale-down stabilization seconds")
+    p.add_argument("--stabilization", type=float, default=600.0,
+                   help="law: scale-down stabilization seconds (default 600, the API's)")
     p.add_argument("--trend-window", type=float, default=None,
                    help="law: trend window seconds (default max(180, horizon / 2))")
     p.add_argument("--reasons", action="store_true", help="print the law's scale decisions (table output)")
+    p.add_argument("--timeline", action="store_true",
+                   help="JSON output: add the 15 s timeline (t, groups, queued) and the KV-exhaustion intervals")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
 def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
-    from moe_operator.autoscale import simulate as sim
     from moe_operator.planner import PlanRequest, plan
+    from moe_sim import offline as sim
 
-    reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
+    if args.trace:
+        reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
+    else:
+        reqs = workload_requests(args.workload, args.workload_param)
     context = args.context or max(r.input_len + r.output_len for r in reqs)
-    pl = plan(PlanRequest(model=args.model, precision=args.precision, sessions=1, context=context,
-                          accelerator=args.accelerator))
+    pl = plan(PlanRequest(model=args.model, precision=args.precision, sessions=args.plan_sessions, context=context,
+                          accelerator=args.accelerator, kv_dtype=args.kv_dtype))
     cfg = sim.SimConfig(
         dp_ranks=pl.attn_dp_size, rank_tokens=pl.max_total_tokens_per_dp,
         cold_start_s=sim.DEFAULT_COLD_START_S if args.cold_start is None else args.cold_start,
         decode_tps=args.decode_tps or sim.DEFAULT_DECODE_TPS, prefill_tps=args.prefill_tps or sim.DEFAULT_PREFILL_TPS,
         target=args.target, min_groups=args.min_groups, max_groups=args.max_groups, warmup_s=args.warmup)
     echo = {
-        "trace": args.trace, "model": args.model, "precision": args.precision, "accelerator": args.accelerator,
+        "trace": args.trace, "workload": args.workload, "workload_params": args.workload_param,
+        "kv_dtype": args.kv_dtype, "plan_sessions": args.plan_sessions, "model": args.model, "precision": args.precision, "accelerator": args.accelerator,
         "context": context, "rate_scale": args.rate_scale, "load_scale": args.load_scale,
         "cold_start_s": cfg.cold_start_s, "decode_tps": cfg.decode_tps, "prefill_tps": cfg.prefill_tps,
         "target": cfg.target, "min_groups": cfg.min_groups, "max_groups": cfg.max_groups, "warmup_s": cfg.warmup_s,
@@ -63,12 +80,26 @@ def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
     return reqs, cfg, echo
 
 
+def workload_requests(name: str, params: list[str]) -> list[Any]:
+    from moe_sim import workloads
+
+    if name not in workloads.PRESETS:
+        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(workloads.PRESETS)}")
+    overrides: dict[str, object] = {}
+    for kv in params:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise ValueError(f"--workload-param {kv!r}: expected NAME=VALUE")
+        overrides[k] = v if k == "profile" else float(v) if "." in v or "e" in v else int(v)
+    return workloads.generate(workloads.with_overrides(workloads.PRESETS[name], **overrides))
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from moe_operator.autoscale import simulate as sim
     from moe_operator.planner import PlanError
+    from moe_sim import offline as sim
 
     try:
         reqs, cfg, echo = build(args)
@@ -80,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     res = sim.simulate(reqs, cfg, policy)
     out = asdict(res)
     reasons = out.pop("reasons")
+    timeline, exhaustion = out.pop("timeline"), out.pop("exhaustion")
+    if args.timeline:
+        out["timeline"], out["exhaustion"] = timeline, exhaustion
     out["parameters"] = echo
     if args.output == "json":
         if args.reasons:
@@ -87,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     g = echo["group"]
+    chosen = getattr(policy, "utilization", None)
+    if chosen is not None:
+        print(f"oracle: cheapest zero-exhaustion foresight schedule sizes demand at utilization {chosen:.2f}")
+    if args.policy == "static":
+        print(f"static: smallest zero-exhaustion fleet {getattr(policy, 'groups', '?')} groups")
     print(f"{args.policy}: {res.requests} requests over {res.span_s / 60:.1f} min, groups of {g['gpus']} "
           f"{args.accelerator} ({g['kv_tokens']:,} KV tokens), cold start {cfg.cold_start_s:.0f}s, "
           f"decode {cfg.decode_tps:g} tok/s/request, target {cfg.target:.2f}")

@@ -25,7 +25,10 @@ Model (event-driven: arrivals, finishes, group-ready and policy ticks in a heap;
   requests; removed when its last request finishes), like the operator's drain; starting groups are cancelled before
   Ready groups are drained; draining groups are re-used (instantly) before new groups are started. Group-hours count
   every provisioned group (starting, Ready, draining) from t=0 to the last arrival.
-* Policies: `moe` (the control law in `law.py`, every 15 s), `hpa`, `keda`, `static`, `oracle`: see `POLICIES`.
+* Policies: `moe` (the control law in `law.py`, every 15 s), `hpa`, `keda`, `keda2`, `static`, `oracle`: see
+  `POLICIES`. Only the oracle sees the future: every other policy starts from the fleet the first window (the
+  warm-up) showed it needs. The oracle is the cheapest zero-exhaustion foresight schedule found by searching its
+  sizing utilization (`cheapest_oracle`), static the smallest zero-exhaustion fixed fleet (`smallest_static`).
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ BLOCK_TOKENS = 512  # Mooncake hash_ids block size (traces README)
 DEFAULT_DECODE_TPS = 20.0
 DEFAULT_PREFILL_TPS = 8192.0
 DEFAULT_COLD_START_S = 300.0
-POLICIES = ("moe", "hpa", "keda", "static", "oracle")
+POLICIES = ("moe", "hpa", "keda", "keda2", "static", "oracle")
 HPA_SYNC_S = 15.0  # Kubernetes HPA --horizontal-pod-autoscaler-sync-period default
 HPA_TOLERANCE = 0.1
 HPA_DOWN_STABILIZATION_S = 300.0
-KEDA_POLL_S = 30.0  # KEDA ScaledObject pollingInterval default
+# KEDA: the HPA asks KEDA's metrics server at every sync, and by default the server queries the scaler then
+# (caching to pollingInterval is opt-in, `useCachedMetrics`); pollingInterval (30 s) paces only activation 0 <-> 1
+KEDA_QUEUE_PER_GROUP = 5.0  # keda2's queue trigger: llm-d WVA's saturation threshold (queue 5; anchors update §4)
 MOE_TICK_S = STEP_SECONDS  # the operator's autoscaling cadence (one constant, law.STEP_SECONDS)
 ORACLE_SLOT_S = 15.0
+TIMELINE_S = 15.0  # the result's timeline resolution
 
 
 # ---- traces -----------------------------------------------------------------------------------------------------
@@ -81,12 +87,18 @@ def load_trace(path: str, rate_scale: float = 1.0, load_scale: int = 1) -> list[
         head = f.read(1)
         f.seek(0)
         if head == "{":
-            for line in f:
+            for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 r = json.loads(line)
                 ids = r.get("hash_ids")
-                base.append(Request(float(r["timestamp"]) / 1000.0, int(r["input_length"]), int(r["output_length"]),
+                n_in = int(r["input_length"])
+                if ids and len(ids) != math.ceil(n_in / BLOCK_TOKENS):
+                    # the blocks ARE the prompt (block_sizes): a mismatch would make KV out of nothing
+                    raise ValueError(f"{path}:{lineno}: {len(ids)} hash_ids for input_length {n_in}; Mooncake "
+                                     f"blocks are {BLOCK_TOKENS} tokens, so it needs ceil({n_in}/{BLOCK_TOKENS}) "
+                                     f"= {math.ceil(n_in / BLOCK_TOKENS)}")
+                base.append(Request(float(r["timestamp"]) / 1000.0, n_in, int(r["output_length"]),
                                     tuple(int(i) for i in ids) if ids else None))
         else:
             t0: dt.datetime | None = None
@@ -121,13 +133,16 @@ def block_sizes(r: Request) -> list[int]:
 # ---- fleet ------------------------------------------------------------------------------------------------------
 
 class Rank:
-    """One DP rank: a KV pool with a radix cache of prefix blocks."""
+    """One DP rank: a KV pool with a radix cache of prefix blocks. `holders` (shared by the ranks of one
+    simulation) maps a block to the ranks it is resident in, so placement looks only at the ranks that hold a
+    request's first block instead of walking every rank's cache (O(ranks x blocks) per request before)."""
 
     __slots__ = ("cap", "locked", "locked_tokens", "evictable", "evictable_tokens", "private_used",
-                 "reserved_out", "running", "size")
+                 "reserved_out", "running", "size", "holders")
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, holders: dict[int, set[Rank]] | None = None):
         self.cap = cap
+        self.holders: dict[int, set[Rank]] = {} if holders is None else holders
         self.locked: dict[int, int] = {}  # block -> refcount
         self.locked_tokens = 0
         self.evictable: OrderedDict[int, int] = OrderedDict()  # block -> tokens, LRU first
@@ -173,6 +188,7 @@ class Rank:
                     self.evictable_tokens -= s
                 else:
                     self.size[b] = s
+                    self.holders.setdefault(b, set()).add(self)
                 self.locked[b] = 1
                 self.locked_tokens += self.size[b]
         self.reserved_out += r.output_len
@@ -181,6 +197,10 @@ class Rank:
         while over > 0 and self.evictable:
             b, s = self.evictable.popitem(last=False)
             del self.size[b]
+            held = self.holders[b]
+            held.discard(self)
+            if not held:
+                del self.holders[b]
             self.evictable_tokens -= s
             over -= s
 
@@ -312,27 +332,38 @@ class HPA(Policy):
 
 
 class KEDA(HPA):
-    """KEDA Prometheus scaler feeding the HPA: fleet KV tokens in use (sum over groups), polled every 30 s, as an
-    AverageValue target of target x KV tokens per group: desired = ceil(sum / (target x group tokens)); 10 %
-    tolerance; HPA scale-down stabilization 300 s. No readiness correction (External metric)."""
+    """KEDA Prometheus scaler feeding the HPA: fleet KV tokens in use (sum over groups) as an External
+    AverageValue target of target x KV tokens per group: desired = ceil(sum / (target x group tokens)); queried at
+    every 15 s HPA sync (KEDA's default: no metric cache); 10 % tolerance; HPA scale-up limit and 300 s scale-down
+    stabilization. No readiness correction (External metric)."""
 
     name = "keda"
 
-    def __init__(self, *a: Any, **kw: Any):
-        super().__init__(*a, **kw)
-        self.value: float | None = None
-        self.polled_at = -math.inf
+    def triggers(self, v: View) -> list[tuple[float, float]]:
+        """(metric value, AverageValue target) per trigger."""
+        return [(float(sum(s.kv_used_tokens for s in v.samples)), self.target * v.group_tokens)]
 
     def recommend(self, v: View) -> int:
-        if v.now - self.polled_at >= KEDA_POLL_S - 1e-9:
-            self.polled_at = v.now
-            self.value = float(sum(s.kv_used_tokens for s in v.samples)) if v.samples else None
-        if self.value is None:
+        if not v.samples:
             return v.current
-        per = self.target * v.group_tokens
-        if abs(self.value / (max(1, v.current) * per) - 1) <= HPA_TOLERANCE:
-            return v.current
-        return math.ceil(self.value / per - 1e-9)
+        recs = []
+        for value, per in self.triggers(v):
+            if abs(value / (max(1, v.current) * per) - 1) <= HPA_TOLERANCE:
+                recs.append(v.current)
+            else:
+                recs.append(math.ceil(value / per - 1e-9))
+        return max(recs)  # the HPA takes the largest recommendation of its metrics
+
+
+class KEDA2(KEDA):
+    """What a careful SRE writes with KEDA: two triggers, KV in use (as `keda`) and `sglang:num_queue_reqs` summed
+    over the fleet with an AverageValue of KEDA_QUEUE_PER_GROUP queued requests per group."""
+
+    name = "keda2"
+
+    def triggers(self, v: View) -> list[tuple[float, float]]:
+        queued = float(sum(s.queued_reqs for s in v.samples))
+        return [*super().triggers(v), (queued, KEDA_QUEUE_PER_GROUP)]
 
 
 class Static(Policy):
@@ -351,8 +382,8 @@ class Static(Policy):
 
 class Oracle(Policy):
     """Perfect foresight: at t, holds max need(s) for s in [t, t + cold_start], need(s) = groups for the
-    unconstrained KV demand of slot s at the target utilization; groups start exactly cold_start ahead of need and go
-    as soon as no longer needed."""
+    unconstrained KV demand of slot s at a sizing utilization (cheapest_oracle searches it); groups start exactly
+    cold_start ahead of need and go as soon as no longer needed."""
 
     name = "oracle"
     tick_s = ORACLE_SLOT_S
@@ -368,6 +399,7 @@ class Oracle(Policy):
         return self.schedule[i] if i < len(self.schedule) else self.min
 
     initial_groups: int | None = None
+    utilization: float | None = None  # the sizing utilization cheapest_oracle chose
 
     def initial(self) -> int:
         return self.initial_groups if self.initial_groups is not None else self.at(0.0)
@@ -461,6 +493,9 @@ class SimResult:
     prefill_tps_per_group: float
     wall_s: float = 0.0
     reasons: list[tuple[float, str]] = field(default_factory=list)
+    # every TIMELINE_S: (t, provisioned groups incl. starting and draining, queued requests)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    exhaustion: list[tuple[float, float]] = field(default_factory=list)  # (from, to): requests waited for KV
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -470,21 +505,72 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
+def needs(curve: Sequence[float], cfg: SimConfig, utilization: float) -> list[int]:
+    """Groups each slot's unconstrained demand needs at this KV utilization."""
+    per = cfg.group_tokens * utilization
+    return [max(cfg.min_groups, math.ceil(d / per - 1e-9)) for d in curve]
+
+
+def observed_initial(curve: Sequence[float], cfg: SimConfig) -> int:
+    """The fleet a policy without foresight starts with: what the first window (the warm-up) showed it needs at
+    the target — the past only, as an operator that has watched the traffic for that long would size it."""
+    k = int(cfg.warmup_s // ORACLE_SLOT_S) + 1
+    return max(cfg.min_groups, min(cfg.max_groups, max(needs(curve[:k], cfg, cfg.target) or [cfg.min_groups])))
+
+
+def oracle_at(curve: Sequence[float], cfg: SimConfig, utilization: float) -> Oracle:
+    o = Oracle(needs(curve, cfg, utilization), cfg.cold_start_s, cfg.min_groups, cfg.max_groups)
+    o.initial_groups = o.at(0.0)  # foresight from the start
+    o.utilization = utilization
+    return o
+
+
+def _no_exhaustion(reqs: Sequence[Request], cfg: SimConfig, policy: Policy) -> bool:
+    return simulate(reqs, cfg, policy).kv_exhaustion_seconds_after_warmup <= 0.0
+
+
+#: the oracle's sizing utilizations tried, cheapest first (1.0 cannot work with per-rank fragmentation, but is tried)
+ORACLE_UTILIZATIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4)
+
+
+def cheapest_oracle(reqs: Sequence[Request], cfg: SimConfig, curve: Sequence[float] | None = None) -> Oracle:
+    """The cheapest perfect-foresight schedule with 0 s of KV exhaustion after the warm-up, among the schedules
+    that size each slot's demand at one utilization u and start groups a cold start ahead (group-hours fall as u
+    rises): the highest u in ORACLE_UTILIZATIONS whose replay never exhausts (the lowest tried if none)."""
+    curve = curve if curve is not None else demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S)
+    for u in ORACLE_UTILIZATIONS:
+        o = oracle_at(curve, cfg, u)
+        if _no_exhaustion(reqs, cfg, o):
+            return oracle_at(curve, cfg, u)
+    return oracle_at(curve, cfg, ORACLE_UTILIZATIONS[-1])
+
+
+def smallest_static(reqs: Sequence[Request], cfg: SimConfig, curve: Sequence[float] | None = None) -> Static:
+    """The smallest fixed fleet with 0 s of KV exhaustion after the warm-up (bisection on the group count between
+    the peak demand at 100 % and at 40 % utilization; max_groups if even that exhausts)."""
+    curve = curve if curve is not None else demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S)
+    lo = max(cfg.min_groups, max(needs(curve, cfg, 1.0))) - 1  # lo exhausts (or is below the minimum)
+    hi = min(cfg.max_groups, max(needs(curve, cfg, 0.4)))
+    if not _no_exhaustion(reqs, cfg, Static(hi)):
+        return Static(cfg.max_groups) if hi < cfg.max_groups and _no_exhaustion(
+            reqs, cfg, Static(cfg.max_groups)) else Static(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid >= cfg.min_groups and _no_exhaustion(reqs, cfg, Static(mid)):
+            hi = mid
+        else:
+            lo = mid
+    return Static(hi)
+
+
 def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s: float | None = None,
-                stabilization_s: float = 300.0, trend_window_s: float | None = None) -> Policy:
+                stabilization_s: float = 600.0, trend_window_s: float | None = None) -> Policy:
     curve = demand_curve(reqs, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S)
-    per = cfg.group_tokens * cfg.target
-    need = [max(cfg.min_groups, math.ceil(d / per - 1e-9)) for d in curve]
-    oracle = Oracle(need, cfg.cold_start_s, cfg.min_groups, cfg.max_groups)
-    # every dynamic policy (oracle included) starts warm with the fleet the load needs until the first group it
-    # could ask for after the warm-up would be Ready
-    first = int((cfg.warmup_s + cfg.cold_start_s) // ORACLE_SLOT_S) + 1
-    init = max(cfg.min_groups, min(cfg.max_groups, max(need[:first])))
-    oracle.initial_groups = init
     if name == "oracle":
-        return oracle
+        return cheapest_oracle(reqs, cfg, curve)
     if name == "static":
-        return Static(min(cfg.max_groups, max(need)))
+        return smallest_static(reqs, cfg, curve)
+    init = observed_initial(curve, cfg)
     if name == "moe":
         return MoELaw(LawParams(target_kv_utilization=cfg.target, min_groups=cfg.min_groups,
                                 max_groups=cfg.max_groups, scale_down_stabilization_s=stabilization_s,
@@ -494,6 +580,8 @@ def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s
         return HPA(cfg.target, cfg.min_groups, cfg.max_groups, init)
     if name == "keda":
         return KEDA(cfg.target, cfg.min_groups, cfg.max_groups, init)
+    if name == "keda2":
+        return KEDA2(cfg.target, cfg.min_groups, cfg.max_groups, init)
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 
@@ -502,13 +590,19 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     import time as _time
 
     wall0 = _time.perf_counter()
-    ARRIVE, FINISH, READY, TICK = 0, 1, 2, 3  # noqa: N806  (ties: arrivals first, then finishes, ...)
+    ARRIVE, FINISH, READY, TICK, SAMPLE = 0, 1, 2, 3, 4  # noqa: N806  (ties: arrivals first, then finishes, ...)
     heap: list[tuple[float, int, int, int]] = []  # (t, kind, seq/rid, payload)
     span = reqs[-1].arrival if reqs else 0.0
     groups: list[Group] = []
     next_gid = 0
     queue: deque[int] = deque()
     placed: dict[int, Rank] = {}
+    missed: dict[int, int] = {}  # request -> uncached prompt tokens at admission
+    admitted_at: dict[int, float] = {}
+    # since the last tick (what the operator reads from SGLang's counters and histograms between two steps): prompt
+    # tokens, cached tokens and requests finished; the last mean uncached prompt (or None); the last tick's time;
+    # requests admitted; seconds the finished requests held their KV
+    finished_acc: list[Any] = [0, 0, 0, None, 0.0, 0, 0.0]
     sizes_cache: dict[int, list[int]] = {}
     wait: list[float] = []
     rejected = completed = 0
@@ -536,7 +630,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     def add_group(now: float, warm: bool) -> None:
         nonlocal next_gid, n_prov, started, peak_groups
         g = Group(next_gid, now if warm else now + cfg.cold_start_s,
-                  [Rank(cfg.rank_tokens) for _ in range(cfg.dp_ranks)])
+                  [Rank(cfg.rank_tokens, holders) for _ in range(cfg.dp_ranks)])
         next_gid += 1
         groups.append(g)
         invalidate()
@@ -553,14 +647,16 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         invalidate()
         n_prov -= 1
 
-    cache: dict[str, Any] = {"ranks": None}
+    holders: dict[int, set[Rank]] = {}  # block -> ranks it is resident in (Rank.holders)
+    cache: dict[str, Any] = {"ranks": None, "set": None}
 
     def invalidate() -> None:
-        cache["ranks"] = None
+        cache["ranks"] = cache["set"] = None
 
     def routable_ranks(now: float) -> list[Rank]:
         if cache["ranks"] is None:
             cache["ranks"] = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
+            cache["set"] = set(cache["ranks"])
         ranks: list[Rank] = cache["ranks"]
         return ranks
 
@@ -581,8 +677,12 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             if r.input_len + r.output_len > rank.free():
                 return False
         else:
+            # the longest cached prefix, then the most free KV, among ranks that can hold it: only ranks holding
+            # the first block can have a prefix; the others tie at no prefix, where the most free KV wins
+            routable: set[Rank] = cache["set"]
             best: tuple[int, int, Rank, int] | None = None
-            for rank in ranks:
+            cands = [rk for rk in holders.get(r.blocks[0], ()) if rk in routable] if r.blocks else []
+            for rank in cands:
                 k = rank.match(r.blocks)
                 need, miss = rank.need(r, k, sizes or [])
                 free = rank.free()
@@ -592,11 +692,21 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
                 if best is None or key > (best[0], best[1]):
                     best = (key[0], key[1], rank, miss)
             if best is None:
-                return False
-            _, _, rank, miss = best
+                rest = [rk for rk in ranks if rk not in cands] if cands else ranks
+                if not rest:
+                    return False
+                rank = max(rest, key=Rank.free)
+                miss = r.input_len
+                if r.input_len + r.output_len > rank.free():
+                    return False
+            else:
+                _, _, rank, miss = best
         decode_start = now + miss / cfg.prefill_tps
         rank.admit(rid, r, sizes, decode_start)
         placed[rid] = rank
+        missed[rid] = miss
+        admitted_at[rid] = now
+        finished_acc[5] += 1
         hit_tokens += r.input_len - miss
         prompt_tokens += r.input_len
         heapq.heappush(heap, (decode_start + r.output_len / decode_tps, FINISH, rid, 0))
@@ -610,6 +720,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         if not queue and q_since is not None:
             exhaust += now - q_since
             exhaust_after += max(0.0, now - max(q_since, warmup))
+            intervals.append((q_since, now))
             q_since = None
 
     def fits_anywhere(r: Request) -> bool:
@@ -619,13 +730,29 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         samples = []
         active = [g for g in groups if not g.draining]
         q = len(queue)
+        # what the operator estimates a queued request needs: the mean uncached prompt of the requests finished
+        # since the last tick, from SGLang's counters (prompt_tokens_total - cached_tokens_total over
+        # num_requests_total; they count at a request's end)
+        done = finished_acc[2]
+        rate = finished_acc[5] / (now - finished_acc[4]) if now > finished_acc[4] else None
+        service = finished_acc[6] / done if done else None
+        finished_acc[4] = now
+        finished_acc[5] = 0
+        if done:
+            finished_acc[3] = (finished_acc[0] - finished_acc[1]) / done
+            finished_acc[0] = finished_acc[1] = finished_acc[2] = 0
+            finished_acc[6] = 0.0
+        mean_uncached = finished_acc[3]
         for g in active:
             if not g.ready(now):
                 continue
             used = sum(rk.used(now, decode_tps) for rk in g.ranks)
             run = g.running()
-            samples.append(GroupSample(used, cfg.group_tokens, run, q))
-            q = 0  # the fleet's queue is reported once
+            samples.append(GroupSample(used, cfg.group_tokens, run, q,
+                                       queued_tokens=q * mean_uncached if mean_uncached is not None else None,
+                                       admitted_per_s=rate, service_s=service))
+            # the fleet's queue and admission rate are reported once (the law sums them over the groups)
+            q, rate = 0, (0.0 if rate is not None else None)
         return View(now, samples, len(active), sum(1 for g in active if not g.ready(now)), cfg.group_tokens)
 
     def actuate(now: float, desired: int) -> None:
@@ -665,6 +792,9 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         heapq.heappush(heap, (r.arrival, ARRIVE, i, 0))
     if policy.tick_s:
         heapq.heappush(heap, (warmup, TICK, -1, 0))
+    heapq.heappush(heap, (0.0, SAMPLE, -1, 0))
+    timeline: list[tuple[float, int, int]] = []
+    intervals: list[tuple[float, float]] = []
     end_of_ticks = span
     while heap:
         t, kind, ident, _ = heapq.heappop(heap)
@@ -682,6 +812,10 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             rank = placed.pop(ident)
             rank.finish(ident, reqs[ident])
             completed += 1
+            finished_acc[0] += reqs[ident].input_len
+            finished_acc[1] += reqs[ident].input_len - missed.pop(ident)
+            finished_acc[2] += 1
+            finished_acc[6] += t - admitted_at.pop(ident)
             for g in [g for g in groups if g.draining and g.running() == 0]:
                 remove_group(g)
             if queue:
@@ -690,6 +824,10 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             invalidate()
             if queue:
                 drain_queue(t)
+        elif kind == SAMPLE:
+            timeline.append((t, n_prov, len(queue)))
+            if t + TIMELINE_S <= span:
+                heapq.heappush(heap, (t + TIMELINE_S, SAMPLE, -1, 0))
         else:  # TICK
             v = view(t)
             for s in v.samples:
@@ -716,4 +854,5 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         peak_decode_tps_per_group=peak_decode,
         prefill_tps_per_group=(prompt_tokens - hit_tokens) / span / max(1e-9, gsec / span) if span and gsec else 0.0,
         wall_s=_time.perf_counter() - wall0, reasons=list(getattr(policy, "reasons", [])),
+        timeline=timeline, exhaustion=intervals + ([(q_since, span)] if q_since is not None else []),
     )

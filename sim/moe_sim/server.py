@@ -31,7 +31,7 @@ from aiohttp import web
 from .engine import VERSION, AdmissionError, Engine, SimConfig, SimRequest
 from .metrics import SimMetrics
 
-log = logging.getLogger("moe_operator.sim")
+log = logging.getLogger("moe_sim")
 
 TOKEN_TEXT = " sim"  # every generated token renders as this text
 

@@ -1,6 +1,6 @@
-"""`python -m moe_operator.sim serve ...` (one simulated SGLang server), `... pod-runner ...` (the rig's kubelet
+"""`python -m moe_sim serve ...` (one simulated SGLang server), `... pod-runner ...` (the rig's kubelet
 stand-in: simulators and routers for kwok pods) and `... replay ...` (a trace slice sent to a router or server).
-Console script: `sglang-sim = moe_operator.sim.__main__:main`."""
+Console script: `sglang-sim = moe_sim.__main__:main`."""
 
 from __future__ import annotations
 

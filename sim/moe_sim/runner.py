@@ -56,7 +56,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from .engine import Engine, SimConfig
 from .server import SimServer
 
-log = logging.getLogger("moe_operator.sim.runner")
+log = logging.getLogger("moe_sim.runner")
 
 
 class _QuietProtocolErrors(logging.Filter):

@@ -1,6 +1,6 @@
 """Replay a slice of a request trace against an OpenAI-compatible endpoint (the router, or one SGLang server).
 
-Each trace request (Mooncake JSONL or Azure CSV, read by `autoscale.simulate.load_trace`) becomes a chat completion
+Each trace request (Mooncake JSONL or Azure CSV, read by `moe_sim.offline.load_trace`) becomes a chat completion
 sent at its (rate-scaled) arrival time. Prompts are text built from the trace's prefix blocks: every `hash_id`
 maps to one deterministic chunk of `block_tokens x token_scale` tokens (4 characters per token, what the simulator
 and a rough tokenizer count), so requests that share leading blocks in the trace share a leading text prefix on the
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from moe_operator.autoscale.simulate import Request, load_trace
+from moe_sim.offline import Request, load_trace
 
 CHARS_PER_TOKEN = 4
 TRACE_BLOCK_TOKENS = 512  # Mooncake's hash_ids are 512-token blocks
