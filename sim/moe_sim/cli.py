@@ -70,7 +70,8 @@ def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
         target=args.target, min_groups=args.min_groups, max_groups=args.max_groups, warmup_s=args.warmup)
     echo = {
         "trace": args.trace, "workload": args.workload, "workload_params": args.workload_param,
-        "kv_dtype": args.kv_dtype, "plan_sessions": args.plan_sessions, "model": args.model, "precision": args.precision, "accelerator": args.accelerator,
+        "kv_dtype": args.kv_dtype, "plan_sessions": args.plan_sessions, "model": args.model,
+        "precision": args.precision, "accelerator": args.accelerator,
         "context": context, "rate_scale": args.rate_scale, "load_scale": args.load_scale,
         "cold_start_s": cfg.cold_start_s, "decode_tps": cfg.decode_tps, "prefill_tps": cfg.prefill_tps,
         "target": cfg.target, "min_groups": cfg.min_groups, "max_groups": cfg.max_groups, "warmup_s": cfg.warmup_s,

@@ -655,8 +655,8 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
 
     def routable_ranks(now: float) -> list[Rank]:
         if cache["ranks"] is None:
-            cache["ranks"] = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
-            cache["set"] = set(cache["ranks"])
+            fresh = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
+            cache["ranks"], cache["set"] = fresh, set(fresh)
         ranks: list[Rank] = cache["ranks"]
         return ranks
 

@@ -155,7 +155,7 @@ def _session_starts(w: AgentWorkload, rng: random.Random) -> list[float]:
     peak = w.peak_sessions_per_min / 60.0
     if peak <= 0:
         return []
-    t, out = 0.0, []
+    t, out = 0.0, list[float]()
     while True:
         t += rng.expovariate(peak)
         if t >= w.span_s:

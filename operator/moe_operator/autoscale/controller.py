@@ -190,11 +190,11 @@ def plan_step(*, now: float, spec: MoEDeploymentSpec, status: Mapping[str, Any],
     """The decision part of a step, pure: what to do given what was observed."""
     params = law_params(spec, measured_cold_start, planned_groups)
     samples = []
-    for g, m in sorted(metrics.items()):
+    for g, got in sorted(metrics.items()):
         if g < replicas:
-            r = counter_rates(g, m, memory, now)
-            samples.append(GroupSample(kv_used_tokens=m.kv_used_tokens, kv_total_tokens=m.kv_total_tokens,
-                                       running_reqs=m.running_reqs, queued_reqs=m.queued_reqs, ready=True,
+            r = counter_rates(g, got, memory, now)
+            samples.append(GroupSample(kv_used_tokens=got.kv_used_tokens, kv_total_tokens=got.kv_total_tokens,
+                                       running_reqs=got.running_reqs, queued_reqs=got.queued_reqs, ready=True,
                                        queued_tokens=r.queued_tokens, admitted_per_s=r.admitted_per_s,
                                        service_s=r.service_s))
     # a Ready group without a sample (its metrics endpoint is silent) is assumed to carry the sampled groups' mean
