@@ -35,7 +35,7 @@ PLAN_SESSIONS = 100
 # (label, source, load scale): source "workload:<preset>" or a trace file under TRACES
 SETTINGS = [
     ("agents (40 sessions/min peak)", "workload:agents", 1),
-    ("agents-busy (120 sessions/min peak)", "workload:agents-busy", 1),
+    # ("agents-busy (120 sessions/min peak)", "workload:agents-busy", 1),  # 182k requests: ~2 min per replay
     ("swarm (6 sessions/min, 8 % of turns fan out 10-100 sub-agents)", "workload:swarm", 1),
     ("mooncake x16 load", "mooncake_conversation.jsonl", 16),
     ("azure x64 load", "azure_llm_conv_2023.csv", 64),
