@@ -669,13 +669,17 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             if sizes is None:
                 sizes = sizes_cache[rid] = block_sizes(r)
         ranks = routable_ranks(now)
+
+        def freest(among: list[Rank]) -> Rank | None:
+            """The rank with the most free KV, if it can hold the whole request (no prefix of it cached)."""
+            best_free = max(among, key=Rank.free) if among else None
+            return best_free if best_free is not None and r.input_len + r.output_len <= best_free.free() else None
+
         if r.blocks is None:  # no prefix information: the rank with the most free KV
-            if not ranks:
+            found = freest(ranks)
+            if found is None:
                 return False
-            rank = max(ranks, key=Rank.free)
-            miss = r.input_len
-            if r.input_len + r.output_len > rank.free():
-                return False
+            rank, miss = found, r.input_len
         else:
             # the longest cached prefix, then the most free KV, among ranks that can hold it: only ranks holding
             # the first block can have a prefix; the others tie at no prefix, where the most free KV wins
@@ -692,13 +696,10 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
                 if best is None or key > (best[0], best[1]):
                     best = (key[0], key[1], rank, miss)
             if best is None:
-                rest = [rk for rk in ranks if rk not in cands] if cands else ranks
-                if not rest:
+                found = freest([rk for rk in ranks if rk not in cands] if cands else ranks)
+                if found is None:
                     return False
-                rank = max(rest, key=Rank.free)
-                miss = r.input_len
-                if r.input_len + r.output_len > rank.free():
-                    return False
+                rank, miss = found, r.input_len
             else:
                 _, _, rank, miss = best
         decode_start = now + miss / cfg.prefill_tps

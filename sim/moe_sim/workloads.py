@@ -176,21 +176,28 @@ def generate(w: AgentWorkload) -> list[Request]:
     def service(r: Request, cached: int) -> float:
         return max(0, r.input_len - cached) / w.nominal_prefill_tps + r.output_len / w.nominal_decode_tps
 
+    def send(ctx: _Context, t: float) -> Request | None:
+        """The next turn's request (the whole context, a drawn output length), or None past the context limit."""
+        o = int(_lognormal(rng, w.output_tokens, 0.8, 32, 4096))
+        if ctx.tokens + o > w.context_limit:
+            return None
+        r = ctx.request(t, o, ids)
+        out.append(r)
+        return r
+
     def run_agent(ctx: _Context, t: float, turns: int) -> tuple[float, int]:
         """A sub-agent's own turns from `t`; returns (when its last turn ends, its final output tokens)."""
         last_out, cached = 0, len(ctx.full) * BLOCK_TOKENS  # the orchestrator's context is cached
         for _ in range(turns):
-            o = int(_lognormal(rng, w.output_tokens, 0.8, 32, 4096))
-            if ctx.tokens + o > w.context_limit:
+            r = send(ctx, t)
+            if r is None:
                 break
-            r = ctx.request(t, o, ids)
-            out.append(r)
             t += service(r, cached)
             cached = r.input_len
-            ctx.append(o, ids)
+            ctx.append(r.output_len, ids)
             ctx.append(int(_lognormal(rng, w.tool_result_tokens, 1.0, 64, 32768)), ids)
             t += _lognormal(rng, w.think_s, 1.0, 1.0, 300.0)
-            last_out = o
+            last_out = r.output_len
         return t, last_out
 
     for start in _session_starts(w, rng):
@@ -198,13 +205,11 @@ def generate(w: AgentWorkload) -> list[Request]:
         ctx.append(int(_lognormal(rng, w.repo_context_tokens, 0.6, 2048, 65536)), ids)
         t, cached = start, 0
         for _turn in range(w.max_turns):
-            o = int(_lognormal(rng, w.output_tokens, 0.8, 32, 4096))
-            if ctx.tokens + o > w.context_limit:
+            r = send(ctx, t)
+            if r is None:
                 break
-            r = ctx.request(t, o, ids)
-            out.append(r)
             t += service(r, cached)
-            ctx.append(o, ids)
+            ctx.append(r.output_len, ids)
             if w.swarm_prob and rng.random() < w.swarm_prob:
                 ends = []
                 for _ in range(rng.randint(w.swarm_min, w.swarm_max)):
