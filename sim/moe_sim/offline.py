@@ -585,6 +585,37 @@ def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 
+@dataclass
+class _Interval:
+    """What the operator reads from SGLang's counters and histograms between two steps (controller.counter_rates),
+    accumulated between two ticks: prompt and cached tokens and service seconds of the finished requests (they
+    count at a request's end), requests admitted; the last mean uncached prompt carries over an empty interval."""
+
+    prompt: int = 0
+    cached: int = 0
+    done: int = 0
+    service_s: float = 0.0
+    admitted: int = 0
+    since: float = 0.0
+    mean_uncached: float | None = None
+
+    def finished(self, prompt: int, miss: int, service_s: float) -> None:
+        self.prompt += prompt
+        self.cached += prompt - miss
+        self.done += 1
+        self.service_s += service_s
+
+    def close(self, now: float) -> tuple[float | None, float | None, float | None]:
+        """(admitted/s, mean service s, mean uncached prompt) of the interval ending now; starts the next."""
+        rate = self.admitted / (now - self.since) if now > self.since else None
+        service = self.service_s / self.done if self.done else None
+        if self.done:
+            self.mean_uncached = (self.prompt - self.cached) / self.done
+        self.prompt = self.cached = self.done = self.admitted = 0
+        self.service_s, self.since = 0.0, now
+        return rate, service, self.mean_uncached
+
+
 def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
              on_tick: Callable[[View, int], None] | None = None) -> SimResult:
     import time as _time
@@ -597,12 +628,8 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     next_gid = 0
     queue: deque[int] = deque()
     placed: dict[int, Rank] = {}
-    missed: dict[int, int] = {}  # request -> uncached prompt tokens at admission
-    admitted_at: dict[int, float] = {}
-    # since the last tick (what the operator reads from SGLang's counters and histograms between two steps): prompt
-    # tokens, cached tokens and requests finished; the last mean uncached prompt (or None); the last tick's time;
-    # requests admitted; seconds the finished requests held their KV
-    finished_acc: list[Any] = [0, 0, 0, None, 0.0, 0, 0.0]
+    admitted: dict[int, tuple[int, float]] = {}  # request -> (uncached prompt tokens, time admitted)
+    acc = _Interval()
     sizes_cache: dict[int, list[int]] = {}
     wait: list[float] = []
     rejected = completed = 0
@@ -705,9 +732,8 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         decode_start = now + miss / cfg.prefill_tps
         rank.admit(rid, r, sizes, decode_start)
         placed[rid] = rank
-        missed[rid] = miss
-        admitted_at[rid] = now
-        finished_acc[5] += 1
+        admitted[rid] = (miss, now)
+        acc.admitted += 1
         hit_tokens += r.input_len - miss
         prompt_tokens += r.input_len
         heapq.heappush(heap, (decode_start + r.output_len / decode_tps, FINISH, rid, 0))
@@ -734,16 +760,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         # what the operator estimates a queued request needs: the mean uncached prompt of the requests finished
         # since the last tick, from SGLang's counters (prompt_tokens_total - cached_tokens_total over
         # num_requests_total; they count at a request's end)
-        done = finished_acc[2]
-        rate = finished_acc[5] / (now - finished_acc[4]) if now > finished_acc[4] else None
-        service = finished_acc[6] / done if done else None
-        finished_acc[4] = now
-        finished_acc[5] = 0
-        if done:
-            finished_acc[3] = (finished_acc[0] - finished_acc[1]) / done
-            finished_acc[0] = finished_acc[1] = finished_acc[2] = 0
-            finished_acc[6] = 0.0
-        mean_uncached = finished_acc[3]
+        rate, service, mean_uncached = acc.close(now)
         for g in active:
             if not g.ready(now):
                 continue
@@ -813,10 +830,8 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             rank = placed.pop(ident)
             rank.finish(ident, reqs[ident])
             completed += 1
-            finished_acc[0] += reqs[ident].input_len
-            finished_acc[1] += reqs[ident].input_len - missed.pop(ident)
-            finished_acc[2] += 1
-            finished_acc[6] += t - admitted_at.pop(ident)
+            miss, at = admitted.pop(ident)
+            acc.finished(reqs[ident].input_len, miss, t - at)
             for g in [g for g in groups if g.draining and g.running() == 0]:
                 remove_group(g)
             if queue:
