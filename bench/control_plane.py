@@ -172,6 +172,18 @@ def webhook_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0
                 and lab.get("name", "").startswith("validate-moedeployment") and lab.get("operation") == "CREATE"):
             le = float(lab["le"])
             buckets[le] = buckets.get(le, 0.0) + v - before.get((name, labels), 0.0)
+    return bucket_quantiles(buckets, qs)
+
+
+def served_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float]:
+    """Quantiles of the operator's own moe_operator_admission_duration_seconds (time inside its webhook server)."""
+    name = "moe_operator_admission_duration_seconds_bucket"
+    buckets = {float(dict(lab)["le"]): v - before.get((n, lab), 0.0) for (n, lab), v in after.items() if n == name}
+    return bucket_quantiles(buckets, qs)
+
+
+def bucket_quantiles(buckets: dict[float, float], qs: tuple[float, ...]) -> dict[str, float]:
+    """Quantiles of a cumulative histogram {le: count}, linear within a bucket."""
     if not buckets or max(buckets.values()) == 0:
         return {}
     edges = sorted(buckets)
@@ -187,6 +199,15 @@ def webhook_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0
                 break
             lo, prev = le, buckets[le]
     return out
+
+
+def py_spy(binary: str, op: OperatorProcess, out: Path) -> subprocess.Popen | None:
+    """Sample the leader's stacks that hold the GIL (collapsed stacks, all threads) while it runs; None without."""
+    if not binary:
+        return None
+    return subprocess.Popen([binary, "record", "--gil", "--threads", "--idle", "--nonblocking", "--format", "raw",
+                             "--rate", "200", "-o", str(out), "--pid", str(op.proc.pid if op.proc else 0)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -239,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=2000)
     p.add_argument("--cpu-nodes", type=int, default=4)
     p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
+    p.add_argument("--py-spy", default="", help="a py-spy binary: profile the leader during the apply burst "
+                   "(--gil: only samples holding the interpreter lock) into .testcluster/logs")
     p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
     a = p.parse_args(argv)
     # a SIGTERM (or a SIGINT where nohup ignores it) still runs the clean-up below: SystemExit unwinds the finally
@@ -300,11 +323,23 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
         custom.create_namespaced_custom_object(GROUP, VERSION, obj["metadata"]["namespace"], "moedeployments", obj)
         lat.append(time.perf_counter() - s)
 
+    op_before = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
+    profiler = py_spy(a.py_spy, leader, STATE / "logs/control-plane-burst.pyspy.txt")
     t_apply = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         list(ex.map(create, range(a.deployments)))
     applied = time.monotonic()
     after = apiserver_metrics()
+    op_after = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
+    if profiler:
+        profiler.terminate()
+        profiler.wait(30)
+    res["webhook_served_ms"] = {k: 1000 * v for k, v in served_quantiles(op_before, op_after).items()}
+    res["webhook_thread_s"] = {st: sum(v - op_before.get((n, lab), 0.0) for (n, lab), v in op_after.items()
+                                      if n == "moe_operator_admission_thread_seconds" and dict(lab)["state"] == st)
+                               for st in ("running", "runqueue")}
+    res["webhook_thread_s"]["wall"] = applied - t_apply
+    log(f"inside the webhook server p50/p99 {res['webhook_served_ms']}; webhook thread {res['webhook_thread_s']}")
     lat.sort()
     res["apply_s"] = applied - t_apply
     res["create_latency_ms"] = {"p50": 1000 * statistics.median(lat), "p99": 1000 * lat[int(0.99 * (len(lat) - 1))],

@@ -17,6 +17,14 @@ GROUPS_DESIRED = Gauge("moe_operator_groups_desired", "Desired SGLang groups", [
 GROUPS_READY = Gauge("moe_operator_groups_ready", "Ready SGLang groups", ["namespace", "name"])
 LEADER = Gauge("moe_operator_leader", "1 while this replica holds the leader Lease (reconciles and autoscales)")
 ADMISSION = Counter("moe_operator_admission_total", "Admission reviews by verdict", ["kind", "verdict"])
+ADMISSION_SECONDS = Histogram("moe_operator_admission_duration_seconds", "Admission reviews: from the parsed review to "
+                              "the response, inside the webhook server (the apiserver's "
+                              "apiserver_admission_webhook_admission_duration_seconds adds TLS, HTTP and its queue)",
+                              buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+#: the webhook thread's time on a CPU and waiting for one (Linux schedstat), set by webhook_server: a review slow
+#: with little of either waited for the interpreter lock
+ADMISSION_THREAD_SECONDS = Gauge("moe_operator_admission_thread_seconds", "The admission webhook thread's time "
+                                 "running on a CPU and waiting in the run queue (Linux /proc schedstat)", ["state"])
 KV_UTILIZATION = Gauge("moe_operator_kv_utilization", "KV-cache occupancy of the ready groups as the autoscaler saw "
                        "it at its last step, 0..1", ["namespace", "name"])
 PODS_WITHOUT_METRICS = Gauge("moe_operator_pods_without_metrics", "Group pods whose /metrics did not answer at the "

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kopf
+
+from moe_operator import metrics
 
 T = TypeVar("T")
 
@@ -33,6 +37,36 @@ async def on_operator_loop(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
+def timed(fn: Any) -> Any:
+    """kopf's webhook function, observed into moe_operator_admission_duration_seconds."""
+
+    async def review(request: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await fn(request, **kwargs)
+        finally:
+            metrics.ADMISSION_SECONDS.observe(time.perf_counter() - start)
+
+    return review
+
+
+def schedstat(native_id: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds waiting in the run queue) of one of this process's threads; None off Linux."""
+    try:
+        run_ns, wait_ns, _ = Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
+def observe_thread(native_id: int) -> None:
+    def field(i: int) -> Callable[[], float]:
+        return lambda: (schedstat(native_id) or (0.0, 0.0))[i]
+
+    for i, state in enumerate(("running", "runqueue")):
+        metrics.ADMISSION_THREAD_SECONDS.labels(state).set_function(field(i))
+
+
 class ThreadedWebhookServer(kopf.WebhookServer):
     """kopf.WebhookServer serving from a thread of its own (same arguments)."""
 
@@ -43,8 +77,9 @@ class ThreadedWebhookServer(kopf.WebhookServer):
         loop = asyncio.new_event_loop()
 
         async def serve() -> None:
+            observe_thread(threading.get_native_id())
             try:
-                async for config in kopf.WebhookServer.__call__(self, fn):
+                async for config in kopf.WebhookServer.__call__(self, timed(fn)):
                     operator_loop.call_soon_threadsafe(configs.put_nowait, config)
             except asyncio.CancelledError:
                 raise

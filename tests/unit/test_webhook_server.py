@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from moe_operator import webhook_server
 from moe_operator.webhook_certs import ensure_self_signed
 from moe_operator.webhook_server import ThreadedWebhookServer, on_operator_loop
@@ -49,6 +51,7 @@ def test_reviews_are_served_from_their_own_thread_even_while_the_operator_loop_i
     port = _free_port()
     url = f"https://127.0.0.1:{port}/validate-moedeployment"
     out: dict[str, Any] = {}
+    reviews_before = _sample("moe_operator_admission_duration_seconds_count")
 
     async def main() -> None:
         server = ThreadedWebhookServer(addr="127.0.0.1", port=port, host="127.0.0.1", certfile=str(crt),
@@ -68,6 +71,7 @@ def test_reviews_are_served_from_their_own_thread_even_while_the_operator_loop_i
         out["answered while blocked"] = "at" in answered
         await asyncio.to_thread(t.join, 30)
         out["loop"] = await asyncio.to_thread(_review, url, ca, "loop")
+        out["thread cpu"] = _sample("moe_operator_admission_thread_seconds", state="running")
         await gen.aclose()
 
     asyncio.run(main())
@@ -78,6 +82,13 @@ def test_reviews_are_served_from_their_own_thread_even_while_the_operator_loop_i
     # what a handler awaits through on_operator_loop runs on the operator's loop (the API client's), not the webhook's
     assert out["loop"]["served on"] == "admission-webhook" and out["loop"]["awaited on"] == "MainThread"
     assert webhook_server._OPERATOR_LOOP is None  # cleared when the server stops
+    # both reviews were timed inside the server, and the webhook thread's CPU time is read from its schedstat
+    assert _sample("moe_operator_admission_duration_seconds_count") == reviews_before + 2
+    assert out["thread cpu"] > 0
+
+
+def _sample(name: str, **labels: str) -> float:
+    return float(REGISTRY.get_sample_value(name, labels) or 0.0)
 
 
 def test_on_operator_loop_awaits_directly_without_a_threaded_server() -> None:
