@@ -31,9 +31,11 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -163,22 +165,40 @@ def requests_by(before: dict, after: dict) -> Counter:
     return c
 
 
-def webhook_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float]:
-    """Quantiles of the apiserver's validate-moedeployment CREATE webhook duration (linear within a bucket)."""
+def webhook_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99),
+                      name: str = "validate-moedeployment", operation: str | None = "CREATE") -> dict[str, float]:
+    """Quantiles of the apiserver's duration histogram of one webhook (name prefix; linear within a bucket)."""
     buckets: dict[float, float] = {}
-    for (name, labels), v in after.items():
+    for (metric, labels), v in after.items():
         lab = dict(labels)
-        if (name == "apiserver_admission_webhook_admission_duration_seconds_bucket"
-                and lab.get("name", "").startswith("validate-moedeployment") and lab.get("operation") == "CREATE"):
+        if (metric == "apiserver_admission_webhook_admission_duration_seconds_bucket"
+                and lab.get("name", "").startswith(name) and operation in (None, lab.get("operation"))):
             le = float(lab["le"])
-            buckets[le] = buckets.get(le, 0.0) + v - before.get((name, labels), 0.0)
+            buckets[le] = buckets.get(le, 0.0) + v - before.get((metric, labels), 0.0)
     return bucket_quantiles(buckets, qs)
 
 
-def served_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, float]:
+def every_webhook(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """{webhook name: {n, p50, p99} in ms} for every webhook the apiserver called between the two scrapes — LWS's
+    (Go, controller-runtime) beside the operator's: a control for what the apiserver and the machine add."""
+    out = {}
+    for wh in sorted({dict(lab)["name"] for (m, lab) in after
+                      if m == "apiserver_admission_webhook_admission_duration_seconds_bucket"}):
+        count = sum(v - before.get((m, lab), 0.0) for (m, lab), v in after.items()
+                    if m == "apiserver_admission_webhook_admission_duration_seconds_bucket"
+                    and dict(lab)["name"] == wh and dict(lab)["le"] == "+Inf")
+        if count:
+            out[wh] = {"n": count, **{k: 1000 * v for k, v in webhook_quantiles(before, after, name=wh,
+                                                                                 operation=None).items()}}
+    return out
+
+
+def served_quantiles(before: dict, after: dict, qs: tuple[float, ...] = (0.5, 0.99),
+                     webhook: str = "validate-moedeployment") -> dict[str, float]:
     """Quantiles of the operator's own moe_operator_admission_duration_seconds (time inside its webhook server)."""
     name = "moe_operator_admission_duration_seconds_bucket"
-    buckets = {float(dict(lab)["le"]): v - before.get((n, lab), 0.0) for (n, lab), v in after.items() if n == name}
+    buckets = {float(dict(lab)["le"]): v - before.get((n, lab), 0.0) for (n, lab), v in after.items()
+               if n == name and dict(lab).get("webhook") == webhook}
     return bucket_quantiles(buckets, qs)
 
 
@@ -199,6 +219,35 @@ def bucket_quantiles(buckets: dict[float, float], qs: tuple[float, ...]) -> dict
                 break
             lo, prev = le, buckets[le]
     return out
+
+
+class DirectProbe(threading.Thread):
+    """Admission reviews posted straight to the leader's webhook (no apiserver in between), every `every` s, under
+    the webhook id `probe` (no handler: kopf allows it): the round trip of the webhook server alone — TLS, HTTP,
+    the interpreter — to tell its share of the apiserver's webhook duration from the apiserver's own."""
+
+    def __init__(self, port: int, every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every, self.stop, self.rtt = f"https://127.0.0.1:{port}/probe", every, threading.Event(), []
+        self.ctx = ssl.create_default_context()
+        self.ctx.check_hostname, self.ctx.verify_mode = False, ssl.CERT_NONE  # the operator's self-signed cert
+
+    def run(self) -> None:
+        review = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "probe", "operation": "CREATE", "dryRun": True, "userInfo": {"username": "bench"},
+            "kind": {"group": GROUP, "version": VERSION, "kind": "MoEDeployment"},
+            "resource": {"group": GROUP, "version": VERSION, "resource": "moedeployments"},
+            "object": deployment(0, 1)}}).encode()
+        while not self.stop.wait(self.every):
+            s = time.perf_counter()
+            req = urllib.request.Request(self.url, data=review, headers={"Content-Type": "application/json"})
+            with contextlib.suppress(OSError), urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+                r.read()
+                self.rtt.append(time.perf_counter() - s)
+
+    def quantiles(self) -> dict[str, float]:
+        xs = sorted(self.rtt)
+        return {"n": len(xs), "p50": 1000 * xs[len(xs) // 2], "p99": 1000 * xs[int(0.99 * (len(xs) - 1))]} if xs else {}
 
 
 def py_spy(binary: str, op: OperatorProcess, out: Path) -> subprocess.Popen | None:
@@ -262,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
     p.add_argument("--py-spy", default="", help="a py-spy binary: profile the leader during the apply burst "
                    "(--gil: only samples holding the interpreter lock) into .testcluster/logs")
+    p.add_argument("--only-apply", action="store_true", help="stop after the apply burst (admission only)")
     p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
     a = p.parse_args(argv)
     # a SIGTERM (or a SIGINT where nohup ignores it) still runs the clean-up below: SystemExit unwinds the finally
@@ -284,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             cleanup(a, core, custom, ops)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2, sort_keys=True))
-    report(res)
+    if not a.only_apply:
+        report(res)
     return 0
 
 
@@ -325,12 +376,18 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
 
     op_before = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
     profiler = py_spy(a.py_spy, leader, STATE / "logs/control-plane-burst.pyspy.txt")
+    probe = DirectProbe(leader.ports[0])
+    probe.start()
     t_apply = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         list(ex.map(create, range(a.deployments)))
     applied = time.monotonic()
     after = apiserver_metrics()
     op_after = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
+    probe.stop.set()
+    probe.join(15)
+    res["webhook_direct_ms"] = probe.quantiles()
+    log(f"webhook round trip, posted directly (no apiserver) during the burst: {res['webhook_direct_ms']}")
     if profiler:
         profiler.terminate()
         profiler.wait(30)
@@ -346,7 +403,11 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
                                 "max": 1000 * lat[-1]}
     res["webhook_ms"] = {k: 1000 * v for k, v in webhook_quantiles(before, after).items()}
     log(f"applied {a.deployments} in {res['apply_s']:.1f}s; CREATE p50 {res['create_latency_ms']['p50']:.0f} ms "
-        f"p99 {res['create_latency_ms']['p99']:.0f} ms")
+        f"p99 {res['create_latency_ms']['p99']:.0f} ms; webhook (apiserver's view) {res['webhook_ms']}")
+    res["webhooks_burst_ms"] = every_webhook(before, after)
+    log(f"every webhook the apiserver called during the burst (its view): {res['webhooks_burst_ms']}")
+    if a.only_apply:
+        return
     try:
         res["ready_after_apply_s"] = wait("all Ready", lambda: ready_count(custom)[0] >= a.deployments, 300, 1)
     except TimeoutError:
@@ -515,7 +576,12 @@ def cleanup(a: argparse.Namespace, core: client.CoreV1Api, custom: client.Custom
         custom.delete_cluster_custom_object(GROUP, VERSION, "acceleratorpools", POOL)
     for op in ops:
         op.stop()
-    core.delete_collection_node(label_selector=BENCH_LABEL)
+    # a DELETE of 2,000 nodes outlives the apiserver's 60 s request timeout on 2 cores (504) and goes on server-side
+    for _ in range(10):
+        with contextlib.suppress(client.ApiException):
+            core.delete_collection_node(label_selector=BENCH_LABEL)
+        if not core.list_node(label_selector=BENCH_LABEL, limit=1).items:
+            return
 
 
 def report(res: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ ADMISSION = Counter("moe_operator_admission_total", "Admission reviews by verdic
 ADMISSION_SECONDS = Histogram("moe_operator_admission_duration_seconds", "Admission reviews: from the parsed review to "
                               "the response, inside the webhook server (the apiserver's "
                               "apiserver_admission_webhook_admission_duration_seconds adds TLS, HTTP and its queue)",
-                              buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+                              ["webhook"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 #: the webhook thread's time on a CPU and waiting for one (Linux schedstat), set by webhook_server: a review slow
 #: with little of either waited for the interpreter lock
 ADMISSION_THREAD_SECONDS = Gauge("moe_operator_admission_thread_seconds", "The admission webhook thread's time "

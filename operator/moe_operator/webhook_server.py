@@ -45,7 +45,7 @@ def timed(fn: Any) -> Any:
         try:
             return await fn(request, **kwargs)
         finally:
-            metrics.ADMISSION_SECONDS.observe(time.perf_counter() - start)
+            metrics.ADMISSION_SECONDS.labels(kwargs.get("webhook") or "").observe(time.perf_counter() - start)
 
     return review
 
