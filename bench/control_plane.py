@@ -381,7 +381,7 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
     t_apply = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         list(ex.map(create, range(a.deployments)))
-    applied = time.monotonic()
+    applied, applied_wall = time.monotonic(), time.time()
     after = apiserver_metrics()
     op_after = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
     probe.stop.set()
@@ -416,6 +416,8 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
         res["ready_after_apply_s"] = None
     res["ready_at_timeout"] = ready_count(custom)[0]
     res["lag_after_lws_available_s"] = status_lag(custom)
+    res["lws_timeline_s"] = lws_timeline(core, custom, applied_wall)
+    log(f"per LWS, s after the apply: {res['lws_timeline_s']}")
     pods = core.list_pod_for_all_namespaces(label_selector="moe-operator.io/deployment").items
     res["pods"] = sum(1 for p_ in pods if p_.metadata.namespace.startswith("bench-"))
     log(f"{res['ready_at_timeout']}/{a.deployments} Ready {res['ready_after_apply_s']}s after the apply "
@@ -485,6 +487,39 @@ def status_lag(custom: client.CustomObjectsApi) -> dict[str, float]:
             lags.append(ready - avail)
     lags.sort()
     return {"p50": statistics.median(lags), "max": lags[-1], "n": len(lags)} if lags else {}
+
+
+def lws_timeline(core: client.CoreV1Api, custom: client.CustomObjectsApi, applied_at: float) -> dict[str, Any]:
+    """Where apply -> Ready goes, per LeaderWorkerSet (seconds after the apply finished, 1 s resolution): when the
+    operator created it, when the last of its pods turned Ready (scheduler, StatefulSets, kwok), when LWS said
+    Available — and Available minus last pod Ready, the LWS controller's own lag."""
+    ready_at: dict[tuple[str, str], float] = {}
+    for pod in core.list_pod_for_all_namespaces(label_selector="leaderworkerset.sigs.k8s.io/name").items:
+        ns, lws = pod.metadata.namespace or "", (pod.metadata.labels or {})["leaderworkerset.sigs.k8s.io/name"]
+        cond = next((c for c in (pod.status.conditions or []) if c.type == "Ready" and c.status == "True"), None)
+        if ns.startswith("bench-") and cond and cond.last_transition_time:
+            t = cond.last_transition_time.timestamp()
+            ready_at[(ns, lws)] = max(ready_at.get((ns, lws), t), t)
+    rows: dict[str, list[float]] = {"created": [], "pods_ready": [], "available": [], "available_after_pods": []}
+    for ns in {k[0] for k in ready_at}:
+        for lws in custom.list_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns,
+                                                        "leaderworkersets")["items"]:
+            key = (ns, lws["metadata"]["name"])
+            avail = _ts(next((c for c in (lws.get("status") or {}).get("conditions") or []
+                              if c["type"] == "Available" and c["status"] == "True"), None))
+            created = _ts({"lastTransitionTime": lws["metadata"]["creationTimestamp"]})
+            if avail is None or created is None or key not in ready_at:
+                continue
+            rows["created"].append(created - applied_at)
+            rows["pods_ready"].append(ready_at[key] - applied_at)
+            rows["available"].append(avail - applied_at)
+            rows["available_after_pods"].append(avail - ready_at[key])
+    out: dict[str, Any] = {"n": len(rows["created"])}
+    for k, xs in rows.items():
+        xs.sort()
+        if xs:
+            out[k] = {"p50": statistics.median(xs), "max": xs[-1]}
+    return out
 
 
 def quiet_admission(custom: client.CustomObjectsApi, namespaces: int, n: int = 100) -> dict[str, Any]:
@@ -597,6 +632,18 @@ def report(res: dict[str, Any]) -> None:
         ("MoEDeployment Ready after its LWS turned Available, p50 / max",
          f"{res['lag_after_lws_available_s'].get('p50', float('nan')):.0f} / "
          f"{res['lag_after_lws_available_s'].get('max', float('nan')):.0f} s (1 s resolution)", ""),
+        ("per LWS (s after the apply, p50 / max): created; last pod Ready; Available; Available - last pod Ready",
+         "; ".join(f"{res['lws_timeline_s'].get(k, {}).get('p50', float('nan')):.0f} / "
+                   f"{res['lws_timeline_s'].get(k, {}).get('max', float('nan')):.0f}"
+                   for k in ("created", "pods_ready", "available", "available_after_pods")), ""),
+        ("admission during the burst, inside the operator's webhook server p50 / p99",
+         " / ".join(f"{res['webhook_served_ms'].get(k, float('nan')):.0f}" for k in ("p50", "p99")) + " ms",
+         "p99 < 100 ms"),
+        ("same, posted to the webhook directly (new TLS connection each, no apiserver) p50 / p99",
+         " / ".join(f"{res['webhook_direct_ms'].get(k, float('nan')):.0f}" for k in ("p50", "p99")) + " ms", ""),
+        ("same, the apiserver's view of LWS's own (Go) webhooks, p50 / p99 (control)",
+         "; ".join(f"{k} {v.get('p50', float('nan')):.0f} / {v.get('p99', float('nan')):.0f} ms"
+                   for k, v in res["webhooks_burst_ms"].items() if "moe-operator" not in k), ""),
         ("CREATE latency p50 / p99 (client, incl. webhook)",
          f"{res['create_latency_ms']['p50']:.0f} / {res['create_latency_ms']['p99']:.0f} ms", ""),
         ("admission, fleet up and quiet: client p50 / p99; webhook p99",
