@@ -250,15 +250,6 @@ class DirectProbe(threading.Thread):
         return {"n": len(xs), "p50": 1000 * xs[len(xs) // 2], "p99": 1000 * xs[int(0.99 * (len(xs) - 1))]} if xs else {}
 
 
-def py_spy(binary: str, op: OperatorProcess, out: Path) -> subprocess.Popen | None:
-    """Sample the leader's stacks that hold the GIL (collapsed stacks, all threads) while it runs; None without."""
-    if not binary:
-        return None
-    return subprocess.Popen([binary, "record", "--gil", "--threads", "--idle", "--nonblocking", "--format", "raw",
-                             "--rate", "200", "-o", str(out), "--pid", str(op.proc.pid if op.proc else 0)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def proc_stats(pid: int) -> tuple[float, float]:
     """(RSS MiB, CPU seconds user+system) of one process."""
     rss = 0.0
@@ -309,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=2000)
     p.add_argument("--cpu-nodes", type=int, default=4)
     p.add_argument("--window", type=float, default=120.0, help="steady-state window, seconds (operator on, then off)")
-    p.add_argument("--py-spy", default="", help="a py-spy binary: profile the leader during the apply burst "
-                   "(--gil: only samples holding the interpreter lock) into .testcluster/logs")
     p.add_argument("--only-apply", action="store_true", help="stop after the apply burst (admission only)")
     p.add_argument("-o", "--out", default=str(ROOT / "bench/results/control_plane.json"))
     a = p.parse_args(argv)
@@ -375,7 +364,6 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
         lat.append(time.perf_counter() - s)
 
     op_before = scrape(f"http://127.0.0.1:{leader.ports[1]}/metrics")
-    profiler = py_spy(a.py_spy, leader, STATE / "logs/control-plane-burst.pyspy.txt")
     probe = DirectProbe(leader.ports[0])
     probe.start()
     t_apply = time.monotonic()
@@ -388,9 +376,6 @@ def run(a: argparse.Namespace, core: client.CoreV1Api, custom: client.CustomObje
     probe.join(15)
     res["webhook_direct_ms"] = probe.quantiles()
     log(f"webhook round trip, posted directly (no apiserver) during the burst: {res['webhook_direct_ms']}")
-    if profiler:
-        profiler.terminate()
-        profiler.wait(30)
     res["webhook_served_ms"] = {k: 1000 * v for k, v in served_quantiles(op_before, op_after).items()}
     res["webhook_thread_s"] = {st: sum(v - op_before.get((n, lab), 0.0) for (n, lab), v in op_after.items()
                                       if n == "moe_operator_admission_thread_seconds" and dict(lab)["state"] == st)
