@@ -1,12 +1,17 @@
 """Taking a group out of the router's rotation and putting it back, for drains (scale-down, rollouts).
 
-The router (sgl-model-gateway, `sglang-router` 0.3.2 / SMG) discovers workers by watching the namespace's pods and
-filtering them by `--selector` on its side (service_discovery.rs: `watcher(...).applied_objects()` filtered by
-`PodInfo::should_include`); a tracked worker is removed only when its pod gets a deletionTimestamp. A pod whose labels
-stop matching is filtered out and never removed, so flipping the leader's routable label (which we still do: a
-router restarting meanwhile then skips it) does not stop traffic. The router's worker API does: `GET /workers`
-lists {id, url}, `DELETE /workers/{id}` removes one, `POST /workers {"url"}` adds one (all 202, applied in the
-background; checked on the rig's router). Every router replica keeps its own registry, so each is told.
+The router (SMG 1.13.0, the continuation of sgl-model-gateway / sglang-router) discovers workers by watching the
+namespace's pods and filtering them by `--selector` on its side. sglang-router 0.3.2 (service_discovery.rs:
+`watcher(...).applied_objects()` filtered by `PodInfo::should_include`) removed a tracked worker only when its pod got
+a deletionTimestamp, so flipping the leader's routable label (which we still do: a router restarting meanwhile then
+skips it) did not stop traffic; the operator does not rely on discovery for a drain with either router. The
+router's worker API does: `GET /workers` lists {id, url}, `DELETE /workers/{id}` removes one, `POST /workers {"url"}`
+adds one (all 202, applied in the background; tests/conformance/test_smg_conformance.py checks it on SMG).
+SMG 1.13 runs a removal as a workflow: the worker turns unhealthy at once (no new requests), then after its drain step
+it leaves the registry; a POST racing that workflow is lost with it, so a re-add waits (bounded) until the removal
+is done. With `--dp-aware` SMG registers one worker per attention-DP rank, `<url>@<rank>` with `dp_base_url` = the
+server's URL, and one POST of the server URL adds them all; a group is matched by either spelling. Every router
+replica keeps its own registry, so each is told.
 
 With spec.sglang.apiKeySecretRef the router must send the key to a worker it adds; the operator never reads Secrets,
 so for such deployments it removes nothing through the API (the drain then ends by timeout, and the group's own
@@ -47,17 +52,35 @@ def router_endpoints(pods: Sequence[Mapping[str, Any]]) -> list[str]:
             and not (p.get("metadata") or {}).get("deletionTimestamp")]
 
 
-async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: bool) -> bool:
+def server_url(worker: Mapping[str, Any]) -> str | None:
+    """The SGLang server a router worker stands for: `dp_base_url` for a DP-aware rank worker, else its URL."""
+    return worker.get("dp_base_url") or worker.get("url")
+
+
+async def _workers(http: aiohttp.ClientSession, router: str) -> list[dict[str, Any]]:
     async with http.get(f"{router}/workers", timeout=TIMEOUT) as r:
         r.raise_for_status()
-        workers = (await r.json()).get("workers") or []
-    ids = [w.get("id") for w in workers if w.get("url") == url]
+        return list((await r.json()).get("workers") or [])
+
+
+#: how long a re-add waits for SMG's removal workflow of the same URL to finish (its drain step took 5 s on SMG 1.13)
+READD_WAIT_SECONDS, READD_POLL_SECONDS = 12.0, 1.0
+
+
+async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: bool) -> bool:
+    mine = [w for w in await _workers(http, router) if server_url(w) == url]
     if not routable:
-        for wid in ids:
+        for wid in [w.get("id") for w in mine]:
             async with http.delete(f"{router}/workers/{wid}", timeout=TIMEOUT) as r:
                 r.raise_for_status()
-        return bool(ids)
-    if ids:
+        return bool(mine)
+    # an unhealthy entry may be a removal still in progress: a POST now would be lost with it, so wait it out
+    waited = 0.0
+    while mine and not any(w.get("is_healthy") for w in mine) and waited < READD_WAIT_SECONDS:
+        await asyncio.sleep(READD_POLL_SECONDS)
+        waited += READD_POLL_SECONDS
+        mine = [w for w in await _workers(http, router) if server_url(w) == url]
+    if mine:
         return False
     async with http.post(f"{router}/workers", json={"url": url}, timeout=TIMEOUT) as r:
         r.raise_for_status()
@@ -79,7 +102,10 @@ async def routed_groups(http: aiohttp.ClientSession | None, routers: Sequence[st
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("router %s: cannot list workers: %s", r, exc)
             return None
-        urls = {w.get("url") for w in workers if w.get("is_healthy")}
+        # a server counts once every worker the router has for it (one per DP rank with --dp-aware) is healthy
+        servers = {u for w in workers if (u := server_url(w))}
+        sick = {u for w in workers if (u := server_url(w)) and not w.get("is_healthy")}
+        urls = servers - sick
         healthy = urls if healthy is None else healthy & urls
     routed = set()
     for p in pods:  # each group's leader, with the URL the routers know it by

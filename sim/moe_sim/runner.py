@@ -21,12 +21,12 @@ this machine *is* the pod. The runner watches pods (one namespace or all) and, f
   Pod gone (deletionTimestamp, DELETED, phase Failed/Succeeded) = SIGTERM: the leader flips /health and /ready to
   503, drains running requests and exits; workers exit when their leader has (SGLang's rank-0 ShutdownReq). The pod's
   `terminationGracePeriodSeconds` (default 30) bounds the drain, like the kubelet's SIGKILL.
-* Router pods (a container whose command/args contain `sglang_router.launch_router`): the real sglang-router 0.3.2
-  as a subprocess (`<router python> -m sglang_router.launch_router <the pod's args>`) with `--host` and
+* Router pods (a container whose command is `smg`, the gateway image's binary, or contains `smg.launch_router`): the
+  real router, SMG 1.13.0, as a subprocess (`<router python> -m smg.launch_router <the pod's args>`) with `--host` and
   `--prometheus-host` rebound to the pod IP and `KUBECONFIG` pointing at the rig, so its Kubernetes service discovery
   (kube-rs) watches the rig's pods and routes to the simulators at their pod IPs. Stopped with SIGTERM (then SIGKILL
   after the grace period) when the pod goes away. Without a router interpreter (`--router-python`, env
-  `SGLANG_ROUTER_PYTHON`, or `.testcluster/venv-router/bin/python`) router pods are skipped with a warning.
+  `SMG_PYTHON`, or `.testcluster/venv-router/bin/python`) router pods are skipped with a warning.
 
 Not done: pod status is kwok's (kwok marks pods Ready without probing, so API readiness does not follow /ready);
 container restarts are not simulated.
@@ -60,7 +60,7 @@ log = logging.getLogger("moe_sim.runner")
 
 
 class _QuietProtocolErrors(logging.Filter):
-    """sglang-router probes each worker for gRPC (an HTTP/2 preface) before falling back to HTTP; aiohttp logs every
+    """SMG probes each worker for gRPC (an HTTP/2 preface) before falling back to HTTP; aiohttp logs every
     such probe as an error with a traceback. Real SGLang (uvicorn) rejects it the same way, quietly."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -75,7 +75,8 @@ A_COLD_START = "moe-operator.io/sim-cold-start-seconds"
 A_DECODE_TPS = "moe-operator.io/sim-decode-tps"
 METRICS_FAULT = "moe-operator.io/sim-metrics-fault"
 SGLANG_MARK = "sglang.launch_server"
-ROUTER_MARK = "sglang_router.launch_router"
+ROUTER_BINARY = "smg"  #: the command of the lightseekorg/smg gateway image (its Rust binary takes the router flags)
+ROUTER_MARK = "smg.launch_router"  #: the same router from the pip wheel
 DEFAULT_PORT = 30000
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -91,8 +92,8 @@ def add_runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tps", type=float, default=SimConfig.decode_tps)
     p.add_argument("--prefill-tps", type=float, default=SimConfig.prefill_tps)
     p.add_argument("--drain-poll", type=float, default=1.0, help="leader SIGTERM watchdog poll interval (s)")
-    p.add_argument("--router-python", default=os.environ.get("SGLANG_ROUTER_PYTHON", ""),
-                   help="python with sglang-router==0.3.2 installed (default: .testcluster/venv-router/bin/python)")
+    p.add_argument("--router-python", default=os.environ.get("SMG_PYTHON", ""),
+                   help="python with smg==1.13.0 installed (default: .testcluster/venv-router/bin/python)")
     p.add_argument("--router-log-dir", default="", help="write each router's output to <dir>/<ns>_<pod>.log")
     p.add_argument("--log-level", default="info")
 
@@ -148,11 +149,20 @@ def has_flag(argv: list[str], name: str) -> bool:
     return any(t == name or t.startswith(name + "=") for t in argv)
 
 
+def _router_args_at(argv: list[str]) -> int | None:
+    """Index of the first router flag in a router container's argv (`smg ...`, `smg launch ...`,
+    `python -m smg.launch_router ...`), or None when the container is not a router."""
+    if argv and Path(argv[0]).name == ROUTER_BINARY:
+        return 2 if len(argv) > 1 and argv[1] == "launch" else 1
+    i = next((i for i, t in enumerate(argv) if ROUTER_MARK in t), None)
+    return None if i is None else i + 1
+
+
 def classify(pod: Any) -> tuple[str, Any] | None:
     """("sglang", container) | ("router", container) | None."""
     for c in pod.spec.containers or []:
         joined = " ".join([*(c.command or []), *(c.args or [])])
-        if ROUTER_MARK in joined:
+        if _router_args_at([*(c.command or []), *(c.args or [])]) is not None:
             return "router", c
         if SGLANG_MARK in joined and LWS_NAME in (pod.metadata.labels or {}):
             return "sglang", c
@@ -218,10 +228,10 @@ def sim_config(pod: Any, c: Any, opts: argparse.Namespace) -> tuple[SimConfig, s
 
 
 def router_argv(pod: Any, c: Any) -> list[str]:
-    """The router's args after `-m sglang_router.launch_router`, bound to the pod IP."""
+    """The router's flags (after `smg` or `-m smg.launch_router`), bound to the pod IP."""
     argv = container_argv(pod, c)
-    i = next(i for i, t in enumerate(argv) if ROUTER_MARK in t)
-    args = argv[i + 1:]
+    i = _router_args_at(argv)
+    args = argv[i:] if i is not None else []
     ip = pod.status.pod_ip
     out: list[str] = []
     skip = False
@@ -380,7 +390,7 @@ class PodRunner:
 
     def _start_router(self, pp: PodProc, pod: Any, c: Any) -> None:
         if not self.router_python:
-            log.warning("%s: router pod skipped: no sglang-router interpreter (--router-python)", pp.key)
+            log.warning("%s: router pod skipped: no SMG interpreter (--router-python)", pp.key)
             return
         args = router_argv(pod, c)
         pp.task = self._spawn(self._run_router(pp, args))
@@ -397,11 +407,11 @@ class PodRunner:
         out = self._router_output(pp)
         try:
             pp.proc = await asyncio.create_subprocess_exec(
-                self.router_python, "-m", "sglang_router.launch_router", *args, env=env, stdout=out,
+                self.router_python, "-m", ROUTER_MARK, *args, env=env, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-            log.info("%s: sglang-router pid %d: %s", pp.key, pp.proc.pid, " ".join(args))
+            log.info("%s: smg pid %d: %s", pp.key, pp.proc.pid, " ".join(args))
             rc = await pp.proc.wait()
-            log.info("%s: sglang-router exited rc=%s", pp.key, rc)
+            log.info("%s: smg exited rc=%s", pp.key, rc)
         finally:
             if out is not asyncio.subprocess.DEVNULL:
                 out.close()
@@ -501,7 +511,7 @@ async def run_pod_runner(opts: argparse.Namespace) -> int:
         logging.getLogger("aiohttp.server").addFilter(_QuietProtocolErrors())
         runner = PodRunner(api, opts)
         if not runner.router_python:
-            log.warning("no sglang-router interpreter: router pods will not be served")
+            log.warning("no SMG interpreter: router pods will not be served")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

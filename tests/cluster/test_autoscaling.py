@@ -1,4 +1,4 @@
-"""KV-cache autoscaling end to end on the live rig: SGLang simulators at the group pods' IPs, the real sglang-router
+"""KV-cache autoscaling end to end on the live rig: SGLang simulators at the group pods' IPs, the real router (SMG)
 discovering routable leaders, the operator scraping /metrics. A slice of the Mooncake trace replayed through the router
 raises KV occupancy -> a group is added and becomes Ready; the load falls -> the highest group is drained and removed
 with 0 failed requests; a group whose /metrics hangs does not freeze scaling of the others."""
@@ -19,7 +19,7 @@ from moe_sim.loadgen import ReplayRequest, replay, trace_slice
 from operator_proc import OperatorProcess, pod_runner
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
+ROUTER_PYTHON = os.environ.get("SMG_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
 GROUP, VERSION, PLURAL = "moe-operator.io", "v1alpha1", "moedeployments"
 KV_PER_DP = 16384  # small simulated KV pools (8 DP ranks: 131k tokens per group), so a trace slice fills a group
 PROMPT = "x" * 8000  # ~2000 prompt tokens for the simulator (len/4), whatever the router forwards
@@ -30,7 +30,7 @@ TRACE = ROOT / "tests/fixtures/mooncake_conversation_first_180s.jsonl"
 @pytest.fixture
 def live_fleet(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
     if not Path(ROUTER_PYTHON).exists():
-        msg = f"sglang-router venv missing at {ROUTER_PYTHON} (hack/setup-router)"
+        msg = f"SMG venv missing at {ROUTER_PYTHON} (hack/setup-router)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)

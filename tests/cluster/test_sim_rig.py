@@ -1,5 +1,5 @@
-"""The pod runner gives kwok pods real processes: SGLang simulators at the pods' loopback IPs and the real
-sglang-router 0.3.2 discovering them through the rig's API server."""
+"""The pod runner gives kwok pods real processes: SGLang simulators at the pods' loopback IPs and the real router,
+SMG 1.13.0, discovering them through the rig's API server."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": 
 LWS = ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets")
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
-ROUTER_PYTHON = os.environ.get("SGLANG_ROUTER_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
+ROUTER_PYTHON = os.environ.get("SMG_PYTHON", str(ROOT / ".testcluster/venv-router/bin/python"))
 HAVE_ROUTER = Path(ROUTER_PYTHON).exists()
 KV_PER_DP = 8192
 
@@ -67,11 +67,11 @@ def router_pod(name: str, ns: str, lws: str) -> dict[str, Any]:
             "nodeSelector": {"moe-operator.io/pool": "cpu"},
             "terminationGracePeriodSeconds": 5,
             "containers": [{
-                "name": "router", "image": "lmsysorg/sglang-router:0.3.2",
-                "command": ["python3", "-m", "sglang_router.launch_router"],
+                "name": "router", "image": "lightseekorg/smg:1.13.0",
+                "command": ["smg"],
                 "args": ["--service-discovery", "--selector", f"{LWS_NAME}={lws}", f"{WORKER_INDEX}=0",
                          "--service-discovery-port", "30000", "--service-discovery-namespace", ns,
-                         "--policy", "cache_aware", "--host", "0.0.0.0", "--port", "8000",
+                         "--policy", "cache_aware", "--dp-aware", "--host", "0.0.0.0", "--port", "8000",
                          "--prometheus-host", "0.0.0.0", "--prometheus-port", "29000"],
             }],
         },
@@ -152,7 +152,7 @@ async def test_pod_runner_serves_sglang_groups_and_the_router(
         assert out["usage"]["completion_tokens"] == 4 and out["model"] == "dsv3"
 
         if HAVE_ROUTER:
-            await _router_routes_to_the_leader(http, core, namespace, leader, body, describe, tmp_path)
+            await _router_routes_to_the_leader(http, core, namespace, leader, worker, body, describe, tmp_path)
 
         # deleting the LWS = SIGTERM: /health turns 503, the running request finishes (40 tokens at the default
         # 20 tokens/s), then both simulators exit and the port closes
@@ -167,8 +167,8 @@ async def test_pod_runner_serves_sglang_groups_and_the_router(
             await wait_for(lambda u=url: _closed(http, f"{u}/health"), timeout=60, what=f"{url} closed",
                            describe=describe)
     if not HAVE_ROUTER:
-        pytest.skip(f"simulators verified; router part skipped: no sglang-router==0.3.2 interpreter at {ROUTER_PYTHON}"
-                    " (set SGLANG_ROUTER_PYTHON)")
+        pytest.skip(f"simulators verified; router part skipped: no smg==1.13.0 interpreter at {ROUTER_PYTHON}"
+                    " (set SMG_PYTHON)")
 
 
 async def _is(http: aiohttp.ClientSession, url: str, status: int) -> bool:
@@ -180,7 +180,7 @@ async def _closed(http: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def _router_routes_to_the_leader(http: aiohttp.ClientSession, core: client.CoreV1Api, ns: str, leader: str,
-                                       body: dict[str, Any], describe: Any, tmp_path: Path) -> None:
+                                       worker: str, body: dict[str, Any], describe: Any, tmp_path: Path) -> None:
     await core.create_namespaced_pod(ns, router_pod("router", ns, "sim"))
 
     async def router_ip() -> str | None:
@@ -204,10 +204,34 @@ async def _router_routes_to_the_leader(http: aiohttp.ClientSession, core: client
     async def router_log() -> str:
         return (await describe()) + "\n--- router ---\n" + _tail(tmp_path / "routers" / f"{ns}_router.log")
 
-    out = await wait_for(routed, timeout=60, what="a chat completion through sglang-router", describe=router_log,
+    out = await wait_for(routed, timeout=60, what="a chat completion through SMG", describe=router_log,
                          interval=0.5)
     assert out["usage"]["completion_tokens"] == 4
     assert await before() == n0 + 1  # served by the leader's simulator
+
+    # --dp-aware: SMG registers one worker per attention-DP rank (it reads attn_dp_size = 2 from /server_info) and
+    # stamps each request with its rank; sglang-router 0.3.2 read dp_size = 1 and sent every request to rank 0.
+    # DP rank 0's scheduler reports on the leader's /metrics, rank 1's on the worker's.
+    async def per_rank() -> tuple[float, float]:
+        async with http.get(f"{leader}/metrics") as r0, http.get(f"{worker}/metrics") as r1:
+            return (sum(v for _, v in _metric(await r0.text(), "sglang:num_requests_total")),
+                    sum(v for _, v in _metric(await r1.text(), "sglang:num_requests_total")))
+
+    async def rank_workers() -> bool:
+        async with http.get(f"{router}/workers") as r:
+            ws = (await r.json()).get("workers") or []
+        return sorted(w.get("dp_rank") for w in ws if w.get("is_healthy")) == [0, 1]
+
+    await wait_for(rank_workers, timeout=60, what="SMG lists both DP ranks as healthy workers", describe=router_log)
+    r0, r1 = await per_rank()
+    prompts = [{**body, "messages": [{"role": "user", "content": f"task {i}: " + "lorem ipsum " * (20 + 7 * i)}]}
+               for i in range(12)]
+    for b in prompts:  # one at a time: the policy sees each rank's tree and load as the previous request left them
+        async with http.post(f"{router}/v1/chat/completions", json=b, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            assert r.status == 200, await r.text()
+    s0, s1 = await per_rank()
+    assert s0 + s1 == r0 + r1 + len(prompts)
+    assert s0 > r0 and s1 > r1, f"requests per DP rank: rank 0 +{s0 - r0}, rank 1 +{s1 - r1}"
     await core.delete_namespaced_pod("router", ns)
     await wait_for(lambda: _closed(http, f"{router}/health"), timeout=30, what="router stopped",
                    describe=router_log)

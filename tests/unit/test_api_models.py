@@ -163,7 +163,7 @@ BAD_MOED: list[tuple[str, dict[str, Any], str, bool]] = [
     ("sglang-env-bad-name", {"spec.sglang": {"env": [{"name": "1 BAD"}]}}, "spec.sglang.env[0].name", False),
     ("sglang-port-zero", {"spec.sglang": {"port": 0}}, "spec.sglang.port", False),
     ("sglang-image-space", {"spec.sglang": {"image": "lmsysorg/sglang latest"}}, "spec.sglang.image", False),
-    ("router-policy-unknown", {"spec.router": {"policy": "least_load"}}, "spec.router.policy", False),
+    ("router-policy-unknown", {"spec.router": {"policy": "manual"}}, "spec.router.policy", False),
     ("router-replicas-zero", {"spec.router": {"replicas": 0}}, "spec.router.replicas", False),
     (
         "placement-bad-key",

@@ -418,7 +418,8 @@ def test_label_values_are_sanitised() -> None:
 def test_router_args_golden() -> None:
     d = router_deployment(make(router_policy="power_of_two"))
     c = d["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"] == ["python3", "-m", "sglang_router.launch_router"]
+    assert c["command"] == ["smg"]
+    assert c["image"] == "lightseekorg/smg:1.13.0"
     assert c["args"] == [
         "--service-discovery",
         "--selector",
@@ -445,17 +446,20 @@ def test_router_args_golden() -> None:
 
 
 @pytest.mark.parametrize(
-    "plan",
+    ("plan", "dp_aware"),
     [
-        ("--model-path", "m", "--tp-size", "16", "--attn-dp-size", "16"),
-        ("--model-path", "m", "--tp-size", "16", "--attention-data-parallel-size=4"),
-        ("--model-path", "m", "--tp-size", "8", "--dp-size", "2"),
+        (("--model-path", "m", "--tp-size", "16", "--attn-dp-size", "16"), True),
+        (("--model-path", "m", "--tp-size", "16", "--attention-data-parallel-size=4"), True),
+        (("--model-path", "m", "--tp-size", "16", "--enable-dp-attention", "--dp-size", "16"), True),
+        (("--model-path", "m", "--tp-size", "8", "--dp-size", "2"), False),  # model replicas, not attention DP
+        (("--model-path", "m", "--tp-size", "8"), False),
     ],
 )
-def test_router_never_pins_requests_to_a_dp_rank(plan: tuple[str, ...]) -> None:
-    # --dp-aware with SGLang 0.5.x (dp_size 1 in /server_info) sends every request to attention-DP rank 0
+def test_router_is_dp_aware_exactly_when_the_plan_has_attention_dp(plan: tuple[str, ...], dp_aware: bool) -> None:
+    # SMG 1.13 reads attn_dp_size from /server_info and routes per attention-DP rank (sglang-router 0.3.2 read dp_size
+    # = 1 and pinned every request to rank 0, which is why the flag was off before)
     args = router_deployment(make(sglang_args=plan))["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--dp-aware" not in args
+    assert ("--dp-aware" in args) is dp_aware
 
 
 def test_router_selector_matches_leader_template_only() -> None:
@@ -481,7 +485,7 @@ def test_router_deployment_shape() -> None:
     assert pod["serviceAccountName"] == "dsv3-router"
     assert "nodeSelector" not in pod and "tolerations" not in pod
     c = pod["containers"][0]
-    assert c["image"] == "lmsysorg/sglang-router:v0.3.2"
+    assert c["image"] == "lightseekorg/smg:1.13.0"
     assert not any("/" in k for k in c["resources"].get("requests", {}))  # no extended resources
     assert c["resources"]["limits"] == {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "1Gi"}  # a leak is bounded
     sc = c["securityContext"]

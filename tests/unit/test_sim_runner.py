@@ -46,8 +46,12 @@ async def test_classify() -> None:
     assert classify(await _pod(ARGV))[0] == "sglang"
     assert classify(await _pod(ARGV, lws=False)) is None  # only LWS group pods are simulated
     assert classify(await _pod(["-c", "python3 -m sglang.launch_server --port 1"], command=["bash"]))[0] == "sglang"
-    assert classify(await _pod(["--port", "8000"], command=["python3", "-m", "sglang_router.launch_router"],
+    assert classify(await _pod(["--port", "8000"], command=["smg"], lws=False))[0] == "router"
+    assert classify(await _pod(["launch", "--port", "8000"], command=["/usr/local/bin/smg"], lws=False))[0] == "router"
+    assert classify(await _pod(["--port", "8000"], command=["python3", "-m", "smg.launch_router"],
                          lws=False))[0] == "router"
+    assert classify(await _pod(["--port", "8000"], command=["python3", "-m", "sglang_router.launch_router"],
+                         lws=False)) is None  # the superseded sglang-router is not run any more
     assert classify(await _pod(["x"], command=["sleep"])) is None
 
 
@@ -89,7 +93,7 @@ async def test_default_port_and_deprecated_dp_attention() -> None:
 async def test_router_is_rebound_to_the_pod_ip() -> None:
     pod = await _pod(["--service-discovery", "--selector", "a=b", "--host", "0.0.0.0", "--port", "8000",
                 "--prometheus-host=0.0.0.0", "--prometheus-port", "29000"],
-               command=["python3", "-m", "sglang_router.launch_router"], lws=False)
+               command=["smg"], lws=False)
     args = router_argv(pod, pod.spec.containers[0])
     assert "0.0.0.0" not in " ".join(args)
     assert args[-4:] == ["--host", "127.1.2.3", "--prometheus-host", "127.1.2.3"]

@@ -1,4 +1,4 @@
-"""SGLang and sglang-router command lines.
+"""SGLang and SMG (router) command lines.
 
 SGLang pods: leader and workers get the *same* argv; the per-pod parts are
 ``$(VAR)`` references that the kubelet expands from env (LWS injects
@@ -14,7 +14,10 @@ from .inputs import MODEL_MOUNT, RenderInput
 from .meta import L_DEPLOYMENT, L_ROLE, L_ROUTABLE, ROLE_LEADER
 
 SGLANG_COMMAND = ("python3", "-m", "sglang.launch_server")
-ROUTER_COMMAND = ("python3", "-m", "sglang_router.launch_router")
+#: The lightseekorg/smg gateway image's binary takes the router flags directly (SMG's own Helm chart renders
+#: ``smg <flags>``); the pip wheel's console script spells the same ``smg launch <flags>``, both parsed by
+#: smg/router_args.py ``RouterArgs.add_cli_args`` (checked in the conformance tier).
+ROUTER_COMMAND = ("smg",)
 ROUTER_PORT = 8000
 ROUTER_METRICS_PORT = 29000
 
@@ -192,7 +195,7 @@ def router_selector(inp: RenderInput) -> dict[str, str]:
 
 
 def router_args(inp: RenderInput) -> list[str]:
-    """sglang-router 0.3.2 args (after :data:`ROUTER_COMMAND`), sglang.md §6."""
+    """SMG 1.13.0 args (after :data:`ROUTER_COMMAND`): Kubernetes discovery of the routable leaders."""
     args = [
         "--service-discovery",
         "--selector",
@@ -204,11 +207,13 @@ def router_args(inp: RenderInput) -> list[str]:
         "--policy",
         inp.router_policy,
     ]
-    # No --dp-aware. SGLang 0.5.x reports the attention-DP width as `attn_dp_size` and keeps `dp_size` (router-level
-    # replicas) at 1 in /server_info; sglang-router 0.3.2 then registers one worker@0 per server and stamps
-    # `data_parallel_rank: 0` on every request, which SGLang honours: the whole group's traffic lands on attention-DP
-    # rank 0 and 7/8 of its KV cache idles (seen on the rig: 10 running + 90 queued on rank 0, ranks 1-7 empty).
-    # Without it SGLang's own DP controller spreads requests over the ranks.
+    if attn_dp_size(inp.sglang_args) > 1:
+        # SMG 1.13 reads the attention-DP width from /server_info's `attn_dp_size` (sglang-router 0.3.2 read
+        # `dp_size`, which SGLang 0.5.x keeps at 1, and stamped rank 0 on every request, so we dropped the flag then)
+        # and registers one worker per rank (`<url>@<rank>`), stamping each request with its rank: the cache-aware
+        # policy then keeps a prefix on the rank whose radix cache holds it, which SGLang's own DP controller
+        # (round robin) does not. Checked on the rig: tests/cluster/test_sim_rig.py spreads over every rank.
+        args.append("--dp-aware")
     args += [
         "--host",
         "0.0.0.0",
@@ -223,7 +228,7 @@ def router_args(inp: RenderInput) -> list[str]:
         str(inp.drain_timeout_seconds),
     ]
     if inp.api_key_secret is not None:
-        # sglang_router/router_args.py RouterArgs.api_key: "the api key used for the authorization with the worker"
+        # smg/router_args.py RouterArgs.api_key: "the api key used for the authorization with the worker"
         args += ["--api-key", f"$({API_KEY_ENV})"]
     return args
 

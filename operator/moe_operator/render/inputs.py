@@ -28,10 +28,12 @@ MODEL_MOUNT = "/models"
 CACHE_MOUNT = "/root/.cache"
 
 #: The router image used when the spec names none.
-DEFAULT_ROUTER_IMAGE = "lmsysorg/sglang-router:v0.3.2"
+DEFAULT_ROUTER_IMAGE = "lightseekorg/smg:1.13.0"
 
-#: Router policies accepted by sglang-router 0.3.2 (``--policy``).
-ROUTER_POLICIES = frozenset({"random", "round_robin", "cache_aware", "power_of_two", "manual"})
+#: Router policies SMG 1.13.0 accepts for ``--policy`` (smg/router_args.py ``RouterArgs.add_cli_args``: its
+#: ``choices``; ``bucket`` is a ``--prefill-policy`` choice only). The conformance tier checks this set against it.
+ROUTER_POLICIES = frozenset({"random", "round_robin", "passthrough", "cache_aware", "power_of_two", "least_load",
+                             "manual", "consistent_hashing", "prefix_hash"})
 
 #: Longest deployment name we accept.  LWS derives object names from it:
 #: worker StatefulSets ``<name>-<group>`` whose pods carry a
@@ -206,10 +208,10 @@ class RenderInput:
     weights: WeightsSource  #: where the weights come from (volume + env)
 
     # --- router -------------------------------------------------------------------
-    router_enabled: bool = True  #: render the sglang-router Deployment (+RBAC, Service, PDB)
+    router_enabled: bool = True  #: render the SMG router Deployment (+RBAC, Service, PDB)
     router_policy: str = "cache_aware"  #: --policy, one of ROUTER_POLICIES
     router_replicas: int = 1  #: router Deployment replicas (a PDB is added when > 1)
-    router_image: str = DEFAULT_ROUTER_IMAGE  #: image with sglang_router 0.3.2
+    router_image: str = DEFAULT_ROUTER_IMAGE  #: image whose `smg` binary is SMG 1.13.0
     #: (Secret name, key) of the API key SGLang requires (--api-key) and the router sends to it; None: no key
     api_key_secret: tuple[str, str] | None = None
 

@@ -83,7 +83,7 @@ def label_value(value: str) -> str:
 def base_labels(inp: RenderInput, component: str) -> dict[str, str]:
     """Standard labels on every object and pod template of ``inp``."""
     labels = {
-        L_NAME: "sglang-router" if component == COMPONENT_ROUTER else "sglang",
+        L_NAME: "smg" if component == COMPONENT_ROUTER else "sglang",
         L_INSTANCE: inp.name,
         L_COMPONENT: component,
         L_PART_OF: PART_OF,

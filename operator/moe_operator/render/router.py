@@ -1,4 +1,5 @@
-"""sglang-router (sgl-model-gateway 0.3.2): Deployment, RBAC and client Service.
+"""The router, SMG 1.13.0 (Shepherd Model Gateway, the SGLang model gateway's continuation): Deployment, RBAC and
+client Service.
 
 The router discovers this deployment's routable leader pods through the
 Kubernetes API (``--service-discovery --selector ...``) and load-balances

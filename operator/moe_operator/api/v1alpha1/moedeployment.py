@@ -39,7 +39,9 @@ Precision = Literal["bf16", "fp8", "int4", "w8a8", "w4a8", "nvfp4"]
 PRECISIONS: tuple[str, ...] = Precision.__args__  # type: ignore[attr-defined]
 KVCacheDtype = Literal["auto", "bf16", "fp8_e4m3", "fp8_e5m2"]
 PlanObjective = Literal["min-cost", "min-group", "max-sessions-per-gpu"]
-RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two"]
+#: SMG 1.13.0 `--policy` choices that need nothing per request (`manual` and `passthrough` route on a client header)
+RouterPolicy = Literal["cache_aware", "round_robin", "random", "power_of_two", "least_load", "prefix_hash",
+                       "consistent_hashing"]
 
 Arg = Annotated[str, StringConstraints(max_length=1024)]
 PoolName = Annotated[str, StringConstraints(max_length=253, pattern=DNS_SUBDOMAIN)]
@@ -349,12 +351,13 @@ class SGLangSpec(ApiModel):
 
 
 class RouterSpec(ApiModel):
-    """The sglang-router in front of the groups."""
+    """The router (SMG) in front of the groups."""
 
     enabled: bool = Field(default=True, description="Deploy a router in front of the groups.")
     policy: RouterPolicy = Field(
         default="cache_aware",
-        description="Load-balancing policy: cache_aware (prefix-cache affinity), round_robin, random, power_of_two.",
+        description="SMG load-balancing policy: cache_aware (prefix-cache affinity), round_robin, random, "
+        "power_of_two, least_load, prefix_hash, consistent_hashing.",
     )
     replicas: int = Field(default=1, ge=1, le=16, description="Router pods (1..16).")
     image: str | None = Field(
@@ -549,7 +552,7 @@ class MoEDeploymentSpec(ApiModel):
         default_factory=SGLangSpec, description="SGLang server settings.", json_schema_extra={"default": {}}
     )
     router: RouterSpec = Field(
-        default_factory=RouterSpec, description="sglang-router settings.", json_schema_extra={"default": {}}
+        default_factory=RouterSpec, description="Router (SMG) settings.", json_schema_extra={"default": {}}
     )
     placement: Placement | None = Field(default=None, description="Topology placement of each group.")
     resources: EngineResources | None = Field(
