@@ -49,6 +49,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reasons", action="store_true", help="print the law's scale decisions (table output)")
     p.add_argument("--timeline", action="store_true",
                    help="JSON output: add the 15 s timeline (t, groups, queued) and the KV-exhaustion intervals")
+    p.add_argument("--pd", action="store_true",
+                   help="compute-aware replay (moe_sim.pd): aggregated vs prefill/decode disaggregation, each at its "
+                        "smallest static fleet meeting the SLOs, side by side (--policy is ignored)")
+    p.add_argument("--ttft-slo", type=float, default=2.0, help="--pd: TTFT SLO seconds (default 2, Dynamo's sweep)")
+    p.add_argument("--itl-slo", type=float, default=0.05,
+                   help="--pd: per-request average ITL SLO seconds (default 0.05)")
+    p.add_argument("--goodput-target", type=float, default=0.99,
+                   help="--pd: fraction of requests within both SLOs a fleet must reach (default 0.99)")
+    p.add_argument("--kv-link-gbps", type=float, default=400.0,
+                   help="--pd: RDMA bandwidth of one prefill->decode KV transfer, Gbit/s (default 400)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -76,7 +86,8 @@ def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
         "cold_start_s": cfg.cold_start_s, "decode_tps": cfg.decode_tps, "prefill_tps": cfg.prefill_tps,
         "target": cfg.target, "min_groups": cfg.min_groups, "max_groups": cfg.max_groups, "warmup_s": cfg.warmup_s,
         "group": {"nodes": pl.nodes_per_group, "gpus": pl.gpus_per_group, "attn_dp_size": pl.attn_dp_size,
-                  "max_total_tokens_per_dp": pl.max_total_tokens_per_dp, "kv_tokens": cfg.group_tokens},
+                  "max_total_tokens_per_dp": pl.max_total_tokens_per_dp, "kv_tokens": cfg.group_tokens,
+                  "chunked_prefill_size": pl.chunked_prefill_size},
     }
     return reqs, cfg, echo
 
@@ -102,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from moe_operator.planner import PlanError
     from moe_sim import offline as sim
 
+    if getattr(args, "pd", False):
+        return run_pd(args)
     try:
         reqs, cfg, echo = build(args)
         policy = sim.make_policy(args.policy, reqs, cfg, horizon_s=args.horizon, stabilization_s=args.stabilization,
@@ -150,4 +163,66 @@ def run(args: argparse.Namespace) -> int:
     if args.reasons:
         for t, why in reasons:
             print(f"  t={t:7.0f}s  {why}")
+    return 0
+
+
+def pd_config(args: argparse.Namespace, cfg: Any, echo: dict[str, Any]) -> Any:
+    from moe_sim import pd
+
+    g = echo["group"]
+    return pd.PDConfig(model=args.model, accelerator=args.accelerator, precision=args.precision, gpus=g["gpus"],
+                       group_kv_tokens=g["kv_tokens"], kv_dtype=args.kv_dtype, chunk_tokens=g["chunked_prefill_size"],
+                       ttft_slo_s=args.ttft_slo, itl_slo_s=args.itl_slo, link_bytes_per_s=args.kv_link_gbps / 8 * 1e9,
+                       cold_start_s=cfg.cold_start_s, goodput_target=args.goodput_target, max_groups=args.max_groups)
+
+
+PD_ROWS = (
+    ("groups (prefill + decode)", lambda r: f"{r.prefill_groups} + {r.decode_groups}" if r.mode == "pd"
+     else f"{r.decode_groups}"),
+    ("GPUs", lambda r: f"{r.gpus}"),
+    ("TTFT p50 / p99 (s)", lambda r: f"{r.ttft_p50_s:.2f} / {r.ttft_p99_s:.2f}"),
+    ("ITL p50 / p99 (ms)", lambda r: f"{r.itl_p50_s * 1e3:.1f} / {r.itl_p99_s * 1e3:.1f}"),
+    ("goodput (fraction within both SLOs)", lambda r: f"{r.goodput:.3f}"),
+    ("goodput (requests/s)", lambda r: f"{r.goodput_rps:.2f}"),
+    ("GPU-hours (ramp + drain counted)", lambda r: f"{r.gpu_hours:.1f}"),
+    ("completed / rejected", lambda r: f"{r.completed} / {r.rejected}"),
+)
+
+
+def run_pd(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from moe_operator.planner import PlanError
+    from moe_sim import pd
+
+    try:
+        reqs, cfg, echo = build(args)
+        pcfg = pd_config(args, cfg, echo)
+        res = pd.compare(reqs, pcfg)
+    except (OSError, ValueError, KeyError, PlanError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    agg, dis = res["aggregated"], res["pd"]
+    if args.output == "json":
+        out: dict[str, Any] = {k: asdict(v) for k, v in res.items()}
+        out["gpu_hours_ratio_pd_over_aggregated"] = dis.gpu_hours / agg.gpu_hours if agg.gpu_hours else None
+        out["parameters"] = {**echo, "ttft_slo_s": pcfg.ttft_slo_s, "itl_slo_s": pcfg.itl_slo_s,
+                             "goodput_target": pcfg.goodput_target, "kv_link_gbps": args.kv_link_gbps}
+        print(json.dumps(out, indent=2))
+        return 0
+    g = echo["group"]
+    print(f"pd: {len(reqs)} requests, groups of {g['gpus']} {args.accelerator} ({args.model} {args.precision}), "
+          f"SLOs TTFT {pcfg.ttft_slo_s:g} s / ITL {pcfg.itl_slo_s * 1e3:g} ms, goodput target "
+          f"{pcfg.goodput_target:g}, KV link {args.kv_link_gbps:g} Gb/s; smallest static fleet per mode")
+    w = max(len(k) for k, _ in PD_ROWS)
+    print(f"  {'':<{w}}  {'aggregated':>16}  {'PD':>16}")
+    for k, f in PD_ROWS:
+        print(f"  {k:<{w}}  {f(agg):>16}  {f(dis):>16}")
+    for r in (agg, dis):
+        if r.goodput < pcfg.goodput_target:
+            print(f"  note: {r.mode} never reaches the goodput target up to --max-groups {pcfg.max_groups}; "
+                  f"shown: its best fleet")
+    if agg.gpu_hours:
+        print(f"  PD / aggregated GPU-hours: {dis.gpu_hours / agg.gpu_hours:.2f}")
     return 0

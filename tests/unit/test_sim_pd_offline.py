@@ -1,0 +1,102 @@
+"""moe_sim.pd: the compute-aware aggregated vs PD replay (small, fast)."""
+
+from __future__ import annotations
+
+import json
+
+from moe_sim import pd
+from moe_sim.offline import Request
+
+CFG = pd.PDConfig(model="kimi-k2.5", accelerator="h200", precision="int4", gpus=8, group_kv_tokens=2_000_000,
+                  ttft_slo_s=5.0, itl_slo_s=0.05, max_groups=6, slice_s=0.25)
+
+
+def steady(n: int = 120, gap: float = 1.0, prompt: int = 8000, out: int = 200) -> list[Request]:
+    return [Request(i * gap, prompt, out) for i in range(n)]
+
+
+def test_uncached_tokens_uses_leading_blocks_seen_before() -> None:
+    a = Request(0.0, 1100, 10, (1, 2, 3))
+    b = Request(1.0, 1300, 10, (1, 2, 9))  # shares the first two 512-token blocks
+    c = Request(2.0, 700, 10)  # no prefix information
+    assert pd.uncached_tokens([a, b, c]) == [1100, 1300 - 1024, 700]
+
+
+def test_single_request_latencies_follow_the_compute_model() -> None:
+    from moe_operator.planner import throughput as tp
+
+    r = [Request(0.0, 8000, 101)]
+    agg = pd.replay(r, CFG, "aggregated", 0, 1)
+    dis = pd.replay(r, CFG, "pd", 1, 1)
+    pre = tp.prefill_seconds("kimi-k2.5", "h200", 8, "int4", 8000)
+    assert agg.completed == dis.completed == 1
+    assert abs(agg.ttft_p50_s - pre) < 1e-6
+    xfer = tp.kv_transfer_seconds(8000, tp.kv_bytes_per_token("kimi-k2.5", "h200", "fp8_e4m3"), CFG.link_bytes_per_s)
+    assert abs(dis.ttft_p50_s - (pre + xfer)) < 1e-6
+    step = tp.decode_step_seconds("kimi-k2.5", "h200", 8, "int4", 1, 8000, "fp8_e4m3")
+    # decode starts at the next slice boundary: the average ITL is within one slice / 100 tokens of the step time
+    for res in (agg, dis):
+        assert step * 0.9 <= res.itl_p50_s <= step + CFG.slice_s / 100 + 1e-3
+        assert res.goodput == 1.0
+
+
+def test_prefill_stalls_decode_in_aggregated_mode_only() -> None:
+    # long prompts arriving while others decode: aggregated ITL carries the chunked prefill, PD's does not
+    reqs = steady(n=60, gap=2.0, prompt=30000, out=300)
+    agg = pd.replay(reqs, CFG, "aggregated", 0, 2)
+    dis = pd.replay(reqs, CFG, "pd", 1, 1)
+    assert agg.completed == dis.completed == 60
+    assert agg.itl_p99_s > 1.5 * dis.itl_p99_s
+
+
+def test_more_prefill_groups_cut_ttft_and_gpu_hours_count_ramp_and_drain() -> None:
+    reqs = steady(n=100, gap=0.5, prompt=20000, out=50)
+    one = pd.replay(reqs, CFG, "pd", 1, 1)
+    three = pd.replay(reqs, CFG, "pd", 3, 1)
+    assert three.ttft_p99_s < one.ttft_p99_s
+    assert three.gpus == 32
+    assert three.gpu_hours >= 32 * (CFG.cold_start_s + reqs[-1].arrival) / 3600
+    assert abs(three.gpu_hours - 32 * (CFG.cold_start_s + three.end_s) / 3600) < 1e-9
+
+
+def test_kv_admission_waits_and_oversized_requests_are_rejected() -> None:
+    cfg = pd.PDConfig(**{**CFG.__dict__, "group_kv_tokens": 20_000})
+    reqs = [Request(0.0, 15000, 100), Request(0.1, 15000, 100), Request(0.2, 30000, 10)]
+    res = pd.replay(reqs, cfg, "aggregated", 0, 1)
+    assert res.rejected == 1 and res.completed == 2
+    assert res.ttft_p99_s > res.ttft_p50_s  # the second waited for the first one's KV
+
+
+def test_goodput_follows_dynamo_definition() -> None:
+    # an ITL SLO below the step time: nobody with >1 output token is good; output-1 requests skip the ITL check
+    cfg = pd.PDConfig(**{**CFG.__dict__, "itl_slo_s": 1e-4})
+    res = pd.replay([Request(0.0, 1000, 50), Request(0.0, 1000, 1)], cfg, "pd", 1, 1)
+    assert res.goodput == 0.5
+
+
+def test_smallest_fleets_meet_the_target() -> None:
+    reqs = steady(n=150, gap=0.4, prompt=12000, out=150)
+    res = pd.compare(reqs, CFG)
+    agg, dis = res["aggregated"], res["pd"]
+    assert agg.goodput >= CFG.goodput_target and dis.goodput >= CFG.goodput_target
+    assert agg.searched and dis.searched
+    if agg.decode_groups > 1:  # one fewer group misses the target
+        assert pd.replay(reqs, CFG, "aggregated", 0, agg.decode_groups - 1).goodput < CFG.goodput_target
+    assert dis.prefill_groups >= 1 and dis.decode_groups >= 1
+
+
+def test_cli_pd_prints_both_modes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from moe_operator.cli import main
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"timestamp": i * 800, "input_length": 4000, "output_length": 80,
+                                        "hash_ids": list(range(i * 8, i * 8 + 8))}) + "\n" for i in range(40)))
+    args = ["simulate", "--pd", "--trace", str(path), "--model", "kimi-k2.5", "--precision", "int4",
+            "--accelerator", "h200", "--max-groups", "4", "--ttft-slo", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "aggregated" in out and "PD" in out and "GPU-hours" in out
+    assert main([*args, "-o", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"aggregated", "pd", "parameters"}
+    assert data["pd"]["prefill_groups"] >= 1
