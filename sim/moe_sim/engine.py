@@ -19,6 +19,11 @@ Model (what the operator and the router can observe; no tokens are really comput
   evicted LRU when a rank needs room. The tail shorter than a block is private to the request.
 * Timing: prefill of the uncached prompt at `prefill_tps`, the first token at the end of prefill, then one token
   every 1/`decode_tps` s per request, independent of load (compute is not modelled).
+* PD disaggregation (`disaggregation_mode` prefill|decode; the flows are in `pd_serve.py`): a prefill server's rank
+  runs one prefill at a time, FIFO (`prefill_busy_until`), so a prompt's time to first token includes the prompts
+  prefilled before it; a decode server's requests are admitted (KV preallocated) before their KV arrives and start
+  decoding when `start_decode` is called (`SimRequest.deferred_start`, `before_start`). Aggregated servers are
+  unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import itertools
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +69,14 @@ class SimConfig:
     engine_type: str = "unified"
     port: int = 30000
     host: str = "127.0.0.1"
+    # PD disaggregation (SGLang `--disaggregation-mode`, `--disaggregation-bootstrap-port`,
+    # `--disaggregation-transfer-backend`: srt/arg_groups/fields/disagg.py); pd_serve.py has the defaults' sources
+    disaggregation_mode: str = "null"  # "null" (aggregated) | "prefill" | "decode"
+    disaggregation_bootstrap_port: int = 8998
+    disaggregation_transfer_backend: str = "mooncake"
+    kv_bytes_per_token: int = 70272  # DeepSeek-V3 MLA, bf16: (512 + 64) x 61 layers x 2 bytes
+    kv_link_gbps: float = 400.0  # one ConnectX-7 NDR port per GPU
+    bootstrap_timeout_s: float = 300.0  # SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.dp_size < 1 or self.max_total_tokens < 1:
@@ -80,6 +93,10 @@ class SimConfig:
             self.model_path = self.model_name
         if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
             raise ValueError(f"node_rank {self.node_rank} outside nnodes {self.nnodes}")
+        if self.disaggregation_mode not in ("null", "prefill", "decode"):
+            raise ValueError(f"disaggregation_mode must be null, prefill or decode, not {self.disaggregation_mode!r}")
+        if self.kv_bytes_per_token < 1 or self.kv_link_gbps <= 0:
+            raise ValueError("kv_bytes_per_token and kv_link_gbps must be > 0")
 
     def rank_labels(self, dp_rank: int) -> dict[str, str]:
         """Scheduler labels of DP rank `dp_rank`'s stats-logging scheduler (attn_tp_rank 0 of that DP group)."""
@@ -113,6 +130,12 @@ class SimRequest:
     finish_time: float = 0.0
     finished: bool = False
     admitted: asyncio.Future[None] | None = None
+    # PD disaggregation (pd_serve.py); unused by aggregated servers
+    deferred_start: bool = False  # decode: admitted (KV preallocated) now, decoding starts at start_decode()
+    before_start: Callable[[], Awaitable[None]] | None = None  # awaited by run()/complete() after admission
+    prefill_start: float = 0.0  # prefill: when this prompt's (serial) prefill began
+    wait_queue_entry: float = 0.0  # when the request entered the waiting queue (0: at arrival)
+    pd: Any = None  # pd_serve.PDRequest
 
     def generated(self, now: float, tps: float) -> int:
         if not self.admit_time or now < self.first_token_time:
@@ -137,6 +160,7 @@ class Rank:
         self.running: dict[str, SimRequest] = {}
         self.waiting: deque[SimRequest] = deque()
         self.recent_hits: deque[tuple[int, int]] = deque(maxlen=64)  # (cached, prompt) of recent admissions
+        self.prefill_busy_until = 0.0  # PD prefill: the rank's serial prefill queue ends here
 
     def match(self, r: SimRequest) -> int:
         k = 0
@@ -237,6 +261,8 @@ class Engine:
         self.idle = asyncio.Event()
         self.idle.set()
         self.admit_listeners: list[Callable[[SimRequest], None]] = []  # e.g. queue-time histograms
+        # PD roles add/override a rank's stats (queues per phase): (rank index, now, base stats) -> overrides
+        self.stats_hook: Callable[[int, float, dict[str, Any]], dict[str, Any]] | None = None
 
     # ---- request construction ---------------------------------------------------------------------------------
     def _blocks_from_digest(self, units: Sequence[str] | Sequence[int], per_block: int, total_tokens: int,
@@ -313,8 +339,17 @@ class Engine:
             r = rank.waiting.popleft()
             r.cached_tokens = rank.admit(r)
             r.admit_time = now
-            r.first_token_time = now + (r.input_tokens - r.cached_tokens) / self.cfg.prefill_tps
-            r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
+            if r.deferred_start:
+                r.first_token_time = r.finish_time = math.inf
+            elif self.cfg.disaggregation_mode == "prefill":
+                # one prefill at a time per rank, FIFO: TTFT includes the prompts queued before this one
+                r.prefill_start = max(now, rank.prefill_busy_until)
+                r.first_token_time = r.prefill_start + (r.input_tokens - r.cached_tokens) / self.cfg.prefill_tps
+                rank.prefill_busy_until = r.first_token_time
+                r.finish_time = r.first_token_time
+            else:
+                r.first_token_time = now + (r.input_tokens - r.cached_tokens) / self.cfg.prefill_tps
+                r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
             assert r.admitted is not None
             if not r.admitted.done():
                 r.admitted.set_result(None)
@@ -341,6 +376,11 @@ class Engine:
             self.idle.set()
         self._schedule(rank)
 
+    def start_decode(self, r: SimRequest, now: float | None = None) -> None:
+        """PD decode: r's KV has arrived; its first token (prefill's) is out now, the rest follow at decode_tps."""
+        r.first_token_time = time.monotonic() if now is None else now
+        r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
+
     async def run(self, r: SimRequest) -> AsyncGenerator[int, None]:
         """Submit r and yield the number of new tokens each time some are produced; r is released at the end (or on
         cancellation/abort). Yields once per token (coalescing when the consumer is late)."""
@@ -349,6 +389,8 @@ class Engine:
         try:
             assert r.admitted is not None
             await r.admitted
+            if r.before_start is not None:
+                await r.before_start()
             emitted = 0
             while emitted < r.max_new_tokens:
                 now = time.monotonic()
@@ -367,6 +409,8 @@ class Engine:
         try:
             assert r.admitted is not None
             await r.admitted
+            if r.before_start is not None:
+                await r.before_start()
             await asyncio.sleep(max(0.0, r.finish_time - time.monotonic()))
         finally:
             self.finish(r)
@@ -377,7 +421,7 @@ class Engine:
         rank, cap, tps = self.ranks[d], self.cfg.max_total_tokens, self.cfg.decode_tps
         used = rank.used(now, tps)
         evictable = min(rank.evictable_tokens, cap - used)
-        return {
+        st: dict[str, Any] = {
             "dp_rank": d,
             "num_running_reqs": len(rank.running),
             "num_waiting_reqs": len(rank.waiting),
@@ -394,3 +438,6 @@ class Engine:
             "decode_sum_seq_lens": sum(r.input_tokens + r.generated(now, tps) for r in rank.running.values()
                                        if now >= r.first_token_time),
         }
+        if self.stats_hook is not None:
+            st.update(self.stats_hook(d, now, st))
+        return st

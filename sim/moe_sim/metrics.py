@@ -49,6 +49,37 @@ SCHEDULER_GAUGES: dict[str, tuple[str, str]] = {
     "sglang:context_len": ("Maximum context length.", "context_len"),
 }
 
+# PD disaggregation (prefill and decode servers only): the gauges SchedulerMetricsCollector.log_stats sets in its
+# "PD disaggregation" block (srt/observability/metrics_collector.py), every one on both roles as in SGLang (the other
+# role's stay 0). Stats keys come from pd_serve.py's stats hook; "" = never set by the simulator (host receive, deferred
+# KV release and SWA are not modelled; `pending_prealloc_token_usage` is never assigned in SGLang 0.5.23 either).
+PD_GAUGES: dict[str, tuple[str, str]] = {
+    "sglang:num_prefill_bootstrap_queue_reqs": ("The number of requests in the prefill bootstrap queue.",
+                                                "num_prefill_bootstrap_queue_reqs"),
+    "sglang:num_prefill_inflight_queue_reqs": ("The number of requests in the prefill inflight queue.",
+                                               "num_prefill_inflight_queue_reqs"),
+    "sglang:num_decode_prealloc_queue_reqs": ("The number of requests in the decode prealloc queue.",
+                                              "num_decode_prealloc_queue_reqs"),
+    "sglang:num_decode_transfer_queue_reqs": ("The number of requests in the decode transfer queue.",
+                                              "num_decode_transfer_queue_reqs"),
+    "sglang:num_decode_host_receive_queue_reqs": ("Requests in the decode transfer queue receiving into host memory "
+                                                  "or waiting for device admission.", ""),
+    "sglang:num_decode_deferred_kv_release_reqs": ("The number of failed decode requests whose KV allocations are "
+                                                   "held pending transfer drain acknowledgement or timeout.", ""),
+    "sglang:pending_prealloc_token_usage": ("The token usage for pending preallocated tokens (not preallocated yet).",
+                                            ""),
+    "sglang:prealloc_full_token_usage": ("Share of the full-attention KV pool held by decode requests whose KV "
+                                         "transfer is pending (preallocated, not yet running); same capacity basis "
+                                         "as sglang:full_token_usage.", "prealloc_full_token_usage"),
+    "sglang:prealloc_swa_token_usage": ("Share of the SWA KV pool held by decode requests whose KV transfer is "
+                                        "pending; same capacity basis as sglang:swa_token_usage.", ""),
+}
+KV_TRANSFER_SPEED_BUCKETS = (0.1, 0.5, 1, 5, 10, 25, 50, 100, 200, 400)
+KV_TRANSFER_LATENCY_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+KV_TRANSFER_BOOTSTRAP_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+KV_TRANSFER_MB_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10000)
+
+
 class _WithoutCreated:
     """The registry's families minus their `*_created` samples."""
 
@@ -74,6 +105,9 @@ class SimMetrics:
                                     SCHEDULER_LABELS, buckets=QUEUE_TIME_BUCKETS, registry=r)
         for d in scheduler_ranks:  # series exist from startup, as in SGLang (emit_constants + first log_stats)
             self.queue_time.labels(**cfg.rank_labels(d))
+        self.pd = cfg.disaggregation_mode != "null"
+        if self.pd:
+            self._init_pd()
         self.tokenizer = tokenizer
         if not tokenizer:
             return
@@ -108,6 +142,56 @@ class SimMetrics:
         self.e2e = Histogram("sglang:e2e_request_latency_seconds",
                              "Histogram of End-to-end request latency in seconds", st, buckets=E2E_BUCKETS,
                              registry=r)
+
+    def _init_pd(self) -> None:
+        """SchedulerMetricsCollector's PD families (metrics_collector.py, "PD disaggregation" block)."""
+        r, sl = self.registry, SCHEDULER_LABELS
+        self.pd_gauges = {name: Gauge(name, doc, sl, registry=r) for name, (doc, _) in PD_GAUGES.items()}
+        self.kv_transfer_speed = Histogram("sglang:kv_transfer_speed_gb_s",
+                                           "Histogram of KV cache transfer speed in GB/s.", sl,
+                                           buckets=KV_TRANSFER_SPEED_BUCKETS, registry=r)
+        self.kv_transfer_latency = Histogram("sglang:kv_transfer_latency_ms",
+                                             "Histogram of KV cache transfer latency in ms.", sl,
+                                             buckets=KV_TRANSFER_LATENCY_BUCKETS, registry=r)
+        self.kv_transfer_bootstrap = Histogram("sglang:kv_transfer_bootstrap_ms",
+                                               "Histogram of KV transfer bootstrap time in ms.", sl,
+                                               buckets=KV_TRANSFER_BOOTSTRAP_BUCKETS, registry=r)
+        self.kv_transfer_alloc = Histogram("sglang:kv_transfer_alloc_ms",
+                                           "Histogram of KV transfer allocation waiting time in ms.", sl,
+                                           buckets=KV_TRANSFER_BOOTSTRAP_BUCKETS, registry=r)
+        self.kv_transfer_mb = Histogram("sglang:kv_transfer_total_mb", "Histogram of KV cache transfer size in MB.",
+                                        sl, buckets=KV_TRANSFER_MB_BUCKETS, registry=r)
+        self.bootstrap_failed = Counter("sglang:num_bootstrap_failed_reqs_total",
+                                        "The number of bootstrap failed requests.", sl, registry=r)
+        self.transfer_failed = Counter("sglang:num_transfer_failed_reqs_total",
+                                       "The number of transfer failed requests.", sl, registry=r)
+
+    # ---- PD scheduler side (SchedulerMetricsCollector.observe_kv_transfer_metrics / observe_kv_transfer_bootstrap /
+    # increment_bootstrap_failed_reqs / increment_transfer_failed_reqs) ------------------------------------------
+    def observe_kv_transfer(self, dp_rank: int, *, latency_s: float, total_bytes: int) -> None:
+        """Prefill side (prefill.py process_disagg_prefill_inflight_queue -> req_time_stats.py
+        compute_and_observe_kv_transfer_metrics): latency, size in MiB, speed in GiB/s."""
+        if not self.pd or dp_rank not in self.ranks or latency_s <= 0:
+            return
+        labels = self.cfg.rank_labels(dp_rank)
+        total_mb = total_bytes / (1024 * 1024)
+        self.kv_transfer_latency.labels(**labels).observe(latency_s * 1000)
+        self.kv_transfer_mb.labels(**labels).observe(total_mb)
+        self.kv_transfer_speed.labels(**labels).observe(total_mb / 1024 / latency_s)
+
+    def observe_kv_bootstrap(self, dp_rank: int, *, bootstrap_s: float, alloc_s: float) -> None:
+        if self.pd and dp_rank in self.ranks:
+            labels = self.cfg.rank_labels(dp_rank)
+            self.kv_transfer_bootstrap.labels(**labels).observe(max(0.0, bootstrap_s) * 1000)
+            self.kv_transfer_alloc.labels(**labels).observe(max(0.0, alloc_s) * 1000)
+
+    def inc_bootstrap_failed(self, dp_rank: int) -> None:
+        if self.pd and dp_rank in self.ranks:
+            self.bootstrap_failed.labels(**self.cfg.rank_labels(dp_rank)).inc()
+
+    def inc_transfer_failed(self, dp_rank: int) -> None:
+        if self.pd and dp_rank in self.ranks:
+            self.transfer_failed.labels(**self.cfg.rank_labels(dp_rank)).inc()
 
     # ---- tokenizer side (leader only) -------------------------------------------------------------------------
     def set_startup_time(self, seconds: float) -> None:
@@ -153,6 +237,9 @@ class SimMetrics:
             labels = self.cfg.rank_labels(d)
             for name, (_, key) in SCHEDULER_GAUGES.items():
                 self.gauges[name].labels(**labels).set(st.get(key, 0) if key else 0)
+            if self.pd:
+                for name, (_, key) in PD_GAUGES.items():
+                    self.pd_gauges[name].labels(**labels).set(st.get(key, 0) if key else 0)
 
     def exposition(self, engine: Engine | None) -> bytes:
         self.refresh(engine)

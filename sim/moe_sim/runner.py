@@ -16,6 +16,12 @@ this machine *is* the pod. The runner watches pods (one namespace or all) and, f
     - cold start: annotation `moe-operator.io/sim-cold-start-seconds`, `--cold-start`;
     - decode speed: annotation `moe-operator.io/sim-decode-tps`, `--decode-tps`;
     - nodes per group: env `LWS_GROUP_SIZE` of the container (set by the LWS webhook), else 1.
+  PD disaggregation role (pd_serve.py), from the argv as SGLang parses it: `--disaggregation-mode prefill|decode`
+  (absent: aggregated), `--disaggregation-bootstrap-port` (default 8998; a prefill leader binds its bootstrap server
+  at `<podIP>:<that port>`, a decode uses it when the router sends `bootstrap_port: null`),
+  `--disaggregation-transfer-backend`; KV bytes per token: annotation `moe-operator.io/sim-kv-bytes-per-token`, else
+  DeepSeek-V3's MLA geometry (halved with `--kv-cache-dtype fp8*`); link: annotation
+  `moe-operator.io/sim-kv-link-gbps`, `--kv-link-gbps`.
   Fault injection, applied live on every pod update: annotation `moe-operator.io/sim-metrics-fault` = `hang` (the
   pod's /metrics accepts and never answers), `error` (HTTP 500), anything else or absent (answers).
   Pod gone (deletionTimestamp, DELETED, phase Failed/Succeeded) = SIGTERM: the leader flips /health and /ready to
@@ -54,6 +60,7 @@ from kubernetes.aio import client, config, watch
 from kubernetes.aio.client.exceptions import ApiException
 
 from .engine import Engine, SimConfig
+from .pd_serve import parse_pd_args
 from .server import SimServer
 
 log = logging.getLogger("moe_sim.runner")
@@ -74,6 +81,8 @@ A_DP_SIZE = "moe-operator.io/sim-dp-size"
 A_COLD_START = "moe-operator.io/sim-cold-start-seconds"
 A_DECODE_TPS = "moe-operator.io/sim-decode-tps"
 METRICS_FAULT = "moe-operator.io/sim-metrics-fault"
+A_KV_BYTES = "moe-operator.io/sim-kv-bytes-per-token"
+A_KV_LINK = "moe-operator.io/sim-kv-link-gbps"
 SGLANG_MARK = "sglang.launch_server"
 ROUTER_BINARY = "smg"  #: the command of the lightseekorg/smg gateway image (its Rust binary takes the router flags)
 ROUTER_MARK = "smg.launch_router"  #: the same router from the pip wheel
@@ -92,6 +101,8 @@ def add_runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-tps", type=float, default=SimConfig.decode_tps)
     p.add_argument("--prefill-tps", type=float, default=SimConfig.prefill_tps)
     p.add_argument("--drain-poll", type=float, default=1.0, help="leader SIGTERM watchdog poll interval (s)")
+    p.add_argument("--kv-link-gbps", type=float, default=SimConfig.kv_link_gbps,
+                   help="PD: prefill->decode KV link bandwidth, Gbit/s")
     p.add_argument("--router-python", default=os.environ.get("SMG_PYTHON", ""),
                    help="python with smg==1.13.0 installed (default: .testcluster/venv-router/bin/python)")
     p.add_argument("--router-log-dir", default="", help="write each router's output to <dir>/<ns>_<pod>.log")
@@ -208,6 +219,10 @@ def sim_config(pod: Any, c: Any, opts: argparse.Namespace) -> tuple[SimConfig, s
     mrr = flag(argv, "--max-running-requests")
     ctx = flag(argv, "--context-length")
     model_path = flag(argv, "--model-path", "--model") or "sim-model"
+    pd = parse_pd_args(argv)
+    kv_bytes = SimConfig.kv_bytes_per_token
+    if (flag(argv, "--kv-cache-dtype") or "").startswith("fp8"):
+        kv_bytes //= 2
     cfg = SimConfig(
         model_name=flag(argv, "--served-model-name") or model_path,
         model_path=model_path,
@@ -223,6 +238,11 @@ def sim_config(pod: Any, c: Any, opts: argparse.Namespace) -> tuple[SimConfig, s
         drain_poll_s=opts.drain_poll,
         host=pod.status.pod_ip,
         port=int(flag(argv, "--port") or DEFAULT_PORT),
+        disaggregation_mode=pd.mode,
+        disaggregation_bootstrap_port=pd.bootstrap_port,
+        disaggregation_transfer_backend=pd.transfer_backend,
+        kv_bytes_per_token=first(_num(ann, A_KV_BYTES, int), kv_bytes),
+        kv_link_gbps=first(_num(ann, A_KV_LINK, float), getattr(opts, "kv_link_gbps", SimConfig.kv_link_gbps)),
     )
     return cfg, "leader" if index == 0 else "worker"
 
@@ -376,9 +396,12 @@ class PodRunner:
         for attempt in range(240):
             try:
                 await server.start()
-                log.info("%s: simulator %s on %s:%d (dp=%d, %d KV tokens/rank, cold start %.1fs)", pp.key,
+                log.info("%s: simulator %s on %s:%d (dp=%d, %d KV tokens/rank, cold start %.1fs%s)", pp.key,
                          server.role, server.cfg.host, server.cfg.port, server.cfg.dp_size,
-                         server.cfg.max_total_tokens, server.cfg.cold_start)
+                         server.cfg.max_total_tokens, server.cfg.cold_start,
+                         "" if server.cfg.disaggregation_mode == "null" else
+                         f", PD {server.cfg.disaggregation_mode}, bootstrap port "
+                         f"{server.cfg.disaggregation_bootstrap_port}")
                 return
             except OSError as e:
                 if e.errno != errno.EADDRINUSE:

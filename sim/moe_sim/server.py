@@ -11,6 +11,10 @@ of the DP ranks living on this node (read from the group's engine when the pod r
 SIGTERM on a worker waits for the leader's shutdown (SGLang: "waiting for the rank-0 ShutdownReq broadcast") when a
 leader is linked, else the worker exits at once.
 
+PD disaggregation (`SimConfig.disaggregation_mode` prefill|decode, from `--disaggregation-mode`): the leader plays
+SGLang's prefill or decode server (pd_serve.py: bootstrap server, per-room handshake, KV transfer, per-role queues and
+metrics); aggregated servers (mode "null") are unchanged.
+
 Non-SGLang extension: a request body may carry `"sim": {"input_tokens": N, "hash_ids": [...]}` so a trace replayer
 drives exact prompt sizes and prefix blocks (512 tokens per hash id).
 """
@@ -30,6 +34,7 @@ from aiohttp import web
 
 from .engine import VERSION, AdmissionError, Engine, SimConfig, SimRequest
 from .metrics import SimMetrics
+from .pd_serve import PDError, make_role
 
 log = logging.getLogger("moe_sim")
 
@@ -42,7 +47,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _error(message: str, status: int = 400) -> web.Response:
     # OpenAI-style error body, as SGLang's serving layer returns it
-    err = "BadRequestError" if status == 400 else "ServiceUnavailableError"
+    err = ("BadRequestError" if status == 400 else "InternalServerError" if status == 500
+           else "ServiceUnavailableError")
     return _json({"object": "error", "message": message, "type": err, "param": None, "code": status}, status)
 
 
@@ -80,6 +86,8 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.app = self._make_app()
+        # PD role of the leader (None: aggregated, or a node rank > 0)
+        self.pd = make_role(self) if role == "leader" else None
         self.created = time.monotonic()
         # fault injection for tests: "" (answer), "hang" (accept, never answer), "error" (HTTP 500)
         self.metrics_fault = ""
@@ -120,13 +128,22 @@ class SimServer:
                                      access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+            if self.pd is not None:
+                await self.pd.start()  # the prefill's bootstrap server, at the same host
+        except OSError:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            raise
         self.start_background()
 
     async def _cold_start(self) -> None:
         await asyncio.sleep(self.cfg.cold_start)
         if not self.gracefully_exit:
             self.status = "Up"
+            if self.pd is not None:
+                self.pd.up()
             self.up.set()
             self.metrics.set_startup_time(time.monotonic() - self.created)
             log.info("%s: %s up", self.name, self.role)
@@ -148,7 +165,7 @@ class SimServer:
     async def _watchdog(self) -> None:
         if self.role == "leader":
             # polled like SGLang's sigterm_watchdog (every 5 s there), not event-driven
-            while self.engine.in_flight:  # noqa: ASYNC110
+            while self.engine.in_flight or (self.pd is not None and self.pd.pending):  # noqa: ASYNC110
                 await asyncio.sleep(self.cfg.drain_poll_s)
         elif self.leader_exited is not None:
             await self.leader_exited.wait()
@@ -159,6 +176,8 @@ class SimServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self.pd is not None:
+            await self.pd.close()
         for t in list(self._tasks):
             if t is not asyncio.current_task():
                 t.cancel()
@@ -198,8 +217,10 @@ class SimServer:
             "host": c.host, "port": c.port, "tp_size": c.tp_size, "pp_size": 1, "ep_size": c.ep_size,
             # 0.5.23 resolves `--attn-dp-size N` to dp_size=1 (model replicas), attn_dp_size=N
             "dp_size": 1, "attn_dp_size": c.dp_size, "enable_dp_attention": False,
-            "nnodes": c.nnodes, "node_rank": c.node_rank, "load_balance_method": "round_robin",
-            "disaggregation_mode": "null", "context_length": c.context_length, "page_size": 1,
+            "nnodes": c.nnodes, "node_rank": c.node_rank,
+            "load_balance_method": "follow_bootstrap_room" if c.disaggregation_mode == "prefill" else "round_robin",
+            "disaggregation_mode": c.disaggregation_mode, **self._pd_info(), "context_length": c.context_length,
+            "page_size": 1,
             "max_running_requests": c.max_running_requests, "max_total_tokens": c.max_total_tokens,
             "enable_metrics": True, "skip_server_warmup": False, "model_type": "deepseek_v3",
             "architectures": ["DeepseekV3ForCausalLM"],
@@ -215,13 +236,21 @@ class SimServer:
             "simulated": True,
         })
 
+    def _pd_info(self) -> dict[str, Any]:
+        c = self.cfg
+        if c.disaggregation_mode == "null":
+            return {}
+        return {"disaggregation_bootstrap_port": c.disaggregation_bootstrap_port,
+                "disaggregation_transfer_backend": c.disaggregation_transfer_backend}
+
     async def model_info(self, _: web.Request) -> web.Response:
         c = self.cfg
         return _json({
             "model_path": c.model_path, "served_model_name": c.model_name, "tokenizer_path": c.model_path,
             "is_generation": True, "preferred_sampling_params": None, "weight_version": "default",
             "load_format": "auto", "reasoning_parser": None, "tool_call_parser": None,
-            "disaggregation_mode": "null", "has_image_understanding": False, "has_audio_understanding": False,
+            "disaggregation_mode": c.disaggregation_mode, "has_image_understanding": False,
+            "has_audio_understanding": False,
             "model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
         })
 
@@ -248,7 +277,7 @@ class SimServer:
             st = self.engine.rank_stats(d, now)
             loads.append({
                 "timestamp": time.time(), "dp_rank": d, "num_running_reqs": st["num_running_reqs"],
-                "num_waiting_reqs": st["num_waiting_reqs"],
+                "num_waiting_reqs": st.get("loads_num_waiting_reqs", st["num_waiting_reqs"]),
                 "num_waiting_uncached_tokens": st["num_waiting_uncached_tokens"],
                 "num_used_tokens": st["num_used_tokens"], "num_total_tokens": st["num_used_tokens"],
                 "num_active_tokens": st["num_used_tokens"], "num_prealloc_ready_tokens": 0,
@@ -262,6 +291,8 @@ class SimServer:
                 "queues": {"waiting": st["num_waiting_reqs"], "grammar": 0, "paused": 0, "retracted": 0,
                            "prealloc_ready": 0},
             })
+            if self.pd is not None:
+                loads[-1]["disaggregation"] = self.pd.disaggregation(st)
         if q.get("format") == "prometheus":
             lines: list[str] = []
             for key in ("num_running_reqs", "num_waiting_reqs", "num_used_tokens", "num_total_tokens",
@@ -310,10 +341,13 @@ class SimServer:
         raw = body.get("sim")
         sim: dict[str, Any] = raw if isinstance(raw, dict) else {}
         routed = body.get("routed_dp_rank", body.get("data_parallel_rank"))
-        return self.engine.make_request(
+        r = self.engine.make_request(
             text=text, input_ids=input_ids, input_tokens=_opt_int(sim.get("input_tokens")),
             hash_ids=sim.get("hash_ids"), max_new_tokens=_opt_int(max_new), stream=stream,
             routed_dp_rank=_opt_int(routed))
+        if self.pd is not None:
+            self.pd.prepare(r, body)  # bootstrap fields (400 without a room), the role's request shape
+        return r
 
     def _unavailable(self) -> web.Response | None:
         if self.status != "Up":
@@ -331,7 +365,7 @@ class SimServer:
     async def _run_plain(self, r: SimRequest) -> None:
         completed = False
         try:
-            await self.engine.complete(r)
+            await (self.engine.complete(r) if self.pd is None else self.pd.complete(r))
             completed = True
         finally:
             self._finished(r, completed)
@@ -345,11 +379,18 @@ class SimServer:
         completed = False
         total = 0
         try:
-            async with contextlib.aclosing(self.engine.run(r)) as tokens:
-                async for n in tokens:
-                    total += n
-                    for chunk in render(n, total):
-                        await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            source = self.engine.run(r) if self.pd is None else self.pd.run(r)
+            try:
+                async with contextlib.aclosing(source) as tokens:
+                    async for n in tokens:
+                        total += n
+                        for chunk in render(n, total):
+                            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            except PDError as e:  # SGLang streams an abort as an error object, then [DONE]
+                err = {"error": {"message": e.message, "type": "InternalServerError", "code": e.status}}
+                await resp.write(b"data: " + json.dumps(err).encode() + b"\n\ndata: [DONE]\n\n")
+                await resp.write_eof()
+                return resp
             completed = True
             for chunk in tail():
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
@@ -390,7 +431,10 @@ class SimServer:
         model = self.cfg.model_name
         obj = "chat.completion" if chat else "text_completion"
         if not stream:
-            await self._run_plain(r)
+            try:
+                await self._run_plain(r)
+            except PDError as e:
+                return _error(e.message, e.status)
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length", "matched_stop": None}
             content = TOKEN_TEXT * r.max_new_tokens
             if chat:
@@ -447,7 +491,9 @@ class SimServer:
         start = time.monotonic()
 
         def meta(done: bool, total: int) -> dict[str, Any]:
-            m: dict[str, Any] = {"id": rid, "finish_reason": {"type": "length", "length": total} if done else None,
+            # a PD prefill finishes with FINISH_LENGTH(length=0) (prefill.py process_disagg_prefill_inflight_queue)
+            length = 0 if self.cfg.disaggregation_mode == "prefill" else total
+            m: dict[str, Any] = {"id": rid, "finish_reason": {"type": "length", "length": length} if done else None,
                                  "prompt_tokens": r.input_tokens, "weight_version": "default",
                                  "completion_tokens": total, "cached_tokens": r.cached_tokens}
             if done:
@@ -455,7 +501,10 @@ class SimServer:
             return m
 
         if not stream:
-            await self._run_plain(r)
+            try:
+                await self._run_plain(r)
+            except PDError as e:
+                return _error(e.message, e.status)
             n = r.max_new_tokens
             return _json({"text": TOKEN_TEXT * n, "output_ids": [0] * n, "meta_info": meta(True, n)})
 
