@@ -154,15 +154,16 @@ async def test_pod_runner_serves_sglang_groups_and_the_router(
         if HAVE_ROUTER:
             await _router_routes_to_the_leader(http, core, namespace, leader, worker, body, describe, tmp_path)
 
-        # deleting the LWS = SIGTERM: /health turns 503, the running request finishes (40 tokens at the default
-        # 20 tokens/s), then both simulators exit and the port closes
-        slow = asyncio.create_task(http.post(f"{leader}/v1/chat/completions", json={**body, "max_tokens": 40}))
+        # deleting the LWS = SIGTERM: /health turns 503, the running request finishes (400 tokens at the default
+        # 20 tokens/s: long enough to outlast the garbage collector's delay between the LWS and its pods' deletion,
+        # 13 s seen while the previous tier's namespaces were being collected), then both simulators exit
+        slow = asyncio.create_task(http.post(f"{leader}/v1/chat/completions", json={**body, "max_tokens": 400}))
         await asyncio.sleep(0.3)
         await crd.delete_namespaced_custom_object(*LWS[:2], namespace, LWS[2], "sim")
-        assert await wait_for(lambda: _is(http, f"{leader}/health", 503), timeout=30, what="leader draining",
+        assert await wait_for(lambda: _is(http, f"{leader}/health", 503), timeout=60, what="leader draining",
                               describe=describe, interval=0.1)
         async with await slow as r:
-            assert r.status == 200 and (await r.json())["usage"]["completion_tokens"] == 40
+            assert r.status == 200 and (await r.json())["usage"]["completion_tokens"] == 400
         for url in (leader, worker):
             await wait_for(lambda u=url: _closed(http, f"{u}/health"), timeout=60, what=f"{url} closed",
                            describe=describe)
@@ -211,11 +212,13 @@ async def _router_routes_to_the_leader(http: aiohttp.ClientSession, core: client
 
     # --dp-aware: SMG registers one worker per attention-DP rank (it reads attn_dp_size = 2 from /server_info) and
     # stamps each request with its rank; sglang-router 0.3.2 read dp_size = 1 and sent every request to rank 0.
-    # DP rank 0's scheduler reports on the leader's /metrics, rank 1's on the worker's.
+    # DP rank 0's scheduler reports on the leader's /metrics, rank 1's on the worker's; requests a rank's scheduler
+    # admitted are its queue-time histogram's count (SchedulerMetricsCollector, per DP rank; num_requests_total is the
+    # tokenizer's, on the leader, for every rank)
     async def per_rank() -> tuple[float, float]:
         async with http.get(f"{leader}/metrics") as r0, http.get(f"{worker}/metrics") as r1:
-            return (sum(v for _, v in _metric(await r0.text(), "sglang:num_requests_total")),
-                    sum(v for _, v in _metric(await r1.text(), "sglang:num_requests_total")))
+            return (sum(v for _, v in _metric(await r0.text(), "sglang:queue_time_seconds_count")),
+                    sum(v for _, v in _metric(await r1.text(), "sglang:queue_time_seconds_count")))
 
     async def rank_workers() -> bool:
         async with http.get(f"{router}/workers") as r:
