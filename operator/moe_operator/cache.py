@@ -167,18 +167,23 @@ class Cache:
                 out[node] = why
         return out
 
-    def lws(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return next((o for o in self.stores[LWS].owned(namespace, name) if o["metadata"]["name"] == name), None)
+    def lws(self, namespace: str, name: str, lws_name: str | None = None) -> dict[str, Any] | None:
+        """The MoEDeployment `name`'s LeaderWorkerSet `lws_name` (default: the one named like it, the decode or
+        aggregated groups; the prefill role's is <name>-prefill)."""
+        want = lws_name or name
+        return next((o for o in self.stores[LWS].owned(namespace, name) if o["metadata"]["name"] == want), None)
 
     def router_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Pods of this MoEDeployment's router Deployment."""
         return [p for p in self.stores[POD].owned(namespace, name)
                 if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "router"]
 
-    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """Pods of this MoEDeployment's SGLang groups (the router's pods carry the deployment label too)."""
+    def pods(self, namespace: str, name: str, lws_name: str | None = None) -> list[dict[str, Any]]:
+        """Pods of this MoEDeployment's SGLang groups of one LWS (default: the one named like it; the router's pods
+        and the other PD role's carry the deployment label too)."""
+        want = lws_name or name
         return sorted((p for p in self.stores[POD].owned(namespace, name)
-                       if (p["metadata"].get("labels") or {}).get(LWS_NAME_LABEL) == name),
+                       if (p["metadata"].get("labels") or {}).get(LWS_NAME_LABEL) == want),
                       key=lambda p: p["metadata"]["name"])
 
 

@@ -5,9 +5,11 @@ around the webhook, stalls the object at reconcile without touching its groups).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +24,12 @@ from moe_operator.planning import (
     SpecProblem,
     plan_deployment,
     quantity,
+    transfer_backend,
     weights_source,
 )
 from moe_operator.render import children as render_children
 from moe_operator.render.argv import without_flags_set_by
-from moe_operator.render.inputs import DEFAULT_ROUTER_IMAGE, HostMount, Owner, RenderInput
+from moe_operator.render.inputs import DEFAULT_ROUTER_IMAGE, PD_DECODE, PD_PREFILL, HostMount, Owner, RenderInput
 from moe_operator.render.meta import spec_hash
 
 API_VERSION = "moe-operator.io/v1alpha1"
@@ -42,6 +45,8 @@ class Desired:
     replicas: int
     render: RenderInput
     children: list[dict[str, Any]]
+    #: with spec.disaggregation: the prefill role's render input (its LWS <name>-prefill; `render` is the decode role)
+    prefill: RenderInput | None = None
 
 
 def typed(body: Mapping[str, Any]) -> MoEDeployment:
@@ -81,11 +86,36 @@ def desired_groups(spec: MoEDeploymentSpec, planned: PlannedDeployment, status: 
     return planned.plan.groups
 
 
-def sglang_args(obj: MoEDeployment, planned: PlannedDeployment) -> tuple[str, ...]:
+def desired_prefill_groups(spec: MoEDeploymentSpec, planned: PlannedDeployment, status: Mapping[str, Any],
+                           decode_groups: int) -> int:
+    """disaggregation.prefill.groups wins; with prefill autoscaling the operator's decision in
+    status.prefill.desiredGroups; else the planner's count; always within min/max and the ratio bounds against the
+    decode groups desired now."""
+    pd, pp = spec.disaggregation, planned.prefill
+    assert pd is not None and pp is not None
+    p = pd.prefill
+    if p.groups is not None:
+        return p.groups
+    n = pp.groups
+    if p.autoscaling.enabled:
+        current = (status.get("prefill") or {}).get("desiredGroups")
+        n = int(current) if current is not None else n
+    lo, hi = p.min_groups, p.max_groups
+    if pd.ratio is not None and pd.ratio.min is not None:
+        lo = max(lo, math.ceil(pd.ratio.min * decode_groups))
+    if pd.ratio is not None and pd.ratio.max is not None:
+        hi = min(hi, math.floor(pd.ratio.max * decode_groups)) if hi is not None \
+            else math.floor(pd.ratio.max * decode_groups)
+    n = max(lo, n)
+    return min(hi, n) if hi is not None else n
+
+
+def sglang_args(obj: MoEDeployment, planned: PlannedDeployment,
+                plan_args: Sequence[str] | None = None) -> tuple[str, ...]:
     """The plan's argv, plus what the spec adds to it (a pinned revision, the served name), minus what extraArgs
     sets itself."""
     spec = obj.spec
-    args = list(planned.plan.sglang_args)
+    args = list(planned.plan.sglang_args if plan_args is None else plan_args)
     hf = spec.weights.hugging_face
     if hf is not None and spec.weights.pvc is None and spec.weights.host_path is None and hf.revision:
         args += ["--revision", hf.revision]
@@ -217,7 +247,31 @@ def render_input(obj: MoEDeployment, planned: PlannedDeployment, replicas: int) 
         pool=planned.pool_name, accelerator=planned.profile.name,
         spec_hash=spec_hash({"spec": spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
                              "pool": pool.model_dump(mode="json", by_alias=True)}),
+        **pd_fields(spec, planned),
     )
+
+
+def pd_fields(spec: MoEDeploymentSpec, planned: PlannedDeployment) -> dict[str, Any]:
+    """The decode role's disaggregation settings (the prefill role's input is derived from it: prefill_input)."""
+    pd = spec.disaggregation
+    if pd is None:
+        return {}
+    rdma = planned.pool.spec.rdma
+    return {"pd_role": PD_DECODE, "transfer_backend": transfer_backend(spec, planned.profile),
+            "bootstrap_port": pd.bootstrap_port, "ib_devices": tuple(rdma.ib_devices) if rdma else (),
+            "ascend_store_url": pd.ascend_store_url, "prefill_policy": spec.router.policy}
+
+
+def prefill_input(obj: MoEDeployment, planned: PlannedDeployment, decode: RenderInput, replicas: int) -> RenderInput:
+    """The prefill role: the decode role's pods with the prefill plan's layout and argv, as LWS <name>-prefill."""
+    pp = planned.prefill
+    assert pp is not None
+    pool = planned.pool.spec
+    return dataclasses.replace(
+        decode, pd_role=PD_PREFILL, sglang_args=sglang_args(obj, planned, pp.plan.sglang_args),
+        nodes_per_group=pp.plan.nodes_per_group, replicas=replicas,
+        exclusive_topology_key=(obj.spec.placement.exclusive_topology_key if obj.spec.placement else None)
+        or (pool.topology_key if pp.plan.nodes_per_group > 1 else None))
 
 
 def _render_field(message: str) -> str:
@@ -239,10 +293,15 @@ async def desired_state(body: Mapping[str, Any], get_pool: PoolGetter, get_confi
     check_flags(obj.spec)
     planned = await plan_deployment(obj.spec, get_pool, get_config_map)
     replicas = desired_groups(obj.spec, planned, status or {})
+    prefill: RenderInput | None = None
     try:
         inp = render_input(obj, planned, replicas)
         objs = render_children(inp)
+        if planned.prefill is not None:
+            prefill = prefill_input(obj, planned, inp,
+                                    desired_prefill_groups(obj.spec, planned, status or {}, replicas))
+            objs += render_children(prefill)
     except ValueError as exc:
         msg = str(exc).split(": ", 1)[1] if str(exc).startswith("RenderInput ") else str(exc)
         raise SpecProblem(_render_field(msg), "InvalidSpec", msg) from None
-    return Desired(deployment=obj, planned=planned, replicas=replicas, render=inp, children=objs)
+    return Desired(deployment=obj, planned=planned, replicas=replicas, render=inp, children=objs, prefill=prefill)

@@ -15,6 +15,7 @@ from typing import Any
 from moe_operator.api.v1alpha1 import AcceleratorPool, MoEDeploymentSpec
 from moe_operator.api.v1alpha1 import WeightsSource as ApiWeights
 from moe_operator.planner import ACCELERATORS, AcceleratorProfile, Plan, PlanError, PlanRequest, plan
+from moe_operator.planner.pd import PrefillPlan, PrefillRequest, plan_prefill
 from moe_operator.planner.pod_resources import NodeShape
 
 DEFAULT_MAX_NODES_PER_GROUP = 4
@@ -44,6 +45,8 @@ class PlannedDeployment:
     #: the pool's status was written at least once (or spec.node makes it unnecessary): before that, the pods' size
     #: is not known yet, and rendering anyway would roll every group a moment later
     node_known: bool = True
+    #: with spec.disaggregation: the prefill role's plan (`plan` is then the decode role's)
+    prefill: PrefillPlan | None = None
 
 
 def quantity(value: str | None) -> float | None:
@@ -244,14 +247,87 @@ async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
             last = SpecProblem(_plan_field(exc, field), "PlanInfeasible", f"pool {name}: {exc.message}")
             failures.append(f"{name}: {exc.message}")
             continue
+        try:
+            prefill = planned_prefill(spec, _request(spec, model, profile, pool), result, profile)
+        except SpecProblem as exc:
+            last = exc
+            failures.append(f"{name}: {exc.message}")
+            continue
         status = raw.get("status") or {}
         return PlannedDeployment(pool_name=name, pool=pool, profile=profile, plan=result,
                                  node=node_shape(pool, status),
-                                 node_known=pool.spec.node is not None or "observedGeneration" in status)
+                                 node_known=pool.spec.node is not None or "observedGeneration" in status,
+                                 prefill=prefill)
     assert last is not None
     if len(candidates) > 1:
         raise SpecProblem("spec.pools", last.reason, "no candidate pool fits: " + "; ".join(failures))
     raise last
+
+
+#: --disaggregation-transfer-backend per accelerator vendor (SGLang 0.5.23 srt/disaggregation/: mooncake/ and nixl/
+#: drive RDMA NICs next to CUDA devices, ascend/ the Ascend transfer engine); the first is the default
+TRANSFER_BACKENDS = {"nvidia": ("mooncake", "nixl"), "huawei": ("ascend",)}
+
+
+def transfer_backend(spec: MoEDeploymentSpec, profile: AcceleratorProfile) -> str:
+    """spec.disaggregation.transferBackend checked against the pool's vendor, or the vendor's default."""
+    pd = spec.disaggregation
+    assert pd is not None
+    allowed = TRANSFER_BACKENDS.get(profile.vendor, ("mooncake", "nixl"))
+    if pd.transfer_backend is None:
+        return allowed[0]
+    if pd.transfer_backend not in allowed:
+        raise SpecProblem("spec.disaggregation.transferBackend", "InvalidSpec",
+                          f"{pd.transfer_backend!r} does not run on {profile.vendor} accelerators ({profile.name}); "
+                          f"use {' or '.join(allowed)}")
+    if pd.transfer_backend == "ascend" and pd.ascend_store_url is None:  # the CEL twin covers the explicit case
+        raise SpecProblem("spec.disaggregation.ascendStoreUrl", "InvalidSpec", "required with the ascend backend")
+    return pd.transfer_backend
+
+
+def prefill_request(spec: MoEDeploymentSpec) -> PrefillRequest:
+    pd = spec.disaggregation
+    assert pd is not None
+    p = pd.prefill
+    typical = p.prompt_tokens or spec.sessions.average_context_tokens or spec.sessions.context_tokens
+    return PrefillRequest(
+        prompt_tokens_per_second=float(p.prompt_tokens_per_second), prompt_tokens=int(typical),
+        ttft_seconds=float(p.ttft_seconds), target_utilization=p.autoscaling.target_utilization,
+        max_nodes_per_group=p.max_nodes_per_group or spec.max_nodes_per_group or DEFAULT_MAX_NODES_PER_GROUP,
+        min_groups=p.min_groups, max_groups=p.max_groups, fixed_groups=p.groups,
+        ratio_min=pd.ratio.min if pd.ratio else None, ratio_max=pd.ratio.max if pd.ratio else None)
+
+
+def planned_prefill(spec: MoEDeploymentSpec, base: PlanRequest, decode: Plan,
+                    profile: AcceleratorProfile) -> PrefillPlan | None:
+    """The prefill role's plan with spec.disaggregation (None without). Raises SpecProblem with the numbers."""
+    if spec.disaggregation is None:
+        return None
+    transfer_backend(spec, profile)
+    decode_groups = spec.replicas if spec.replicas is not None else decode.groups
+    try:
+        return _prefill_cached(base, prefill_request(spec), decode, decode_groups)
+    except PlanError as exc:
+        raise SpecProblem("spec.disaggregation.prefill", "PlanInfeasible", exc.message) from None
+
+
+_PREFILL: OrderedDict[str, PrefillPlan] = OrderedDict()
+
+
+def _prefill_cached(base: PlanRequest, req: PrefillRequest, decode: Plan, decode_groups: int) -> PrefillPlan:
+    """plan_prefill, remembered like planned_for (pure; asked the same question on every pass)."""
+    key = repr((base, req, decode.groups, decode_groups))
+    with _PLANS_LOCK:
+        hit = _PREFILL.get(key)
+        if hit is not None:
+            _PREFILL.move_to_end(key)
+    if hit is None:
+        hit = plan_prefill(base, req, decode, decode_groups)
+        with _PLANS_LOCK:
+            _PREFILL[key] = hit
+            while len(_PREFILL) > PLAN_CACHE_SIZE:
+                _PREFILL.popitem(last=False)
+    return copy.deepcopy(hit)
 
 
 def _plan_field(exc: PlanError, pool_field: str) -> str:

@@ -23,7 +23,7 @@ from moe_operator.planning import PlannedDeployment, SpecProblem, plan_summary
 from moe_operator.render.inputs import RenderInput
 from moe_operator.render.meta import spec_hash
 from moe_operator.rollout import TEMPLATE_HASH, Step, partition_of, plan_rollout, unroutable_leaders, updated_groups
-from moe_operator.status import Capacity, Observed, compute_status, now_iso, status_changed
+from moe_operator.status import Capacity, Observed, compute_status, now_iso, prefill_status, status_changed
 
 APPLIED_HASH = "moe-operator.io/applied-hash"
 
@@ -168,6 +168,34 @@ async def roll(kube: Kube, http: Any, want: Desired, lws: Mapping[str, Any] | No
     return len(flips), step
 
 
+def _prefill_observed(cache: Cache, ns: str, name: str, prefill: RenderInput | None,
+                      planned: PlannedDeployment | None, applied: Mapping[ChildKey, dict],
+                      prev_status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """status.prefill for this pass; a spec that cannot be planned keeps the last one (its groups keep serving)."""
+    if planned is None:
+        return prev_status.get("prefill")
+    if prefill is None or planned.prefill is None:
+        return None
+    lws = newest(cache.lws(ns, name, prefill.lws_name), applied.get((*LWS, prefill.lws_name)))
+    return prefill_status(lws, prefill.replicas, prefill_plan_summary(planned), prev_status.get("prefill"))
+
+
+def prefill_plan_summary(planned: PlannedDeployment) -> dict[str, Any]:
+    """status.prefill.plan (camelCase, as the CRD declares it)."""
+    pp = planned.prefill
+    assert pp is not None
+    d = pp.to_dict()
+    return {
+        "nodesPerGroup": d["nodes_per_group"], "gpusPerGroup": d["gpus_per_group"], "tpSize": d["tp_size"],
+        "epSize": d["ep_size"], "attnDpSize": d["attn_dp_size"], "groups": d["groups"],
+        "promptTokensPerSecondPerGroup": d["prompt_tokens_per_second_per_group"],
+        "ttftSeconds": f"{d['ttft_seconds']:.2f}",
+        **({"ratio": f"{d['ratio']:.2f}"} if d["ratio"] is not None else {}),
+        **({"costPerHour": f"{d['cost_per_hour']:.2f}"} if d["cost_per_hour"] is not None else {}),
+        "sglangArgs": list(d["sglang_args"]),
+    }
+
+
 async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: logging.Logger,
                     repairs: dict[int, float] | None = None, http: Any = None) -> Outcome:
     """One pass. Reads come from `cache` (the pool, the children, the LWS, the pods); the API is called for writes,
@@ -175,13 +203,16 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     meta = body["metadata"]
     name, ns, gen = meta["name"], meta["namespace"], int(meta.get("generation", 1))
     prev_status = dict(body.get("status") or {})
-    selector = f"{DEPLOYMENT_LABEL}={name},leaderworkerset.sigs.k8s.io/worker-index=0"
+    # the decode (or aggregated) groups' leaders: the prefill role's carry the deployment label too
+    selector = f"{DEPLOYMENT_LABEL}={name},leaderworkerset.sigs.k8s.io/name={name}," \
+               "leaderworkerset.sigs.k8s.io/worker-index=0"
     writes = 0
     problem: SpecProblem | None = None
     planned: PlannedDeployment | None = None
     downloads = False
     replicas = int(prev_status.get("desiredGroups", 0) or 0)
     applied: dict[ChildKey, dict] = {}
+    prefill: RenderInput | None = None
 
     async def get_pool(pool_name: str) -> Mapping[str, Any] | None:
         # a pool created a moment ago may not have reached the cache yet
@@ -193,7 +224,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
     try:
         # the same checks admission runs (desired.py): a spec written around the webhook stalls here, untouched
         want: Desired = await desired_state(body, get_pool, get_config_map, prev_status)
-        planned, replicas = want.planned, want.replicas
+        planned, replicas, prefill = want.planned, want.replicas, want.prefill
         downloads = want.render.weights.mode == "hf"
         if want.planned.node_known:
             label_writes, step = await roll(kube, http, want, cache.lws(ns, name), cache.pods(ns, name),
@@ -231,6 +262,7 @@ async def reconcile(kube: Kube, cache: Cache, body: Mapping[str, Any], logger: l
         desired_groups=replicas, lws=lws, pods=pods, capacity=capacity, selector=selector,
         node_problems=cache.node_problems(pods),
         updated_groups=len([g for g in fresh if g < replicas]) if fresh is not None else None,
+        prefill=_prefill_observed(cache, ns, name, prefill, planned, applied, prev_status),
     )
     if planned:
         prev_status["plan"] = obs.plan  # the fresh plan replaces the carried one

@@ -67,7 +67,8 @@ async def _workers(http: aiohttp.ClientSession, router: str) -> list[dict[str, A
 READD_WAIT_SECONDS, READD_POLL_SECONDS = 12.0, 1.0
 
 
-async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: bool) -> bool:
+async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: bool,
+               worker: Mapping[str, Any] | None = None) -> bool:
     mine = [w for w in await _workers(http, router) if server_url(w) == url]
     if not routable:
         for wid in [w.get("id") for w in mine]:
@@ -82,7 +83,7 @@ async def _one(http: aiohttp.ClientSession, router: str, url: str, routable: boo
         mine = [w for w in await _workers(http, router) if server_url(w) == url]
     if mine:
         return False
-    async with http.post(f"{router}/workers", json={"url": url}, timeout=TIMEOUT) as r:
+    async with http.post(f"{router}/workers", json={"url": url, **(worker or {})}, timeout=TIMEOUT) as r:
         r.raise_for_status()
     return True
 
@@ -117,13 +118,22 @@ async def routed_groups(http: aiohttp.ClientSession | None, routers: Sequence[st
     return routed
 
 
+def pd_worker(pd_role: str, bootstrap_port: int | None = None) -> dict[str, Any]:
+    """What SMG needs besides the URL to re-add a PD worker (crates/protocols/src/worker.rs `WorkerSpec`:
+    worker_type regular|prefill|decode, bootstrap_port of a prefill worker); {} for an aggregated one."""
+    if pd_role == "prefill":
+        return {"worker_type": "prefill", "bootstrap_port": bootstrap_port}
+    return {"worker_type": "decode"} if pd_role == "decode" else {}
+
+
 async def set_in_rotation(http: aiohttp.ClientSession | None, routers: Sequence[str], url: str | None,
-                          routable: bool) -> int:
+                          routable: bool, worker: Mapping[str, Any] | None = None) -> int:
     """Remove `url` from (routable=False) or add it to every router; returns how many routers changed. Best effort:
-    a router that does not answer is logged and skipped (the drain's timeout still bounds the wait)."""
+    a router that does not answer is logged and skipped (the drain's timeout still bounds the wait). `worker`: the
+    rest of SMG's worker spec for a re-add (pd_worker)."""
     if http is None or url is None or not routers:
         return 0
-    results = await asyncio.gather(*(_one(http, r, url, routable) for r in routers), return_exceptions=True)
+    results = await asyncio.gather(*(_one(http, r, url, routable, worker) for r in routers), return_exceptions=True)
     for r, res in zip(routers, results, strict=True):
         if isinstance(res, BaseException):
             log.warning("router %s: could not %s worker %s: %s", r, "add" if routable else "remove", url, res)

@@ -47,6 +47,8 @@ class Observed:
     node_problems: Mapping[str, str] = field(default_factory=dict)
     #: groups whose pods run the current template (from the pods' template-hash annotation); None: LWS's count
     updated_groups: int | None = None
+    #: with spec.disaggregation: status.prefill as prefill_status computed it (the groups above are the decode role)
+    prefill: Mapping[str, Any] | None = None
 
 
 
@@ -111,6 +113,23 @@ def _restarting(p: Mapping[str, Any]) -> bool:
     return bool(p.get("metadata", {}).get("deletionTimestamp")) or p.get("status", {}).get("phase") == "Failed"
 
 
+#: status.prefill fields the prefill autoscaler owns, carried over by a recompute
+_PREFILL_CARRIED = ("promptTokensPerSecond", "backlogTokens", "lastScaleTime", "lastScaleReason", "drain")
+
+
+def prefill_status(lws: Mapping[str, Any] | None, desired: int, plan: Mapping[str, Any] | None,
+                   previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """status.prefill: the prefill LWS's ready groups against the count the operator converges to, the prefill
+    plan, and what the prefill autoscaler last observed (carried)."""
+    prev = previous or {}
+    ready = int(((lws or {}).get("status") or {}).get("readyReplicas", 0) or 0)
+    out: dict[str, Any] = {k: prev[k] for k in _PREFILL_CARRIED if k in prev}
+    out.update({"desiredGroups": desired, "readyGroups": ready, "groupSummary": f"{ready}/{desired}"})
+    if plan:
+        out["plan"] = dict(plan)
+    return out
+
+
 def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now: str | None = None) -> dict:
     """The whole `.status` for a MoEDeployment. `previous` keeps lastTransitionTime stable and carries fields that
     other writers own (the autoscaler's)."""
@@ -170,10 +189,17 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
             conds["Stalled"] = ("False", "NotStalled", "")
 
         stalled = conds["Stalled"][0] == "True"
+        pf = obs.prefill
+        p_ready, p_desired = (int(pf.get("readyGroups", 0)), int(pf.get("desiredGroups", 0))) if pf else (0, 0)
+        if pf is not None:
+            groups_msg = f"{ready}/{desired} decode groups ready, capacity {ready * spg} sessions; " \
+                         f"{p_ready}/{p_desired} prefill groups ready"
         if desired == 0:
             conds["Ready"] = ("True", "ScaledToZero", "0 groups desired")
-        elif ready >= desired and not rolling:
+        elif ready >= desired and not rolling and p_ready >= p_desired:
             conds["Ready"] = ("True", "AllGroupsReady", groups_msg)
+        elif ready >= desired and not rolling:  # decode serves nothing without a prefill server to pair with
+            conds["Ready"] = ("False", conds["Stalled"][1] if stalled else "PrefillGroupsNotReady", groups_msg)
         else:
             conds["Ready"] = ("False", conds["Stalled"][1] if stalled else "GroupsNotReady", groups_msg)
 
@@ -203,6 +229,8 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         elif ready < desired or current != desired:
             reason = "ScalingUp" if current < desired else "ScalingDown" if current > desired else "GroupsStarting"
             conds["Progressing"] = ("True", reason, groups_msg)
+        elif pf is not None and p_ready != p_desired:
+            conds["Progressing"] = ("True", "PrefillScaling", groups_msg)
         else:
             conds["Progressing"] = ("False", "Reconciled", groups_msg)
     conds["Reconciling"] = conds["Progressing"]
@@ -223,6 +251,10 @@ def compute_status(obs: Observed, previous: Mapping[str, Any] | None = None, now
         status["pool"] = obs.pool
     if plan:
         status["plan"] = plan
+    if obs.prefill is not None:
+        status["prefill"] = dict(obs.prefill)
+    elif previous.get("prefill"):
+        status["prefill"] = None  # disaggregation turned off: the merge patch removes it
     return status
 
 

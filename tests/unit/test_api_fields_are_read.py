@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from moe_operator.api.v1alpha1 import AcceleratorPoolSpec, MoEDeploymentSpec
 from moe_operator.autoscale.controller import active, law_params, metrics_port
+from moe_operator.autoscale.prefill_step import prefill_enabled, prefill_params
 from moe_operator.desired import desired_state, typed
 from moe_operator.planner.catalog import DATA_DIR, _load_yaml, _unwrap
 from moe_operator.planning import SpecProblem, plan_summary
@@ -44,6 +45,17 @@ SPEC: dict[str, Any] = {
     "autoscaling": {"enabled": True, "maxGroups": 4},
 }
 DENSE = {"planning": {"objective": "max-sessions-per-gpu"}}  # a 4-node group: multi-node fields matter
+PF: dict[str, Any] = {"promptTokensPerSecond": 20000, "autoscaling": {"enabled": True}}
+PD: dict[str, Any] = {"disaggregation": {"prefill": PF}}
+
+
+def pd(**prefill: Any) -> dict[str, Any]:
+    return {"disaggregation": {"prefill": {**PF, **prefill}}}
+
+
+ASCEND_POOL = {"accelerator": {"profile": "ascend-910c"}, "nodeSelector": {"accelerator": "huawei-Ascend910"}}
+ASCEND = {"pool": "ascend", "precision": "w4a8"}
+ASCEND_PD = {"promptTokensPerSecond": 5000}
 NO_AUTO = {"autoscaling": {"enabled": False}}
 
 # field -> (base patch, changed patch): top-level keys of a patch replace the spec's (None removes one)
@@ -110,6 +122,28 @@ DEPLOYMENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}}),
     "networkPolicy.routerFrom": ({}, {"networkPolicy": {"routerFrom": [
         {"podSelector": {"matchLabels": {"app": "client"}}}]}}),
+    "disaggregation.transferBackend": (PD, {"disaggregation": {"prefill": PF, "transferBackend": "nixl"}}),
+    "disaggregation.bootstrapPort": (PD, {"disaggregation": {"prefill": PF, "bootstrapPort": 9000}}),
+    "disaggregation.ascendStoreUrl": (
+        {**ASCEND, "disaggregation": {"prefill": ASCEND_PD, "ascendStoreUrl": "tcp://10.0.0.1:6379"}},
+        {**ASCEND, "disaggregation": {"prefill": ASCEND_PD, "ascendStoreUrl": "tcp://10.0.0.2:6379"}}),
+    "disaggregation.prefill.promptTokensPerSecond": (PD, pd(promptTokensPerSecond=200000)),
+    "disaggregation.prefill.promptTokens": (PD, pd(promptTokens=1000)),
+    "disaggregation.prefill.ttftSeconds": (PD, pd(ttftSeconds=2)),
+    "disaggregation.prefill.groups": (PD, pd(groups=3)),
+    "disaggregation.prefill.minGroups": (PD, pd(minGroups=3)),
+    "disaggregation.prefill.maxGroups": (pd(promptTokensPerSecond=200000), pd(promptTokensPerSecond=200000,
+                                                                              maxGroups=2)),
+    "disaggregation.prefill.maxNodesPerGroup": ({"precision": "fp8", **PD}, {"precision": "fp8",
+                                                                            **pd(maxNodesPerGroup=1)}),
+    "disaggregation.prefill.autoscaling.enabled": (pd(autoscaling={"enabled": False}), PD),
+    "disaggregation.prefill.autoscaling.targetUtilization": (PD, pd(autoscaling={"enabled": True,
+                                                                                  "targetUtilization": 0.3})),
+    "disaggregation.prefill.autoscaling.scaleDownStabilizationSeconds": (
+        PD, pd(autoscaling={"enabled": True, "scaleDownStabilizationSeconds": 30})),
+    "disaggregation.ratio.min": (PD, {"disaggregation": {"prefill": PF, "ratio": {"min": 3}}}),
+    "disaggregation.ratio.max": (pd(minGroups=2), {"disaggregation": {"prefill": {**PF, "minGroups": 2},
+                                                                      "ratio": {"max": 4}}}),
 }
 CUSTOM = {"accelerator": {"profile": "custom", "memoryGB": 141, "devicesPerNode": 8,
                           "supportedPrecisions": ["bf16", "int4", "w8a8"], "vendor": "nvidia"},
@@ -138,6 +172,7 @@ POOL_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = 
     # the prefixes gate weights.hostPath: /models/kimi is allowed under /models, refused under /data
     "modelCache.hostPathPrefixes": ({"weights": {"hostPath": {"path": "/models/kimi"}}}, {},
                                     {"modelCache": {"hostPathPrefixes": ["/data"]}}),
+    "rdma.ibDevices": (PD, {}, {"rdma": {"resourceName": "rdma/ib", "ibDevices": ["mlx5_0", "mlx5_1"]}}),
 }
 
 
@@ -160,7 +195,7 @@ def _patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _outcome(spec: dict[str, Any], pool: dict[str, Any]) -> str:
-    pools = {"h200": pool, "h200b": pool}
+    pools = {"h200": pool, "h200b": pool, "ascend": ASCEND_POOL}
 
     async def get_pool(name: str) -> dict[str, Any] | None:
         return {"metadata": {"name": name}, "spec": pools[name]} if name in pools else None
@@ -178,10 +213,13 @@ async def _outcome(spec: dict[str, Any], pool: dict[str, Any]) -> str:
     # the spec-hash annotation changes with any edit of the spec: it must not count as "read"
     text = json.dumps(want.children, sort_keys=True)
     children = json.loads(text.replace(f'"{A_SPEC_HASH}": "{want.render.spec_hash}"', f'"{A_SPEC_HASH}": ""'))
+    pf = want.planned.prefill
     return json.dumps({
         "children": children, "plan": plan_summary(want.planned.plan),
         "law": dataclasses.asdict(law_params(s, measured_cold_start=123.0, planned_groups=1)),
         "scrape_port": metrics_port(s), "autoscaled": active(s),
+        "prefill_plan": pf.to_dict() if pf else None, "prefill_autoscaled": prefill_enabled(s),
+        "prefill_law": dataclasses.asdict(prefill_params(s, 1000.0)) if s.disaggregation else None,
     }, sort_keys=True)
 
 

@@ -15,6 +15,7 @@ from moe_operator.api.schema import model_schema
 from moe_operator.api.v1alpha1.acceleratorpool import AcceleratorPoolSpec, AcceleratorPoolStatus
 from moe_operator.api.v1alpha1.moedeployment import (
     MAX_NAME_LENGTH,
+    MAX_PD_NAME_LENGTH,
     NAME_PATTERN,
     MoEDeploymentSpec,
     MoEDeploymentStatus,
@@ -39,6 +40,9 @@ class CRDInfo:
     scale: bool = False
     selectable_fields: list[str] = field(default_factory=list)
     metadata_schema: dict[str, Any] | None = None
+    #: object-level x-kubernetes-validations (rules that read metadata and spec together); each has a Python twin
+    #: in the kind's model validators
+    root_rules: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -68,6 +72,12 @@ MOE_DEPLOYMENT = CRDInfo(
             "type": "string",
             "jsonPath": ".status.groupSummary",
             "description": "Ready/desired groups.",
+        },
+        {
+            "name": "Prefill",
+            "type": "string",
+            "jsonPath": ".status.prefill.groupSummary",
+            "description": "Ready/desired prefill groups (spec.disaggregation; Groups are then the decode groups).",
         },
         {
             "name": "Updated",
@@ -102,6 +112,16 @@ MOE_DEPLOYMENT = CRDInfo(
             }
         },
     },
+    root_rules=[{
+        # twin: MoEDeployment._check_name
+        "rule": f"!has(self.spec.disaggregation) || !has(self.metadata) || !has(self.metadata.name) || "
+        f"size(self.metadata.name) <= {MAX_PD_NAME_LENGTH}",
+        "message": f"metadata.name: at most {MAX_PD_NAME_LENGTH} characters with spec.disaggregation (the prefill "
+        "LeaderWorkerSet is <name>-prefill)",
+        "messageExpression": f"'metadata.name %s has %d characters; with spec.disaggregation at most "
+        f"{MAX_PD_NAME_LENGTH} (the prefill LeaderWorkerSet is %s-prefill)'"
+        ".format([self.metadata.name, size(self.metadata.name), self.metadata.name])",
+    }],
 )
 
 ACCELERATOR_POOL = CRDInfo(
@@ -164,6 +184,7 @@ def openapi_schema(info: CRDInfo) -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        **({"x-kubernetes-validations": info.root_rules} if info.root_rules else {}),
     }
 
 

@@ -312,11 +312,15 @@ async def autoscale_once(kube: Kube, session: aiohttp.ClientSession, body: Mappi
 
 async def route(kube: Kube, session: aiohttp.ClientSession, spec: MoEDeploymentSpec, namespace: str,
                 pods: Sequence[Mapping[str, Any]], routers: Sequence[Mapping[str, Any]], group: int,
-                routable: bool) -> None:
+                routable: bool, pd_role: str | None = None) -> None:
     """The group in or out of rotation: its leader's routable label and every router's worker list (routing.py;
-    not with an API key, which a worker re-added by the operator would lack)."""
-    from moe_operator.routing import leader_url, router_endpoints, set_in_rotation
+    not with an API key, which a worker re-added by the operator would lack). `pd_role`: which PD role `pods`
+    are (default: decode with spec.disaggregation, else aggregated)."""
+    from moe_operator.routing import leader_url, pd_worker, router_endpoints, set_in_rotation
 
+    pd = spec.disaggregation
+    role = pd_role if pd_role is not None else ("decode" if pd is not None else "")
     await set_routable(kube, namespace, pods, group, routable=routable)
     if spec.sglang.api_key_secret_ref is None:
-        await set_in_rotation(session, router_endpoints(routers), leader_url(pods, group, spec.sglang.port), routable)
+        await set_in_rotation(session, router_endpoints(routers), leader_url(pods, group, spec.sglang.port), routable,
+                              pd_worker(role, pd.bootstrap_port if pd is not None else None))

@@ -20,7 +20,11 @@ MAX_TOTAL = "sglang:max_total_num_tokens"
 RUNNING = "sglang:num_running_reqs"
 QUEUED = "sglang:num_queue_reqs"
 TOKEN_USAGE = "sglang:token_usage"
-WANTED = {KV_USED, NUM_USED, MAX_TOTAL, RUNNING, QUEUED, TOKEN_USAGE}
+# PD prefill servers' queues (SchedulerMetricsCollector, set by metrics_reporter.py report_prefill_stats): requests
+# waiting for their decode side's handshake, and prefilled ones whose KV is still being sent
+PREFILL_BOOTSTRAP = "sglang:num_prefill_bootstrap_queue_reqs"
+PREFILL_INFLIGHT = "sglang:num_prefill_inflight_queue_reqs"
+WANTED = {KV_USED, NUM_USED, MAX_TOTAL, RUNNING, QUEUED, TOKEN_USAGE, PREFILL_BOOTSTRAP, PREFILL_INFLIGHT}
 # the tokenizer's counters (on the leader; no dp_rank): what a queued request will need, as the mean uncached
 # prompt of the requests served (observability/metrics_collector.py TokenizerMetricsCollector; they count at a
 # request's end)
@@ -48,6 +52,8 @@ class RankSample:
     max_total: float
     running: float
     queued: float
+    prefill_bootstrap: float = 0.0
+    prefill_inflight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class GroupMetrics:
     queue_time_sum: float | None = None
     e2e_sum: float | None = None
     e2e_count: float | None = None
+    prefill_bootstrap_reqs: int = 0  #: PD prefill: waiting for the decode side's handshake
+    prefill_inflight_reqs: int = 0  #: PD prefill: prefilled, KV still being sent
 
     @property
     def utilization(self) -> float:
@@ -114,7 +122,8 @@ def parse_page(text: str) -> Page:
         used = v.get(KV_USED, v.get(NUM_USED, v.get(TOKEN_USAGE, 0.0) * total))
         if total <= 0:
             continue
-        out.append(RankSample(rank, used, total, v.get(RUNNING, 0.0), v.get(QUEUED, 0.0)))
+        out.append(RankSample(rank, used, total, v.get(RUNNING, 0.0), v.get(QUEUED, 0.0),
+                              v.get(PREFILL_BOOTSTRAP, 0.0), v.get(PREFILL_INFLIGHT, 0.0)))
     return Page(out, counters)
 
 
@@ -181,5 +190,7 @@ def aggregate(results: Sequence[tuple[PodTarget, Page | list[RankSample] | None]
             queue_time_sum=counters.get(g, {}).get(QUEUE_TIME_SUM),
             e2e_sum=counters.get(g, {}).get(E2E_SUM),
             e2e_count=counters.get(g, {}).get(E2E_COUNT),
+            prefill_bootstrap_reqs=int(sum(r.prefill_bootstrap for r in vals.values())),
+            prefill_inflight_reqs=int(sum(r.prefill_inflight for r in vals.values())),
         )
     return out

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .inputs import MODEL_MOUNT, RenderInput
-from .meta import L_DEPLOYMENT, L_ROLE, L_ROUTABLE, ROLE_LEADER
+from .inputs import MODEL_MOUNT, PD_DECODE, PD_PREFILL, RenderInput
+from .meta import L_DEPLOYMENT, L_PD_ROLE, L_ROLE, L_ROUTABLE, ROLE_LEADER
 
 SGLANG_COMMAND = ("python3", "-m", "sglang.launch_server")
 #: The lightseekorg/smg gateway image's binary takes the router flags directly (SMG's own Helm chart renders
@@ -42,6 +42,10 @@ FLAG_ALIASES = {
 #: Flags the builder emits itself; neither the plan nor extra_args may set them.
 BUILDER_FLAGS = frozenset({"--dist-init-addr", "--nnodes", "--node-rank", "--host", "--port", "--enable-metrics",
                            "--api-key"})
+#: The PD flags the builder emits per role (SGLang 0.5.23 srt/arg_groups/fields/disagg.py): spec.disaggregation
+#: owns them, so neither the plan nor extra_args may set them.
+PD_FLAGS = frozenset({"--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
+                      "--disaggregation-ib-device"})
 #: env var the API key Secret is read into; the argv refers to it as $(...), so the key is never in the pod spec
 API_KEY_ENV = "MOE_SGLANG_API_KEY"
 
@@ -143,6 +147,20 @@ def per_pod_args(inp: RenderInput) -> list[str]:
         args.append("--enable-metrics")
     if inp.api_key_secret is not None:
         args += ["--api-key", f"$({API_KEY_ENV})"]
+    return args + pd_args(inp)
+
+
+def pd_args(inp: RenderInput) -> list[str]:
+    """The role's disaggregation flags: mode and transfer engine on both; the bootstrap port on prefill servers (the
+    decode side learns it from each request, which the router stamps with the prefill's bootstrap host and port);
+    the pool's IB devices where it names them."""
+    if not inp.pd:
+        return []
+    args = ["--disaggregation-mode", inp.pd_role, "--disaggregation-transfer-backend", inp.transfer_backend]
+    if inp.pd_role == PD_PREFILL:
+        args += ["--disaggregation-bootstrap-port", str(inp.bootstrap_port)]
+    if inp.ib_devices and inp.transfer_backend in ("mooncake", "nixl"):
+        args += ["--disaggregation-ib-device", ",".join(inp.ib_devices)]
     return args
 
 
@@ -155,10 +173,10 @@ def sglang_argv(inp: RenderInput) -> list[str]:
     extra = list(inp.extra_args)
     check_no_duplicate_flags(plan, "planner argv")
     check_no_duplicate_flags(extra, "extra_args")
-    owned = sorted(BUILDER_FLAGS.intersection(flags(plan)))
+    owned = sorted((BUILDER_FLAGS | PD_FLAGS).intersection(flags(plan)))
     if owned:
         raise ValueError(f"planner argv must not contain per-pod flags {owned} (the render layer sets them)")
-    owned = sorted(BUILDER_FLAGS.intersection(flags(extra)))
+    owned = sorted((BUILDER_FLAGS | PD_FLAGS).intersection(flags(extra)))
     if owned:
         raise ValueError(f"extra_args must not contain per-pod flags {owned} (the render layer sets them)")
     clash = sorted(set(flags(plan)).intersection(flags(extra)))
@@ -189,17 +207,32 @@ def sglang_argv(inp: RenderInput) -> list[str]:
     return argv
 
 
-def router_selector(inp: RenderInput) -> dict[str, str]:
-    """Pods the router discovers: this deployment's routable leaders."""
-    return {L_DEPLOYMENT: inp.name, L_ROLE: ROLE_LEADER, L_ROUTABLE: "true"}
+def router_selector(inp: RenderInput, pd_role: str = "") -> dict[str, str]:
+    """Pods the router discovers: this deployment's routable leaders (of one PD role)."""
+    sel = {L_DEPLOYMENT: inp.name, L_ROLE: ROLE_LEADER, L_ROUTABLE: "true"}
+    return {**sel, L_PD_ROLE: pd_role} if pd_role else sel
+
+
+def _pairs(sel: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sel.items()]
 
 
 def router_args(inp: RenderInput) -> list[str]:
-    """SMG 1.13.0 args (after :data:`ROUTER_COMMAND`): Kubernetes discovery of the routable leaders."""
-    args = [
-        "--service-discovery",
-        "--selector",
-        *(f"{k}={v}" for k, v in router_selector(inp).items()),
+    """SMG 1.13.0 args (after :data:`ROUTER_COMMAND`): Kubernetes discovery of the routable leaders; with
+    disaggregation (rendered from the decode role's input) PD mode, prefill and decode leaders told apart by the
+    pd-role label, each prefill's bootstrap port read from its pod annotation (sglang.ai/bootstrap-port)."""
+    args = ["--service-discovery"]
+    if inp.pd_role == PD_DECODE:
+        args += [
+            "--pd-disaggregation",
+            "--prefill-selector", *_pairs(router_selector(inp, PD_PREFILL)),
+            "--decode-selector", *_pairs(router_selector(inp, PD_DECODE)),
+            "--prefill-policy", inp.prefill_policy,
+            "--decode-policy", inp.router_policy,
+        ]
+    else:
+        args += ["--selector", *_pairs(router_selector(inp))]
+    args += [
         "--service-discovery-port",
         str(inp.port),
         "--service-discovery-namespace",
@@ -207,7 +240,10 @@ def router_args(inp: RenderInput) -> list[str]:
         "--policy",
         inp.router_policy,
     ]
-    if attn_dp_size(inp.sglang_args) > 1:
+    # not in PD mode: SGLang pairs a request's prefill and decode DP ranks itself (srt/managers/
+    # data_parallel_controller.py follow_bootstrap_room_scheduler: rank = bootstrap_room % DP width), and a rank SMG
+    # stamped from one role's width would be applied to the other's, whose width may differ
+    if not inp.pd and attn_dp_size(inp.sglang_args) > 1:
         # SMG 1.13 reads the attention-DP width from /server_info's `attn_dp_size` (sglang-router 0.3.2 read
         # `dp_size`, which SGLang 0.5.x keeps at 1, and stamped rank 0 on every request, so we dropped the flag then)
         # and registers one worker per rank (`<url>@<rank>`), stamping each request with its rank: the cache-aware

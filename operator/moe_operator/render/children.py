@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .inputs import RenderInput
+from .inputs import PD_PREFILL, RenderInput
 from .lws import leaderworkerset
 from .network import network_policies
 from .pdb import pod_disruption_budget, router_pod_disruption_budget
@@ -24,7 +24,10 @@ def children(inp: RenderInput) -> list[dict[str, Any]]:
     """Objects to apply, in order: the NetworkPolicies, router RBAC (so the router can list pods
     when it starts), the LWS, its PDB, then the router and its PDB, and last
     the client Service.  Without the router, a ``<name>-leaders`` Service
-    replaces the router objects."""
+    replaces the router objects. The prefill role of a disaggregated deployment is its LWS and PDB only: the
+    decode role's input renders the rest (the router in PD mode, the policies covering every engine pod)."""
+    if inp.pd_role == PD_PREFILL:
+        return [leaderworkerset(inp), pod_disruption_budget(inp)]
     objs: list[dict[str, Any]] = network_policies(inp)  # first: no pod of the deployment is ever unprotected
     if inp.router_enabled:
         objs += [router_service_account(inp), router_role(inp), router_role_binding(inp)]

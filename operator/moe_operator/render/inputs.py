@@ -35,6 +35,11 @@ DEFAULT_ROUTER_IMAGE = "lightseekorg/smg:1.13.0"
 ROUTER_POLICIES = frozenset({"random", "round_robin", "passthrough", "cache_aware", "power_of_two", "least_load",
                              "manual", "consistent_hashing", "prefix_hash"})
 
+PD_PREFILL, PD_DECODE = "prefill", "decode"
+#: --disaggregation-transfer-backend values rendered (SGLang 0.5.23 srt/arg_groups/fields/disagg.py
+#: `disaggregation_transfer_backend` choices, less the test/ROCm engines fake and mori)
+TRANSFER_BACKENDS = frozenset({"mooncake", "nixl", "ascend"})
+
 #: Longest deployment name we accept.  LWS derives object names from it:
 #: worker StatefulSets ``<name>-<group>`` whose pods carry a
 #: ``controller-revision-hash`` label ``<sts>-<10 char hash>`` (label values are
@@ -232,14 +237,33 @@ class RenderInput:
     #: sizes the startupProbe.
     startup_timeout_seconds: int = 3600
 
+    # --- prefill/decode disaggregation ---------------------------------------------------
+    #: "" (aggregated), "prefill" (LWS <name>-prefill) or "decode" (LWS <name>, with the router in PD mode)
+    pd_role: str = ""
+    transfer_backend: str = "mooncake"  #: --disaggregation-transfer-backend (with pd_role)
+    bootstrap_port: int = 8998  #: --disaggregation-bootstrap-port of prefill servers (+ pod annotation)
+    ib_devices: tuple[str, ...] = ()  #: --disaggregation-ib-device, comma-joined (empty: the engine picks)
+    ascend_store_url: str | None = None  #: ASCEND_MF_STORE_URL of every server (ascend backend)
+    #: the prefill role's routing policy (SMG --prefill-policy); the decode side uses router_policy
+    prefill_policy: str = "cache_aware"
+
     # --- bookkeeping (labels / annotations only) ---------------------------------------
     pool: str = ""  #: node pool name (label moe-operator.io/pool when set)
     accelerator: str = ""  #: accelerator kind, e.g. "h200" (label moe-operator.io/accelerator when set)
     spec_hash: str = ""  #: hash of the CR spec that produced this render (annotation moe-operator.io/spec-hash)
 
+    @property
+    def lws_name(self) -> str:
+        """The LeaderWorkerSet (and its PDB): <name>, or <name>-prefill for the prefill role."""
+        return f"{self.name}-prefill" if self.pd_role == PD_PREFILL else self.name
+
+    @property
+    def pd(self) -> bool:
+        return self.pd_role in (PD_PREFILL, PD_DECODE)
+
     def __post_init__(self) -> None:
         # normalise sequences/mappings so the dataclass holds plain, unaliased values
-        for f in ("sglang_args", "extra_args", "host_mounts", "metrics_from"):
+        for f in ("sglang_args", "extra_args", "host_mounts", "metrics_from", "ib_devices"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
         object.__setattr__(self, "env", tuple((str(k), str(v)) for k, v in self.env))
         object.__setattr__(self, "node_selector", {str(k): str(v) for k, v in dict(self.node_selector).items()})
@@ -286,6 +310,21 @@ class RenderInput:
             fail("image and router_image must be set")
         if self.router_policy not in ROUTER_POLICIES:
             fail(f"router_policy must be one of {sorted(ROUTER_POLICIES)}")
+        if self.pd_role not in ("", PD_PREFILL, PD_DECODE):
+            fail(f"pd_role must be '', {PD_PREFILL!r} or {PD_DECODE!r}")
+        if self.pd:
+            if len(self.lws_name) > MAX_NAME_LEN:
+                fail(f"name must be at most {MAX_NAME_LEN - len('-prefill')} characters with disaggregation")
+            if self.transfer_backend not in TRANSFER_BACKENDS:
+                fail(f"transfer_backend must be one of {sorted(TRANSFER_BACKENDS)}")
+            if not 1 <= self.bootstrap_port <= 65535 or self.bootstrap_port in (self.port, self.dist_port):
+                fail("bootstrap_port must be a TCP port other than port and dist_port")
+            if self.transfer_backend == "ascend" and not self.ascend_store_url:
+                fail("the ascend transfer backend needs ascend_store_url (ASCEND_MF_STORE_URL)")
+            if not self.router_enabled:
+                fail("disaggregation needs the router")
+            if self.prefill_policy not in ROUTER_POLICIES | {"bucket"}:
+                fail(f"prefill_policy must be one of {sorted(ROUTER_POLICIES | {'bucket'})}")
         if not _QUANTITY.match(self.shm_size):
             fail("shm_size must be a Kubernetes quantity such as 64Gi")
         if self.cache_host_path is not None and not self.cache_host_path.startswith("/"):

@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 from .argv import API_KEY_ENV, SGLANG_COMMAND, literal, sglang_argv
-from .inputs import CACHE_MOUNT, MODEL_MOUNT, RenderInput
+from .inputs import CACHE_MOUNT, MODEL_MOUNT, PD_PREFILL, RenderInput
 from .meta import (
+    A_BOOTSTRAP_PORT,
     A_TEMPLATE_HASH,
     COMPONENT_ENGINE,
     L_ROLE,
@@ -17,7 +18,6 @@ from .meta import (
     ROLE_LEADER,
     ROLE_WORKER,
     base_labels,
-    lws_name,
     object_meta,
     spec_hash,
 )
@@ -30,7 +30,8 @@ CONTAINER_NAME = "sglang"
 SHUTDOWN_SLACK_SECONDS = 30
 
 #: Env names the builder sets itself; RenderInput.env must not repeat them.
-RESERVED_ENV = frozenset({"LWS_WORKER_INDEX", "LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "HF_TOKEN", API_KEY_ENV})
+RESERVED_ENV = frozenset({"LWS_WORKER_INDEX", "LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "HF_TOKEN", API_KEY_ENV,
+                          "ASCEND_MF_STORE_URL"})
 #: Defaults the user may override through RenderInput.env.
 DEFAULT_ENV = (("PYTHONUNBUFFERED", "1"),)  # logs reach `kubectl logs` without buffering delays
 
@@ -58,6 +59,11 @@ def _env(inp: RenderInput) -> list[dict[str, Any]]:
             }
         )
     env += api_key_env(inp)
+    if inp.pd and inp.transfer_backend == "ascend" and inp.ascend_store_url:
+        # SGLang's Ascend transfer engine (srt/disaggregation/ascend/) reads the memfabric store's address from the
+        # environment on every server, prefill and decode; a wrong value only fails as "Ascend Transfer Engine
+        # initialization failed" (anchors-update §2.9)
+        env.append({"name": "ASCEND_MF_STORE_URL", "value": inp.ascend_store_url})
     env += [{"name": k, "value": v} for k, v in DEFAULT_ENV if k not in user]
     env += [{"name": k, "value": literal(v)} for k, v in inp.env]
     return env
@@ -220,6 +226,9 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
         "ports": [
             {"name": "http", "containerPort": inp.port, "protocol": "TCP"},
             {"name": "dist", "containerPort": inp.dist_port, "protocol": "TCP"},
+            # the decode servers' handshake with a prefill server's bootstrap server (rank 0 binds it)
+            *([{"name": "bootstrap", "containerPort": inp.bootstrap_port, "protocol": "TCP"}]
+              if inp.pd_role == PD_PREFILL else []),
         ],
         "resources": _resources(inp),
         "volumeMounts": mounts,
@@ -255,13 +264,11 @@ def pod_template(inp: RenderInput, role: str) -> dict[str, Any]:
                         for k in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
     if tolerations:
         spec["tolerations"] = tolerations
-    return {
-        "metadata": {
-            "labels": labels,
-            "annotations": {"kubectl.kubernetes.io/default-container": CONTAINER_NAME},
-        },
-        "spec": spec,
-    }
+    annotations = {"kubectl.kubernetes.io/default-container": CONTAINER_NAME}
+    if inp.pd_role == PD_PREFILL and role == ROLE_LEADER:
+        # SMG's PD discovery reads each prefill worker's bootstrap port from this annotation
+        annotations[A_BOOTSTRAP_PORT] = str(inp.bootstrap_port)
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
 
 
 def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
@@ -286,7 +293,7 @@ def leaderworkerset(inp: RenderInput) -> dict[str, Any]:
     return {
         "apiVersion": LWS_API_VERSION,
         "kind": "LeaderWorkerSet",
-        "metadata": object_meta(inp, lws_name(inp.name), COMPONENT_ENGINE, annotations),
+        "metadata": object_meta(inp, inp.lws_name, COMPONENT_ENGINE, annotations),
         "spec": {
             "replicas": inp.replicas,
             # Workers start with the leader (LeaderReady would serialise the

@@ -27,6 +27,11 @@ L_ROUTABLE = "moe-operator.io/routable"
 L_MODEL = "moe-operator.io/model"
 L_POOL = "moe-operator.io/pool"
 L_ACCELERATOR = "moe-operator.io/accelerator"
+#: "prefill" | "decode" on the SGLang pods of a disaggregated deployment (the router's PD selectors)
+L_PD_ROLE = "moe-operator.io/pd-role"
+#: the prefill leaders' bootstrap port, read by SMG's Kubernetes discovery (smg/router_args.py
+#: RouterArgs.bootstrap_port_annotation)
+A_BOOTSTRAP_PORT = "sglang.ai/bootstrap-port"
 A_SPEC_HASH = "moe-operator.io/spec-hash"
 #: on the LWS and its pod templates: hash of the leaderWorkerTemplate we applied (moe_operator.rollout reads it)
 A_TEMPLATE_HASH = "moe-operator.io/template-hash"
@@ -90,6 +95,8 @@ def base_labels(inp: RenderInput, component: str) -> dict[str, str]:
         L_MANAGED_BY: MANAGED_BY,
         L_DEPLOYMENT: inp.name,
     }
+    if inp.pd_role and component == COMPONENT_ENGINE:
+        labels[L_PD_ROLE] = inp.pd_role
     for key, value in ((L_MODEL, inp.model_id), (L_POOL, inp.pool), (L_ACCELERATOR, inp.accelerator)):
         v = label_value(value)
         if v:

@@ -10,8 +10,6 @@ from .meta import (
     COMPONENT_ROUTER,
     L_DEPLOYMENT,
     LWS_NAME_LABEL,
-    group_pdb_name,
-    lws_name,
     object_meta,
     router_name,
 )
@@ -20,7 +18,7 @@ from .router import router_pod_selector
 
 def group_pod_selector(inp: RenderInput) -> dict[str, str]:
     """All pods (leaders and workers) of this deployment's LWS."""
-    return {L_DEPLOYMENT: inp.name, LWS_NAME_LABEL: lws_name(inp.name)}
+    return {L_DEPLOYMENT: inp.name, LWS_NAME_LABEL: inp.lws_name}
 
 
 def pod_disruption_budget(inp: RenderInput) -> dict[str, Any]:
@@ -53,7 +51,7 @@ def pod_disruption_budget(inp: RenderInput) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": object_meta(inp, group_pdb_name(inp.name), COMPONENT_ENGINE),
+        "metadata": object_meta(inp, inp.lws_name, COMPONENT_ENGINE),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": group_pod_selector(inp)},

@@ -135,6 +135,14 @@ class RDMA(ApiModel):
         },
     )
 
+    ib_devices: list[Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]] = Field(
+        default_factory=list,
+        max_length=32,
+        alias="ibDevices",
+        description="InfiniBand HCA names of a node (e.g. mlx5_0), for the KV transfer of prefill/decode "
+        "disaggregation (--disaggregation-ib-device, comma-joined); empty: the transfer engine picks.",
+    )
+
     @field_validator("devices")
     @classmethod
     def _rdma_devices(cls, v: list[str]) -> list[str]:

@@ -454,6 +454,130 @@ class Planning(ApiModel):
     )
 
 
+# ------------------------------------------------------------------------------------------------ disaggregation
+#: KV transfer engines SGLang 0.5.23 accepts for --disaggregation-transfer-backend that the operator renders
+#: (srt/arg_groups/fields/disagg.py `disaggregation_transfer_backend`, choices DISAGG_TRANSFER_BACKEND_CHOICES; "fake"
+#: and "mori" are test / ROCm engines): mooncake and nixl on NVIDIA, ascend on Huawei Ascend.
+TransferBackend = Literal["mooncake", "nixl", "ascend"]
+#: the prefill LeaderWorkerSet is <name>-prefill: LWS's StatefulSet <lws>-<group> with its pods'
+#: controller-revision-hash label (<sts>-<10 chars>, at most 63) leaves 37 characters for the name
+MAX_PD_NAME_LENGTH = 37
+
+
+class PrefillAutoscaling(ApiModel):
+    """Prefill groups from the prompt tokens that arrive and the prefill backlog."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Let the operator size the prefill role from the observed prompt rate and the prefill backlog "
+        "(queued prompt tokens); off: prefill.groups, else the planner's count.",
+    )
+    target_utilization: float = Field(
+        default=0.7, ge=0.1, le=0.95,
+        description="Fraction (0.1..0.95) of a prefill group's throughput the autoscaler steers towards.",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=86400,
+        description="How long the prefill demand must stay low before a prefill group is removed (0..86400 s).",
+    )
+
+
+class PrefillRole(ApiModel):
+    """The prefill role: its own groups (LeaderWorkerSet <name>-prefill), sized from prefill throughput."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.maxGroups) || self.minGroups <= self.maxGroups",
+            message="disaggregation.prefill.minGroups must be <= disaggregation.prefill.maxGroups",
+            message_expression="'disaggregation.prefill.minGroups (%d) must be <= disaggregation.prefill.maxGroups "
+            "(%d)'.format([self.minGroups, self.maxGroups])",
+            field_path=".minGroups",
+            check=lambda m: m.max_groups is None or m.min_groups <= m.max_groups,
+            py_message=lambda m: f"disaggregation.prefill.minGroups ({m.min_groups}) must be <= "
+            f"disaggregation.prefill.maxGroups ({m.max_groups})",
+        ),
+        Rule(
+            rule="!has(self.groups) || !has(self.maxGroups) || self.groups <= self.maxGroups",
+            message="disaggregation.prefill.groups must be <= disaggregation.prefill.maxGroups",
+            message_expression="'disaggregation.prefill.groups (%d) must be <= disaggregation.prefill.maxGroups "
+            "(%d)'.format([self.groups, self.maxGroups])",
+            field_path=".groups",
+            check=lambda m: m.groups is None or m.max_groups is None or m.groups <= m.max_groups,
+            py_message=lambda m: f"disaggregation.prefill.groups ({m.groups}) must be <= "
+            f"disaggregation.prefill.maxGroups ({m.max_groups})",
+        ),
+    )
+
+    prompt_tokens_per_second: int = Field(
+        ge=1, le=1_000_000_000,
+        description="Uncached prompt tokens per second the prefill role must absorb at peak (sizes its groups).",
+    )
+    prompt_tokens: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="Typical uncached prompt of one request, for the TTFT estimate; default "
+        "sessions.averageContextTokens, else sessions.contextTokens.",
+    )
+    ttft_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="Time-to-first-token target for a typical prompt (prefill queue + prefill + KV transfer).",
+    )
+    groups: int | None = Field(
+        default=None, ge=0, le=MAX_GROUPS,
+        description="Fixed number of prefill groups; unset: the planner's count (or the autoscaler's).",
+    )
+    min_groups: int = Field(default=1, ge=0, le=MAX_GROUPS, description="Fewest prefill groups.")
+    max_groups: int | None = Field(default=None, ge=1, le=MAX_GROUPS, description="Most prefill groups.")
+    max_nodes_per_group: int | None = Field(
+        default=None, ge=1, le=MAX_NODES_PER_GROUP,
+        description="Largest prefill group the planner may choose, in nodes (default: as spec.maxNodesPerGroup).",
+    )
+    autoscaling: PrefillAutoscaling = Field(
+        default_factory=PrefillAutoscaling, description="Prefill autoscaling on prompt rate and backlog.",
+        json_schema_extra={"default": {}},
+    )
+
+
+class RatioBounds(ApiModel):
+    """Bounds on prefill groups per decode group, applied to every scaling decision of either role."""
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="disaggregation.ratio.min must be <= disaggregation.ratio.max",
+            field_path=".min",
+            check=lambda m: m.min is None or m.max is None or m.min <= m.max,
+            py_message=lambda m: f"disaggregation.ratio.min ({m.min}) must be <= disaggregation.ratio.max ({m.max})",
+        ),
+    )
+
+    min: float | None = Field(default=None, ge=0, le=100, description="Fewest prefill groups per decode group.")
+    max: float | None = Field(default=None, gt=0, le=100, description="Most prefill groups per decode group.")
+
+
+class Disaggregation(ApiModel):
+    """Prefill/decode disaggregation: prefill groups compute the prompt's KV cache and hand it to decode groups over
+    the KV transfer engine; the router (SMG in PD mode) sends each request to one of each. The deployment's own
+    layout, sessions, replicas and autoscaling fields describe the decode role (LeaderWorkerSet <name>)."""
+
+    transfer_backend: TransferBackend | None = Field(
+        default=None,
+        description="KV transfer engine (--disaggregation-transfer-backend): mooncake or nixl on NVIDIA, ascend on "
+        "Ascend; default mooncake on NVIDIA, ascend on Ascend.",
+    )
+    bootstrap_port: int = Field(
+        default=8998, ge=1, le=65535,
+        description="Prefill servers' bootstrap port (--disaggregation-bootstrap-port; SGLang's default 8998), "
+        "announced to the router by the pod annotation sglang.ai/bootstrap-port.",
+    )
+    ascend_store_url: str | None = Field(
+        default=None, max_length=256, pattern=r"^tcp://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$",
+        description="ASCEND_MF_STORE_URL of every server with the ascend backend (tcp://host:port of the "
+        "memfabric config store); required with ascend.",
+    )
+    prefill: PrefillRole = Field(description="The prefill role.")
+    ratio: RatioBounds | None = Field(default=None, description="Bounds on prefill groups per decode group.")
+
+
 # ------------------------------------------------------------------------------------------------ spec
 class MoEDeploymentSpec(ApiModel):
     """Desired state: model, precision, weights, session target and accelerator pool(s)."""
@@ -498,6 +622,30 @@ class MoEDeploymentSpec(ApiModel):
             py_message=lambda m: (
                 f"autoscaling.minGroups ({m.autoscaling.min_groups}) must be <= spec.maxGroups ({m.max_groups})"
             ),
+        ),
+        Rule(
+            rule="!has(self.disaggregation) || !has(self.router) || !has(self.router.enabled) || self.router.enabled",
+            message="spec.disaggregation needs the router (spec.router.enabled): SMG pairs each request's prefill "
+            "and decode servers",
+            field_path=".router.enabled",
+            check=lambda m: m.disaggregation is None or m.router.enabled,
+        ),
+        Rule(
+            rule="!has(self.disaggregation) || !has(self.disaggregation.transferBackend) || "
+            "self.disaggregation.transferBackend != 'ascend' || has(self.disaggregation.ascendStoreUrl)",
+            message="spec.disaggregation.ascendStoreUrl is required with transferBackend ascend (SGLang's Ascend "
+            "transfer engine reads ASCEND_MF_STORE_URL on every server)",
+            field_path=".disaggregation.ascendStoreUrl",
+            reason="FieldValueRequired",
+            check=lambda m: m.disaggregation is None or m.disaggregation.transfer_backend != "ascend"
+            or m.disaggregation.ascend_store_url is not None,
+        ),
+        Rule(
+            rule="!has(self.disaggregation) || self.disaggregation.bootstrapPort != "
+            "(has(self.sglang) && has(self.sglang.port) ? self.sglang.port : 30000)",
+            message="spec.disaggregation.bootstrapPort must differ from spec.sglang.port",
+            field_path=".disaggregation.bootstrapPort",
+            check=lambda m: m.disaggregation is None or m.disaggregation.bootstrap_port != m.sglang.port,
         ),
         Rule(
             rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || "
@@ -584,6 +732,11 @@ class MoEDeploymentSpec(ApiModel):
         le=MAX_NODES_PER_GROUP,
         description="Largest group the planner may choose, in nodes; more, smaller groups are planned instead.",
     )
+    disaggregation: Disaggregation | None = Field(
+        default=None,
+        description="Prefill/decode disaggregation (off when absent): a prefill role of its own next to the decode "
+        "groups this spec describes.",
+    )
 
     @field_validator("pools")
     @classmethod
@@ -658,12 +811,67 @@ class DrainStatus(StatusModel):
     started_at: Timestamp | None = Field(default=None, description="When the group was taken out of routing.")
 
 
+class PrefillPlanStatus(StatusModel):
+    """The planner's prefill role: layout, throughput and the TTFT it expects at the planned count."""
+
+    nodes_per_group: int | None = Field(default=None, ge=0, description="Nodes in one prefill group.")
+    gpus_per_group: int | None = Field(default=None, ge=0, description="Accelerator devices in one prefill group.")
+    tp_size: int | None = Field(default=None, ge=0, description="Tensor-parallel size of a prefill group.")
+    ep_size: int | None = Field(default=None, ge=0, description="Expert-parallel size of a prefill group.")
+    attn_dp_size: int | None = Field(default=None, ge=0, description="Attention-DP size of a prefill group.")
+    groups: int | None = Field(default=None, ge=0, description="Prefill groups for the stated prompt rate.")
+    prompt_tokens_per_second_per_group: int | None = Field(
+        default=None, ge=0, description="Prefill throughput of one group (compute model, planner/throughput.py)."
+    )
+    ttft_seconds: str | None = Field(
+        default=None, max_length=32, description="Expected TTFT of a typical prompt at the planned count."
+    )
+    ratio: str | None = Field(default=None, max_length=32, description="Planned prefill groups per decode group.")
+    cost_per_hour: str | None = Field(
+        default=None, max_length=32, description="Cost per hour of the prefill groups (USD, from the pool's price)."
+    )
+    sglang_args: list[Arg] = Field(
+        default_factory=list, max_length=256, description="Planned sglang.launch_server arguments of a prefill server."
+    )
+
+
+class PrefillStatus(StatusModel):
+    """The prefill role (LeaderWorkerSet <name>-prefill)."""
+
+    plan: PrefillPlanStatus | None = Field(default=None, description="The prefill plan in force.")
+    desired_groups: int | None = Field(default=None, ge=0, description="Prefill groups the operator converges to.")
+    ready_groups: int | None = Field(default=None, ge=0, description="Prefill groups whose every pod is ready.")
+    group_summary: str | None = Field(
+        default=None, max_length=32, description="ready/desired prefill groups (for kubectl get)."
+    )
+    prompt_tokens_per_second: int | None = Field(
+        default=None, ge=0, description="Uncached prompt tokens per second the prefill groups served lately."
+    )
+    backlog_tokens: int | None = Field(
+        default=None, ge=0, description="Prompt tokens waiting in the prefill groups' queues (estimated)."
+    )
+    last_scale_time: Timestamp | None = Field(default=None, description="When the prefill count last changed.")
+    last_scale_reason: str | None = Field(default=None, max_length=1024, description="Why it changed.")
+    drain: DrainStatus | None = Field(
+        default=None, description="The prefill group being drained before it is removed, if any."
+    )
+
+    @model_validator(mode="after")
+    def _derive_summary(self) -> Self:
+        if self.desired_groups is not None:
+            self.__dict__["group_summary"] = f"{self.ready_groups or 0}/{self.desired_groups}"
+        return self
+
+
 class MoEDeploymentStatus(StatusModel):
     """Observed state, written by the operator."""
 
     observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation this status reflects.")
     pool: str | None = Field(default=None, max_length=253, description="The AcceleratorPool chosen.")
     plan: PlanStatus | None = Field(default=None, description="The capacity plan in force.")
+    prefill: PrefillStatus | None = Field(
+        default=None, description="The prefill role with spec.disaggregation (plan, groups, prompt rate, backlog)."
+    )
     replicas: int | None = Field(
         default=None, ge=0, description="Groups that exist now (the scale subresource's status replicas)."
     )
@@ -749,6 +957,11 @@ class MoEDeployment(BaseModel):
             raise ValueError(
                 f"metadata.name {name!r} must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
                 "(lowercase letters, digits, '-', starting with a letter)"
+            )
+        if name is not None and self.spec.disaggregation is not None and len(name) > MAX_PD_NAME_LENGTH:
+            raise ValueError(
+                f"metadata.name {name!r} has {len(name)} characters; with spec.disaggregation at most "
+                f"{MAX_PD_NAME_LENGTH} (the prefill LeaderWorkerSet is {name}-prefill)"
             )
         return self
 

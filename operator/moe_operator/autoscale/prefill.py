@@ -1,0 +1,94 @@
+"""The prefill role's control law (spec.disaggregation.prefill.autoscaling): pure, like law.py.
+
+Prefill groups are compute, not memory: a group absorbs `tput` uncached prompt tokens/s (planner/throughput.py, the
+figure status.prefill.plan shows), so the demand is the prompt token rate plus the backlog, which must be cleared
+within the TTFT target:
+
+    need = ceil( rate / (tput * targetUtilization) + backlog / (tput * ttftSeconds) )
+
+- `rate` is what the prefill groups served lately (SGLang's tokenizer counters prompt_tokens_total - cached_tokens_total
+  over the interval, summed over the prefill leaders), `backlog` the prompt tokens waiting in their queues
+  (sglang:num_queue_reqs + the PD bootstrap queue x the mean uncached prompt, or the simulator's exact figure).
+- Up at once, by as many groups as `need` says (a burst of 100 sub-agents' prompts is one step, not one group per
+  cold start); pending (starting) groups count as capacity, so a step is not repeated while they start.
+- Down by one group at a time, only after `need` stayed below the current count for the stabilization window, and
+  never while a backlog waits; the group leaves routing and drains first (controller).
+- Always within [minGroups, maxGroups] and the prefill:decode ratio bounds against the decode groups desired now.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PrefillParams:
+    tokens_per_second_per_group: float
+    target_utilization: float = 0.7
+    ttft_seconds: float = 10.0
+    min_groups: int = 1
+    max_groups: int | None = None
+    stabilization_seconds: float = 300.0
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+
+
+@dataclass
+class PrefillState:
+    low_since: float | None = None  #: since when `need` has been below the current count
+
+
+@dataclass(frozen=True)
+class PrefillDecision:
+    desired: int
+    need: int
+    reason: str
+
+
+def bounds(p: PrefillParams, decode_groups: int) -> tuple[int, int | None]:
+    lo = p.min_groups
+    hi = p.max_groups
+    if p.ratio_min is not None:
+        lo = max(lo, math.ceil(p.ratio_min * decode_groups))
+    if p.ratio_max is not None:
+        cap = math.floor(p.ratio_max * decode_groups)
+        hi = cap if hi is None else min(hi, cap)
+    return lo, hi
+
+
+def need_groups(p: PrefillParams, rate: float, backlog: float) -> int:
+    tput = max(p.tokens_per_second_per_group, 1e-9)
+    return math.ceil(max(0.0, rate) / (tput * p.target_utilization) + max(0.0, backlog) / (tput * p.ttft_seconds))
+
+
+def decide(now: float, p: PrefillParams, state: PrefillState, current: int, decode_groups: int,
+           rate: float | None, backlog: float | None) -> PrefillDecision:
+    """The prefill count to converge to. `rate`/`backlog` None: nothing observed yet (the count holds, within
+    bounds)."""
+    lo, hi = bounds(p, decode_groups)
+
+    def clamp(n: int) -> int:
+        n = max(lo, n)
+        return min(hi, n) if hi is not None else n
+
+    if rate is None or backlog is None:
+        state.low_since = None
+        n = clamp(current)
+        return PrefillDecision(n, n, "no prefill metrics yet" if n == current else "prefill bounds")
+    need = clamp(need_groups(p, rate, backlog))
+    if need > current:
+        state.low_since = None
+        return PrefillDecision(need, need, f"prefill demand {rate:,.0f} prompt tokens/s + backlog {backlog:,.0f} "
+                               f"tokens needs {need} group(s) of {p.tokens_per_second_per_group:,.0f} tokens/s")
+    if need < current and backlog <= 0:
+        if state.low_since is None:
+            state.low_since = now
+        if now - state.low_since >= p.stabilization_seconds:
+            state.low_since = now  # one group per window
+            n = clamp(current - 1)
+            return PrefillDecision(n, need, f"prefill demand {rate:,.0f} prompt tokens/s has needed {need} group(s) "
+                                   f"for {p.stabilization_seconds:.0f}s")
+        return PrefillDecision(clamp(current), need, "waiting out the stabilization window")
+    state.low_since = None
+    return PrefillDecision(clamp(current), need, "steady")

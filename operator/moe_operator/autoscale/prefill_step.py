@@ -1,0 +1,147 @@
+"""One prefill autoscaling step (spec.disaggregation.prefill.autoscaling): observe the prefill groups, ask the prefill
+law (autoscale/prefill.py), act. Scale-up at once; scale-down drains first, as for decode groups, one step per call
+with the progress in status.prefill.drain so a restart resumes:
+  1. the law asks for fewer prefill groups -> the highest-index one (the group LWS removes) leaves routing (its
+     leader's routable label and every SMG replica's worker list);
+  2. later calls watch it: when it runs no prefill, queues none, has no request waiting for a decode handshake
+     (num_prefill_bootstrap_queue_reqs) and no KV still being sent (num_prefill_inflight_queue_reqs) - or
+     drain.timeoutSeconds passed -
+  3. status.prefill.desiredGroups is lowered and reconcile lowers the prefill LeaderWorkerSet's replicas.
+More demand while a group drains cancels the drain and routes the group again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from moe_operator.api.v1alpha1 import MoEDeploymentSpec
+from moe_operator.autoscale.prefill import PrefillParams, PrefillState, decide
+from moe_operator.autoscale.scrape import GroupMetrics, scrape
+from moe_operator.kube import Kube
+from moe_operator.status import now_iso
+
+
+@dataclass
+class PrefillMemory:
+    state: PrefillState = field(default_factory=PrefillState)
+    last: dict[int, tuple[float, float, float]] = field(default_factory=dict)  #: group -> (t, uncached, requests)
+    rate: float | None = None
+    per_request: float | None = None  #: mean uncached prompt of a finished request
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    status_patch: dict[str, Any]  #: the status.prefill fields to merge
+    changed: bool  #: desiredGroups changed: reconcile applies it now
+    event: tuple[str, str] | None = None
+
+
+def prefill_enabled(spec: MoEDeploymentSpec) -> bool:
+    pd = spec.disaggregation
+    return pd is not None and pd.prefill.autoscaling.enabled and pd.prefill.groups is None
+
+
+def prefill_params(spec: MoEDeploymentSpec, tokens_per_second_per_group: float) -> PrefillParams:
+    """The prefill law's settings from the typed spec (its defaults are the API's)."""
+    pd = spec.disaggregation
+    assert pd is not None
+    p = pd.prefill
+    return PrefillParams(
+        tokens_per_second_per_group=tokens_per_second_per_group,
+        target_utilization=p.autoscaling.target_utilization, ttft_seconds=p.ttft_seconds,
+        min_groups=p.min_groups, max_groups=p.max_groups,
+        stabilization_seconds=float(p.autoscaling.scale_down_stabilization_seconds),
+        ratio_min=pd.ratio.min if pd.ratio else None, ratio_max=pd.ratio.max if pd.ratio else None)
+
+
+def observe(groups: Mapping[int, GroupMetrics], memory: PrefillMemory, now: float,
+            typical_prompt: float) -> tuple[float | None, float | None]:
+    """(prompt tokens/s served lately, prompt tokens waiting) from the tokenizer counters between two steps and the
+    queues; (None, None) until two samples exist."""
+    total_rate, known = 0.0, False
+    finished_tokens = finished = 0.0
+    for g, m in groups.items():
+        if m.prompt_tokens_total is None or m.requests_total is None:
+            continue
+        cur = (now, m.prompt_tokens_total - (m.cached_tokens_total or 0.0), m.requests_total)
+        before = memory.last.get(g)
+        memory.last[g] = cur
+        if before is None or cur[0] <= before[0] or cur[1] < before[1] or cur[2] < before[2]:
+            continue  # first sample, or a restarted server
+        known = True
+        total_rate += (cur[1] - before[1]) / (cur[0] - before[0])
+        finished_tokens += cur[1] - before[1]
+        finished += cur[2] - before[2]
+    for g in list(memory.last):
+        if g not in groups:
+            memory.last.pop(g)
+    if finished > 0:
+        memory.per_request = finished_tokens / finished
+    if known:
+        memory.rate = total_rate
+    if memory.rate is None:
+        return None, None
+    waiting = sum(m.queued_reqs + m.prefill_bootstrap_reqs for m in groups.values())
+    return memory.rate, waiting * (memory.per_request or typical_prompt)
+
+
+def _idle(m: GroupMetrics | None) -> bool:
+    return m is not None and m.running_reqs == 0 and m.queued_reqs == 0 and m.prefill_bootstrap_reqs == 0 \
+        and m.prefill_inflight_reqs == 0
+
+
+async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], spec: MoEDeploymentSpec,
+                       memory: PrefillMemory, lws: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
+                       routers: Sequence[Mapping[str, Any]], decode_groups: int) -> PrefillResult | None:
+    from moe_operator.autoscale.controller import metrics_port, route, targets
+
+    status = dict((body.get("status") or {}).get("prefill") or {})
+    plan = status.get("plan") or {}
+    tput = float(plan.get("promptTokensPerSecondPerGroup") or 0)
+    if lws is None or tput <= 0:
+        return None  # reconcile has not created the role yet
+    pd = spec.disaggregation
+    assert pd is not None
+    ns = body["metadata"]["namespace"]
+    now = time.time()
+    current = int(status.get("desiredGroups") or (lws.get("spec") or {}).get("replicas") or 0)
+    scraped = await scrape(session, targets(pods, metrics_port(spec)))
+    typical = float(pd.prefill.prompt_tokens or spec.sessions.average_context_tokens or spec.sessions.context_tokens)
+    rate, backlog = observe(scraped.groups, memory, now, typical)
+    d = decide(now, prefill_params(spec, tput), memory.state, current, decode_groups, rate, backlog)
+    patch: dict[str, Any] = {"promptTokensPerSecond": round(rate) if rate is not None else None,
+                             "backlogTokens": round(backlog) if backlog is not None else None}
+    drain = status.get("drain")
+    if drain is not None:
+        g = int(drain["group"])
+        started = _ts(drain.get("startedAt")) or now
+        if d.desired >= current:  # demand is back: the group serves again
+            await route(kube, session, spec, ns, pods, routers, g, routable=True, pd_role="prefill")
+            patch["drain"] = None
+            return PrefillResult(patch, False, ("PrefillDrainCancelled", f"prefill group {g} routed again: {d.reason}"))
+        if _idle(scraped.groups.get(g)) or now - started >= spec.drain.timeout_seconds:
+            why = "idle" if _idle(scraped.groups.get(g)) else f"drain timeout {spec.drain.timeout_seconds}s"
+            patch.update({"drain": None, "desiredGroups": current - 1, "lastScaleTime": now_iso(),
+                          "lastScaleReason": f"prefill group {g} drained ({why}): {d.reason}"})
+            return PrefillResult(patch, True, ("PrefillScaledDown", f"{current} -> {current - 1} prefill groups: "
+                                               f"group {g} drained ({why})"))
+        return PrefillResult(patch, False)
+    if d.desired > current:
+        patch.update({"desiredGroups": d.desired, "lastScaleTime": now_iso(), "lastScaleReason": d.reason})
+        return PrefillResult(patch, True, ("PrefillScaledUp", f"{current} -> {d.desired} prefill groups: {d.reason}"))
+    if d.desired < current and current > 0:
+        g = current - 1
+        await route(kube, session, spec, ns, pods, routers, g, routable=False, pd_role="prefill")
+        patch["drain"] = {"group": g, "startedAt": now_iso()}
+        return PrefillResult(patch, False, ("PrefillDraining", f"prefill group {g} left routing: {d.reason}"))
+    return PrefillResult(patch, False)
+
+
+def _ts(s: str | None) -> float | None:
+    from moe_operator.autoscale.controller import _ts as parse
+
+    return parse(s)
