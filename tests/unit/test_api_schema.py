@@ -229,7 +229,8 @@ def test_printer_columns_and_paths_exist(info: Any) -> None:
             assert _resolve_path(schema, p.split("[?")[0]) is not None, p
     if info.kind == "MoEDeployment":
         names = [c["name"] for c in version["additionalPrinterColumns"]]
-        assert names == ["Model", "Precision", "Pool", "Groups", "Prefill", "Updated", "Sessions", "KV%", "Ready", "Age"]
+        assert names == ["Model", "Precision", "Pool", "Groups", "Prefill", "Updated", "Sessions", "KV%", "Ready",
+                         "Age"]
         assert '.status.conditions[?(@.type=="Ready")].status' in paths
 
 
