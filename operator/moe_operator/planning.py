@@ -274,15 +274,16 @@ def transfer_backend(spec: MoEDeploymentSpec, profile: AcceleratorProfile) -> st
     pd = spec.disaggregation
     assert pd is not None
     allowed = TRANSFER_BACKENDS.get(profile.vendor, ("mooncake", "nixl"))
-    if pd.transfer_backend is None:
-        return allowed[0]
-    if pd.transfer_backend not in allowed:
+    backend = pd.transfer_backend or allowed[0]
+    if backend not in allowed:
         raise SpecProblem("spec.disaggregation.transferBackend", "InvalidSpec",
-                          f"{pd.transfer_backend!r} does not run on {profile.vendor} accelerators ({profile.name}); "
+                          f"{backend!r} does not run on {profile.vendor} accelerators ({profile.name}); "
                           f"use {' or '.join(allowed)}")
-    if pd.transfer_backend == "ascend" and pd.ascend_store_url is None:  # the CEL twin covers the explicit case
-        raise SpecProblem("spec.disaggregation.ascendStoreUrl", "InvalidSpec", "required with the ascend backend")
-    return pd.transfer_backend
+    if backend == "ascend" and pd.ascend_store_url is None:  # the CEL twin covers only an explicit backend
+        raise SpecProblem("spec.disaggregation.ascendStoreUrl", "InvalidSpec",
+                          f"required with the ascend transfer backend (the default on {profile.name}): SGLang's "
+                          "Ascend transfer engine reads ASCEND_MF_STORE_URL on every server")
+    return backend
 
 
 def prefill_request(spec: MoEDeploymentSpec) -> PrefillRequest:
@@ -294,8 +295,9 @@ def prefill_request(spec: MoEDeploymentSpec) -> PrefillRequest:
         prompt_tokens_per_second=float(p.prompt_tokens_per_second), prompt_tokens=int(typical),
         ttft_seconds=float(p.ttft_seconds), target_utilization=p.autoscaling.target_utilization,
         max_nodes_per_group=p.max_nodes_per_group or spec.max_nodes_per_group or DEFAULT_MAX_NODES_PER_GROUP,
-        min_groups=p.min_groups, max_groups=p.max_groups, fixed_groups=p.groups,
-        ratio_min=pd.ratio.min if pd.ratio else None, ratio_max=pd.ratio.max if pd.ratio else None)
+        # the ratio bounds are applied against the decode groups desired at the time (desired_prefill_groups), not
+        # against the planned decode count
+        min_groups=p.min_groups, max_groups=p.max_groups, fixed_groups=p.groups)
 
 
 def planned_prefill(spec: MoEDeploymentSpec, base: PlanRequest, decode: Plan,
