@@ -35,7 +35,7 @@ ALERTS = {"MoEKVCacheExhausted", "MoEGroupsNotReady", "MoEDrainTimeout", "MoEMet
 # labels Prometheus adds to every scraped series (target labels; `namespace`/`pod` from the Prometheus Operator's
 # ServiceMonitor/PodMonitor) and the two the chart's PodMonitor relabels from pod labels
 TARGET_LABELS = {"instance", "job", "namespace", "pod"}
-RELABELLED = {"moe_deployment", "group"}
+RELABELLED = {"moe_deployment", "group", "pd_role"}
 
 # PromQL words that look like identifiers but are not metric names
 KEYWORDS = {"sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values",
@@ -160,7 +160,8 @@ def test_dashboard_and_rule_metrics_exist() -> None:
 def test_podmonitor_adds_the_labels_the_queries_group_by() -> None:
     text = (CHART / "templates/monitoring.yaml").read_text()
     for label, pod_label in (("moe_deployment", "moe-operator.io/deployment"),
-                             ("group", "leaderworkerset.sigs.k8s.io/group-index")):
+                             ("group", "leaderworkerset.sigs.k8s.io/group-index"),
+                             ("pd_role", "moe-operator.io/pd-role")):
         source = "__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9]", "_", pod_label)
         assert re.search(rf"sourceLabels: \[{source}\]\s+targetLabel: {label}\b", text), (label, source)
     assert "honorLabels: true" in text  # the operator's namespace/name labels survive the ServiceMonitor
