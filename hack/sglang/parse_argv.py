@@ -69,6 +69,10 @@ VALUE_FIELDS = (
     "enable_dp_attention",
     "tool_call_parser",
     "reasoning_parser",
+    "disaggregation_mode",
+    "disaggregation_transfer_backend",
+    "disaggregation_bootstrap_port",
+    "disaggregation_ib_device",
 )
 
 
