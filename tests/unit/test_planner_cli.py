@@ -257,3 +257,137 @@ def test_every_rejected_layout_names_its_own_reason(capsys: pytest.CaptureFixtur
     assert any("attention heads not divisible" in r for r in reasons)
     assert any("is not a multiple of the int4 block 32" in r for r in reasons)  # the DP variants' own reason
     assert any(r.startswith("rejected: SGLang cannot run int4 experts with deepep") for r in reasons)
+
+
+# ---------------------------------------------------------------------------------------------------- --pd
+PD = ["plan", "--model", "kimi-k2.5", "--precision", "int4", "--sessions", "64", "--context", "131072",
+      "--avg-context", "32768", "--accelerator", "h200", "--pd", "--prompt-tokens-per-second", "60000",
+      "--ttft", "10"]  # fmt: skip
+
+
+def test_pd_table_shows_both_roles_the_ratio_ttft_and_cost_against_aggregated(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(PD) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    decode = next(ln for ln in lines if ln.startswith("decode "))
+    prefill = next(ln for ln in lines if ln.startswith("prefill "))
+    assert "TP8" in decode and "attn-DP8" in decode and "$63.30/h" in decode
+    assert "5  " in prefill and "s  $316.50/h" in prefill  # 5 groups, their TTFT, their cost
+    for needle in ("TTFT estimate", "queue", "KV transfer", "prefill:decode        5:1", "$379.80/h = decode $63.30/h "
+                   "+ prefill $316.50/h", "vs aggregated         1 group, 1 node, $63.30/h -> PD adds 5 nodes",
+                   "aggregated + prompts", "decode sglang args: --model-path moonshotai/Kimi-K2.5",
+                   "prefill sglang args: --model-path moonshotai/Kimi-K2.5"):
+        assert needle in out, needle
+
+
+def test_pd_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*PD, "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    dec, pre, vs = d["decode"], d["prefill"], d["vs_aggregated"]
+    assert (dec["groups"], pre["groups"], d["ratio"], d["ratio_text"]) == (1, 5, 5.0, "5:1")
+    assert pre["layout"].startswith("1 node x 8: TP8") and pre["total_nodes"] == 5
+    assert pre["ttft_seconds"] == pytest.approx(pre["queue_seconds"] + pre["prefill_seconds"] + pre["transfer_seconds"],
+                                                abs=0.01)
+    assert pre["ttft_seconds"] <= d["ttft_target_seconds"] == 10 and pre["utilization"] <= 0.7
+    # the decode role is the aggregated plan of the same request, its full plan included
+    assert dec["sglang_args"][:2] == ["--model-path", "moonshotai/Kimi-K2.5"] and "alternatives" in dec
+    assert "--disaggregation-mode" not in dec["sglang_args"] + pre["sglang_args"]  # the renderer adds the PD flags
+    price = ACCELERATORS["h200"].cost_per_node_hour
+    assert d["cost_per_hour"] == pytest.approx(dec["cost_per_hour"] + pre["cost_per_hour"]) == pytest.approx(6 * price)
+    assert vs["aggregated_cost_per_hour"] == pytest.approx(price) and vs["cost_ratio"] == 6.0
+    assert vs["cost_delta_per_hour"] == pytest.approx(5 * price) and vs["extra_nodes"] == 5
+    wp = vs["aggregated_with_prompt_load"]
+    assert wp["utilization_at_planned_groups"] > 1 and wp["ttft_seconds_at_planned_groups"] is None
+    assert wp["groups"] == 5 and vs["cost_ratio_vs_aggregated_with_prompt_load"] == 1.2
+
+
+async def test_pd_plan_is_the_one_the_operator_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    """`plan --pd` and spec.disaggregation size the prefill role alike (same planner, same defaults)."""
+    from moe_operator.desired import desired_state
+
+    spec = {"model": {"catalog": "kimi-k2.5"}, "weights": {"huggingFace": {"repo": "moonshotai/Kimi-K2.5"}},
+            "precision": "int4", "pool": "h200",
+            "sessions": {"target": 64, "contextTokens": 131072, "averageContextTokens": 32768},
+            "disaggregation": {"prefill": {"promptTokensPerSecond": 60000, "ttftSeconds": 10}}}
+
+    async def get_pool(name: str) -> dict:
+        return {"metadata": {"name": name}, "spec": {"accelerator": {"profile": "h200"}, "nodeSelector": {"a": "b"},
+                                                     "rdma": {"resourceName": "rdma/ib"}}}
+
+    d = await desired_state({"apiVersion": "moe-operator.io/v1alpha1", "kind": "MoEDeployment",
+                             "metadata": {"name": "kimi", "namespace": "ns"}, "spec": spec}, get_pool)
+    assert main([*PD, "-o", "json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    pp = d.planned.prefill
+    assert pp is not None
+    assert (cli["prefill"]["groups"], cli["prefill"]["nodes_per_group"], cli["prefill"]["tp_size"]) == (
+        pp.groups, pp.plan.nodes_per_group, pp.plan.tp_size)
+    assert cli["prefill"]["ttft_seconds"] == pytest.approx(pp.ttft_seconds, abs=1e-3)
+    assert cli["prefill"]["sglang_args"] == list(pp.plan.sglang_args)
+    assert cli["decode"]["groups"] == d.planned.plan.groups
+
+
+def test_pd_prefill_options(capsys: pytest.CaptureFixture[str]) -> None:
+    # a shorter typical prompt and a lower utilization target change the count; the prefill group cap holds
+    assert main([*PD, "--prompt-tokens", "4096", "--prefill-target-utilization", "0.3",
+                 "--prefill-max-nodes-per-group", "1", "-o", "json"]) == 0  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert d["prompt_tokens"] == 4096 and d["prefill"]["nodes_per_group"] == 1
+    assert d["prefill"]["utilization"] <= 0.3
+    # without RDMA the KV moves over TCP: a slower link, a longer transfer
+    assert main([*PD, "--no-rdma", "-o", "json"]) == 0
+    tcp = json.loads(capsys.readouterr().out)
+    assert tcp["kv_link_gbit_per_s"] == 25
+    assert main([*PD, "-o", "json"]) == 0
+    rdma = json.loads(capsys.readouterr().out)
+    assert rdma["kv_link_gbit_per_s"] == 400
+    assert tcp["prefill"]["transfer_seconds"] > rdma["prefill"]["transfer_seconds"]
+
+
+def test_pd_without_a_price_compares_nodes(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--model", "glm-5", "--precision", "w8a8", "--sessions", "32", "--context", "65536",
+            "--accelerator", "ascend-910c", "--pd", "--prompt-tokens-per-second", "5000", "--prompt-tokens", "8192"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no price for ascend-910c" in out and "PD adds 2 nodes (x2.00 nodes)" in out
+    assert main([*argv, "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["cost_per_hour"] is None and d["vs_aggregated"]["node_ratio"] == 2.0
+    assert "--device" in d["prefill"]["sglang_args"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--ttft", "0.5"], "more than disaggregation.prefill.ttftSeconds (0.5 s)"),
+])
+def test_pd_infeasible_ttft_exits_1_with_the_numbers(extra: list[str], needle: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*PD, *extra]) == 1
+    assert needle in capsys.readouterr().err
+    assert main([*PD, *extra, "-o", "json"]) == 1
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["error"]["constraint"] == "prefill"
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    ([a for a in PD if a not in ("--prompt-tokens-per-second", "60000")], "--prompt-tokens-per-second"),
+    ([*PD, "--compare", "h200,b200"], "drop --compare"),
+    ([*PD, "--prompt-tokens", "200000"], "--prompt-tokens (200,000) must be between 1 and --context (131,072)"),
+    ([*PD, "--ttft", "0"], "--ttft must be > 0"),
+    ([*PD, "--prefill-target-utilization", "1.5"], "0.1..0.95"),
+])
+def test_pd_usage_errors(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_pd_flags_need_no_heavy_modules() -> None:
+    code = (
+        "import sys, argparse, moe_operator.planner.cli as c; p = argparse.ArgumentParser(); c.add_arguments(p);"
+        "c.run(p.parse_args(['--model','kimi-k2.5','--precision','int4','--sessions','8','--context','32768',"
+        "'--pd','--prompt-tokens-per-second','10000','-o','json']));"
+        "heavy = [m for m in ('pydantic', 'kopf', 'kubernetes', 'aiohttp', 'torch') if m in sys.modules];"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in r.stderr
