@@ -20,6 +20,14 @@ Settings:
   goodput-per-GPU sweep). Goodput target 0.90: 4.5 % of these prompts (p99 7.9 s) need more than 2 s of prefill on an
   idle 8-GPU group, so no fleet of such groups reaches 0.99 (the prefill of one request is not split across groups).
 KV link 400 Gb/s per transfer; cold start 300 s per group.
+
+Autoscaled rows (both modes; `moe_sim.pd.replay` with `Autoscale`): the operator's own laws every 15 s
+(autoscale/law.py on KV for the aggregated groups and the PD decode groups, autoscale/prefill.py on the observed
+prompt rate + backlog for the PD prefill groups, prefill_step.observe on simulated SGLang counters), the API's
+defaults, 300 s cold start for every new group, drains before removal. `agents` starts from one group per role (the
+workload ramps up from zero), `mooncake-30min` from the static fleet (the trace starts at full load). `pd_autoscaled`
+mirrors the operator's prefill drain rule as it is; `pd_autoscaled_drain_fix` cancels a prefill drain only when the
+prefill law's need is back (the fix proposed in docs/benchmarks.md). Pictures: bench/results/pd-<setting>.png.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ PLAN_SESSIONS = 100
 
 def settings(quick: bool) -> list[dict[str, Any]]:
     agents: dict[str, Any] = {"name": "agents", "workload": "agents", "ttft_slo_s": 5.0, "itl_slo_s": 0.05,
-                              "goodput_target": 0.99}
+                              "goodput_target": 0.99, "initial": "min"}
     moon: dict[str, Any] = {"name": "mooncake-30min", "trace": "mooncake_conversation.jsonl", "load_scale": 1,
-                            "slice_s": 1800.0, "ttft_slo_s": 2.0, "itl_slo_s": 0.05, "goodput_target": 0.90}
+                            "slice_s": 1800.0, "ttft_slo_s": 2.0, "itl_slo_s": 0.05, "goodput_target": 0.90,
+                            "initial": "static"}
     if quick:
         agents["params"] = {"ramp_up_s": 300.0, "plateau_s": 600.0, "ramp_down_s": 300.0,
                             "peak_sessions_per_min": 20.0}
@@ -71,7 +80,13 @@ def run_setting(s: dict[str, Any], max_groups: int) -> dict[str, Any]:
                       goodput_target=s["goodput_target"], max_groups=max_groups)
     t0 = time.perf_counter()
     res = pd.compare(reqs, cfg)
+    static_wall = time.perf_counter() - t0
     miss = pd.uncached_tokens(reqs)
+    for mode, fix in (("aggregated", False), ("pd", False), ("pd", True)):
+        st = res[mode]
+        init = (max(1, st.prefill_groups), st.decode_groups) if s.get("initial") == "static" else (1, 1)
+        sc = pd.autoscale_params(reqs, cfg, miss, init[0], init[1], drain_cancel_on_need=fix)
+        res[f"{mode}_autoscaled" + ("_drain_fix" if fix else "")] = pd.replay(reqs, cfg, mode, 0, 0, miss, sc)
     return {
         "setting": s, "requests": len(reqs), "span_s": reqs[-1].arrival,
         "mean_input_tokens": sum(r.input_len for r in reqs) / len(reqs),
@@ -81,32 +96,108 @@ def run_setting(s: dict[str, Any], max_groups: int) -> dict[str, Any]:
         "config": asdict(cfg),
         "results": {k: asdict(v) for k, v in res.items()},
         "ratios": {"gpu_hours_pd_over_aggregated": res["pd"].gpu_hours / res["aggregated"].gpu_hours,
-                   "gpus_pd_over_aggregated": res["pd"].gpus / res["aggregated"].gpus},
+                   "gpus_pd_over_aggregated": res["pd"].gpus / res["aggregated"].gpus,
+                   "gpu_hours_pd_autoscaled_over_aggregated_autoscaled":
+                       res["pd_autoscaled"].gpu_hours / res["aggregated_autoscaled"].gpu_hours},
+        "static_search_wall_s": static_wall,
         "wall_s": time.perf_counter() - t0,
     }
 
 
+COLUMNS = (("aggregated", "aggregated static"), ("aggregated_autoscaled", "aggregated autoscaled"),
+           ("pd", "PD static"), ("pd_autoscaled", "PD autoscaled"),
+           ("pd_autoscaled_drain_fix", "PD autoscaled, prefill drain fix"))
+
+
+def _groups(r: dict[str, Any]) -> str:
+    if r["mode"] == "pd":
+        g = f"{r['prefill_groups']} P + {r['decode_groups']} D"
+        return f"peak {g} (mean {r['mean_prefill_groups']:.1f} + {r['mean_decode_groups']:.1f})" \
+            if r.get("autoscaled") else g
+    return f"peak {r['decode_groups']} (mean {r['mean_decode_groups']:.1f})" if r.get("autoscaled") \
+        else f"{r['decode_groups']}"
+
+
 def table(run: dict[str, Any]) -> str:
-    a, p = run["results"]["aggregated"], run["results"]["pd"]
     s = run["setting"]
-    rows = [
-        ("groups (prefill + decode)", f"{a['decode_groups']}", f"{p['prefill_groups']} + {p['decode_groups']}", ""),
-        ("GPUs", f"{a['gpus']}", f"{p['gpus']}", f"{p['gpus'] / a['gpus']:.2f}"),
-        ("TTFT p50 / p99 (s)", f"{a['ttft_p50_s']:.2f} / {a['ttft_p99_s']:.2f}",
-         f"{p['ttft_p50_s']:.2f} / {p['ttft_p99_s']:.2f}", ""),
-        ("ITL p50 / p99 (ms)", f"{a['itl_p50_s'] * 1e3:.1f} / {a['itl_p99_s'] * 1e3:.1f}",
-         f"{p['itl_p50_s'] * 1e3:.1f} / {p['itl_p99_s'] * 1e3:.1f}", ""),
-        ("goodput (fraction)", f"{a['goodput']:.3f}", f"{p['goodput']:.3f}", ""),
-        ("goodput (req/s)", f"{a['goodput_rps']:.2f}", f"{p['goodput_rps']:.2f}", ""),
-        ("GPU-hours", f"{a['gpu_hours']:.1f}", f"{p['gpu_hours']:.1f}", f"{p['gpu_hours'] / a['gpu_hours']:.2f}"),
-    ]
+    res = run["results"]
+    base = res["aggregated"]["gpu_hours"]
     out = [f"### {s['name']}: {run['requests']} requests over {run['span_s'] / 60:.0f} min, mean input "
            f"{run['mean_input_tokens']:,.0f} (uncached {run['mean_uncached_tokens']:,.0f}), mean output "
            f"{run['mean_output_tokens']:,.0f}; SLOs TTFT {s['ttft_slo_s']:g} s / ITL {s['itl_slo_s'] * 1e3:g} ms, "
-           f"goodput target {s['goodput_target']:g}",
-           "", "| | aggregated | PD | PD / aggregated |", "|---|---|---|---|"]
-    out += [f"| {k} | {x} | {y} | {z} |" for k, x, y, z in rows]
+           f"goodput target {s['goodput_target']:g}; autoscaled from "
+           f"{'the static fleet' if s.get('initial') == 'static' else 'one group per role'}",
+           "", "| mode | groups | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) | goodput | goodput (req/s) | GPU-hours "
+           "| / aggregated static |", "|---|---|---|---|---|---|---|---|"]
+    for key, label in COLUMNS:
+        r = res.get(key)
+        if r is None:
+            continue
+        out.append(f"| {label} | {_groups(r)} | {r['ttft_p50_s']:.2f} / {r['ttft_p99_s']:.2f} | "
+                   f"{r['itl_p50_s'] * 1e3:.1f} / {r['itl_p99_s'] * 1e3:.1f} | {r['goodput']:.3f} | "
+                   f"{r['goodput_rps']:.2f} | {r['gpu_hours']:.1f} | {r['gpu_hours'] / base:.2f} |")
     return "\n".join(out)
+
+
+def pictures(runs: list[dict[str, Any]], outdir: str) -> list[str]:
+    """Per setting: demand vs provisioned groups over time, prefill role on top, decode role (and the aggregated
+    groups) below; static fleets as dotted levels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing: run `hack/setup-python --bench` for the pictures", file=sys.stderr)
+        return []
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    for run in runs:
+        res = run["results"]
+        pa = res.get("pd_autoscaled")
+        if pa is None:
+            continue
+        fig, (top, bot) = plt.subplots(2, 1, figsize=(11, 6.4), dpi=110, sharex=True)
+        tl = pa["timeline"]
+        mins = [row[0] / 60 for row in tl]
+        top.fill_between(mins, [row[3] for row in tl], step="post", color="tab:red", alpha=0.15,
+                         label="prefill demand (uncached prompt tokens arriving / one group's tokens/s)")
+        for key, color, lw in (("pd_autoscaled", "tab:blue", 1.6), ("pd_autoscaled_drain_fix", "tab:green", 1.2)):
+            r = res.get(key)
+            if r:
+                top.step([row[0] / 60 for row in r["timeline"]], [row[1] for row in r["timeline"]], where="post",
+                         color=color, lw=lw, label=f"{key.replace('_', ' ')} prefill groups "
+                                                  f"({r['gpu_hours']:.0f} GPU-h)")
+        top.axhline(res["pd"]["prefill_groups"], color="tab:gray", ls=":", label="PD static prefill groups")
+        top.set_ylabel("prefill groups")
+        top.legend(loc="upper right", fontsize=7)
+        top.grid(alpha=0.3)
+        bot.fill_between(mins, [row[4] for row in tl], step="post", color="tab:red", alpha=0.15,
+                         label="PD decode KV in use (groups at 100 %)")
+        aa = res["aggregated_autoscaled"]
+        bot.step(mins, [row[2] for row in tl], where="post", color="tab:blue", lw=1.6,
+                 label="PD autoscaled decode groups")
+        bot.step([row[0] / 60 for row in aa["timeline"]], [row[2] for row in aa["timeline"]], where="post",
+                 color="tab:orange", lw=1.4, label=f"aggregated autoscaled groups ({aa['gpu_hours']:.0f} GPU-h)")
+        bot.axhline(res["pd"]["decode_groups"], color="tab:gray", ls=":", label="PD static decode groups")
+        bot.axhline(res["aggregated"]["decode_groups"], color="tab:orange", ls=":",
+                    label="aggregated static groups")
+        waits = [(row[0] / 60, row[5]) for row in tl if row[5] > 0]
+        if waits:
+            bot.scatter([w[0] for w in waits], [0.1] * len(waits), marker="|", color="tab:red", s=30,
+                        label="PD: requests waiting for decode KV")
+        bot.set_ylabel("decode / aggregated groups")
+        bot.set_xlabel("minutes")
+        bot.legend(loc="upper right", fontsize=7)
+        bot.grid(alpha=0.3)
+        top.set_title(f"{run['setting']['name']}: demand vs provisioned groups per role (laws every 15 s, "
+                      f"cold start 300 s)", fontsize=10)
+        fig.tight_layout()
+        name = os.path.join(outdir, f"pd-{run['setting']['name']}.png")
+        fig.savefig(name)
+        plt.close(fig)
+        written.append(name)
+    return written
 
 
 def calibration_table() -> str:
@@ -124,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/pd.json")
     ap.add_argument("--quick", action="store_true", help="shortened workloads (a smoke run)")
     ap.add_argument("--max-groups", type=int, default=48)
-    ap.add_argument("--from-json", help="print the tables of a previous run")
+    ap.add_argument("--from-json", help="print the tables (and draw the pictures) of a previous run")
+    ap.add_argument("--pictures", default="bench/results", help="folder for the PNG timelines")
     a = ap.parse_args(argv)
     if a.from_json:
         with open(a.from_json, encoding="utf-8") as f:
@@ -143,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         print(table(r))
         print()
+    for r in runs:
+        print(f"{r['setting']['name']}: {r['wall_s']:.1f} s (static searches {r.get('static_search_wall_s', 0):.1f} s)",
+              file=sys.stderr)
+    for name in pictures(runs, a.pictures):
+        print(f"picture: {name}", file=sys.stderr)
     return 0
 
 

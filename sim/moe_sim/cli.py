@@ -59,6 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--pd: fraction of requests within both SLOs a fleet must reach (default 0.99)")
     p.add_argument("--kv-link-gbps", type=float, default=400.0,
                    help="--pd: RDMA bandwidth of one prefill->decode KV transfer, Gbit/s (default 400)")
+    p.add_argument("--autoscale", action="store_true",
+                   help="--pd: also replay both modes autoscaled with the operator's laws (decode / aggregated on KV, "
+                        "prefill on prompt rate + backlog, every 15 s, --cold-start for new groups, drains before "
+                        "removal): four columns, aggregated and PD, static and autoscaled")
+    p.add_argument("--autoscale-initial", choices=("min", "static"), default="min",
+                   help="--pd --autoscale: start from one group per role (min, default) or from the static fleet")
+    p.add_argument("--prefill-drain-fix", action="store_true",
+                   help="--pd --autoscale: cancel a prefill drain only when the prefill law's need is back (the "
+                        "proposed fix; default: the operator's prefill_step rule)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -179,7 +188,9 @@ def pd_config(args: argparse.Namespace, cfg: Any, echo: dict[str, Any]) -> Any:
 PD_ROWS = (
     ("groups (prefill + decode)", lambda r: f"{r.prefill_groups} + {r.decode_groups}" if r.mode == "pd"
      else f"{r.decode_groups}"),
-    ("GPUs", lambda r: f"{r.gpus}"),
+    ("GPUs (autoscaled: peak)", lambda r: f"{r.gpus}"),
+    ("mean groups (prefill + decode)", lambda r: f"{r.mean_prefill_groups:.1f} + {r.mean_decode_groups:.1f}"
+     if r.mode == "pd" else f"{r.mean_decode_groups:.1f}"),
     ("TTFT p50 / p99 (s)", lambda r: f"{r.ttft_p50_s:.2f} / {r.ttft_p99_s:.2f}"),
     ("ITL p50 / p99 (ms)", lambda r: f"{r.itl_p50_s * 1e3:.1f} / {r.itl_p99_s * 1e3:.1f}"),
     ("goodput (fraction within both SLOs)", lambda r: f"{r.goodput:.3f}"),
@@ -200,6 +211,14 @@ def run_pd(args: argparse.Namespace) -> int:
         reqs, cfg, echo = build(args)
         pcfg = pd_config(args, cfg, echo)
         res = pd.compare(reqs, pcfg)
+        if getattr(args, "autoscale", False):
+            miss = pd.uncached_tokens(reqs)
+            for mode in pd.MODES:
+                st = res[mode]
+                init = (max(1, st.prefill_groups), st.decode_groups) if args.autoscale_initial == "static" else (1, 1)
+                sc = pd.autoscale_params(reqs, pcfg, miss, init[0], init[1],
+                                         drain_cancel_on_need=args.prefill_drain_fix)
+                res[f"{mode}_autoscaled"] = pd.replay(reqs, pcfg, mode, 0, 0, miss, sc)
     except (OSError, ValueError, KeyError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -214,11 +233,17 @@ def run_pd(args: argparse.Namespace) -> int:
     g = echo["group"]
     print(f"pd: {len(reqs)} requests, groups of {g['gpus']} {args.accelerator} ({args.model} {args.precision}), "
           f"SLOs TTFT {pcfg.ttft_slo_s:g} s / ITL {pcfg.itl_slo_s * 1e3:g} ms, goodput target "
-          f"{pcfg.goodput_target:g}, KV link {args.kv_link_gbps:g} Gb/s; smallest static fleet per mode")
+          f"{pcfg.goodput_target:g}, KV link {args.kv_link_gbps:g} Gb/s; smallest static fleet per mode"
+          + (f"; autoscaled from {args.autoscale_initial}, cold start {pcfg.cold_start_s:g} s" if "pd_autoscaled" in res
+             else ""))
+    cols = [("aggregated", agg), ("PD", dis)]
+    if "pd_autoscaled" in res:
+        cols = [("aggregated", agg), ("aggregated-auto", res["aggregated_autoscaled"]), ("PD", dis),
+                ("PD-auto", res["pd_autoscaled"])]
     w = max(len(k) for k, _ in PD_ROWS)
-    print(f"  {'':<{w}}  {'aggregated':>16}  {'PD':>16}")
+    print(f"  {'':<{w}}" + "".join(f"  {name:>16}" for name, _ in cols))
     for k, f in PD_ROWS:
-        print(f"  {k:<{w}}  {f(agg):>16}  {f(dis):>16}")
+        print(f"  {k:<{w}}" + "".join(f"  {f(r):>16}" for _, r in cols))
     for r in (agg, dis):
         if r.goodput < pcfg.goodput_target:
             print(f"  note: {r.mode} never reaches the goodput target up to --max-groups {pcfg.max_groups}; "

@@ -27,9 +27,15 @@ is constant. (The serving-side PD roles of the rig's simulator are `moe_sim.pd_s
   including the start-up ramp (`cold_start_s` per worker before t = 0, the fleets here are static) and the drain tail
   (to the last completion).
 * Fleets: static, the smallest per mode whose goodput fraction reaches `goodput_target` (`smallest_aggregated`,
-  `smallest_pd`: all prefill counts, each with the fewest decode groups, the fewest GPUs overall). Per-role
-  autoscaling is not modelled yet.
+  `smallest_pd`: all prefill counts, each with the fewest decode groups, the fewest GPUs overall).
+* Autoscaled fleets (`replay(..., scaling=Autoscale)`, `autoscale_params`): the operator's own laws, imported, every
+  `law.STEP_SECONDS`, on what the operator measures then (no foresight): `law.decide` for the aggregated groups / the
+  PD decode groups (KV in use, queue, admissions, service time), `prefill.decide` on `prefill_step.observe` over
+  simulated SGLang counters for the PD prefill groups. New groups serve `cold_start_s` after they are asked for;
+  removed groups leave routing, finish their work (prefill: its queue and KV sends) and are released at the next
+  step; GPU-hours count every group from its request (the initial ones `cold_start_s` before t = 0) to its release.
 """
+
 
 from __future__ import annotations
 
@@ -39,7 +45,12 @@ import time as _time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from moe_operator.autoscale.law import STEP_SECONDS, GroupSample, LawParams, LawState
+from moe_operator.autoscale.law import decide as law_decide
+from moe_operator.autoscale.prefill import PrefillParams, PrefillState
+from moe_operator.autoscale.prefill import decide as prefill_decide
 from moe_operator.planner import throughput as tp
 
 from .offline import BLOCK_TOKENS, Request, _pct, block_sizes
@@ -87,6 +98,15 @@ class ModeResult:
     end_s: float
     wall_s: float = 0.0
     searched: list[tuple[int, int, float]] = field(default_factory=list)  # (prefill, decode, goodput) tried
+    autoscaled: bool = False  # True: prefill_groups / decode_groups / gpus are the peaks
+    mean_prefill_groups: float = 0.0  # provisioned group-seconds / (cold start + run)
+    mean_decode_groups: float = 0.0
+    scale_events: int = 0
+    # every law step: (t, prefill groups, decode groups (aggregated: the groups), prefill demand in groups (uncached
+    # prompt tokens arrived / s / a group's prompt tokens/s), KV in use in groups, requests waiting for KV);
+    # static fleets: the first and the last row only
+    timeline: list[tuple[float, int, int, float, float, int]] = field(default_factory=list)
+    reasons: list[tuple[float, str, str]] = field(default_factory=list)  # (t, role, the law's reason) on changes
 
 
 def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
@@ -109,12 +129,14 @@ def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
 
 
 class _Decoder:
-    """A group's running batch. All running requests advance together: `v` counts the tokens each has generated
-    since the group started; a request that joined at v0 with n tokens still to make finishes at v0 + n."""
+    """A group's running batch (aggregated: a whole group; PD: a decode group). All running requests advance
+    together: `v` counts the tokens each has generated since the group started; a request that joined at v0 with n
+    tokens still to make finishes at v0 + n."""
 
-    __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work")
+    __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
+                 "pending_tokens")
 
-    def __init__(self, kv: int):
+    def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
         self.kv_free = kv
         self.v = 0.0
         self.heap: list[tuple[float, int]] = []
@@ -122,34 +144,141 @@ class _Decoder:
         self.n = 0
         self.fifo: deque[list[float]] = deque()  # aggregated: [rid, remaining prefill group-seconds, s per token]
         self.work = 0.0  # aggregated: prefill backlog, group-seconds
+        self.gid = gid
+        self.ready_at = ready_at
+        self.draining = False
+        self.pending = 0  # PD: admitted (KV pre-allocated) requests not decoding yet (in prefill or transfer)
+        self.pending_tokens = 0  # their prompts (the pre-allocated KV SGLang counts as used)
 
     def join(self, rid: int, prompt: int, remaining: int) -> None:
         heapq.heappush(self.heap, (self.v + remaining, rid))
         self.ctx0 += prompt - self.v
         self.n += 1
 
+    def idle(self) -> bool:
+        return not self.n and not self.fifo and not self.pending
+
+
+class _Prefill:
+    """A PD prefill group: requests routed to it run FIFO (start, end of prefill, KV arrival at the decode group)."""
+
+    __slots__ = ("gid", "ready_at", "draining", "free_at", "busy_until", "jobs", "prompt", "cached", "done")
+
+    def __init__(self, gid: int, ready_at: float):
+        self.gid = gid
+        self.ready_at = ready_at
+        self.draining = False
+        self.free_at = -math.inf  # end of the last prefill routed here
+        self.busy_until = -math.inf  # end of its last KV transfer
+        self.jobs: deque[tuple[float, float, float, int, int]] = deque()  # (start, end, arrive, prompt, uncached)
+        self.prompt = self.cached = self.done = 0  # SGLang's tokenizer counters (at a request's end)
+
+    def sample(self, now: float, bootstrap: int, metrics_cls: Any) -> Any:
+        """What the operator scrapes from this group at `now` (scrape.GroupMetrics)."""
+        while self.jobs and self.jobs[0][1] <= now and self.jobs[0][2] <= now:
+            _, _, _, prompt, miss = self.jobs.popleft()
+            self.prompt += prompt
+            self.cached += prompt - miss
+            self.done += 1
+        queued = running = inflight = 0
+        for start, end, arrive, _, _ in self.jobs:
+            if start > now:
+                queued += 1
+            elif end > now:
+                running += 1
+            elif arrive > now:
+                inflight += 1
+        return metrics_cls(group=self.gid, kv_used_tokens=0, kv_total_tokens=0, running_reqs=running,
+                           queued_reqs=queued, ranks=1, pods_scraped=1, pods_missing=(),
+                           prompt_tokens_total=float(self.prompt), cached_tokens_total=float(self.cached),
+                           requests_total=float(self.done), prefill_bootstrap_reqs=bootstrap,
+                           prefill_inflight_reqs=inflight)
+
+
+@dataclass(frozen=True)
+class Autoscale:
+    """Per-role autoscaling with the operator's own laws, every `law.STEP_SECONDS`: `law` (autoscale/law.py) sizes
+    the aggregated groups or the PD decode groups on KV; `prefill` (autoscale/prefill.py, PD only) sizes the prefill
+    groups on the observed prompt rate + backlog (prefill_step.observe). New groups serve `PDConfig.cold_start_s`
+    after they are asked for; removed groups leave routing, finish their work and are released at the next step."""
+
+    law: LawParams
+    prefill: PrefillParams | None = None
+    typical_prompt: float = 8192.0  # the declared typical uncached prompt (spec.disaggregation.prefill.promptTokens)
+    initial_prefill: int = 1
+    initial_decode: int = 1
+    # prefill_step cancels a drain when the law's `desired` >= the current count; but prefill.decide answers
+    # `current` ("waiting out the stabilization window") on the call after the one that asked for the drain, so
+    # the operator cancels every prefill drain one step after starting it. True: cancel only when the law's
+    # `need` is back at the current count (the proposed fix, docs/benchmarks.md)
+    drain_cancel_on_need: bool = False
+
+
+def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[int] | None = None,
+                     initial_prefill: int = 1, initial_decode: int = 1, target: float = 0.7,
+                     stabilization_s: float = 600.0, prefill_target: float = 0.7,
+                     prefill_stabilization_s: float = 300.0, drain_cancel_on_need: bool = False) -> Autoscale:
+    """The API's defaults: decode/aggregated target KV 0.7, stabilization 600 s, horizon = cold start; prefill
+    target 0.7, stabilization 300 s, ttftSeconds = the TTFT SLO, throughput per group from the planner's model at
+    the trace's mean uncached prompt (what a user would declare as promptTokens; a configuration, not foresight)."""
+    miss = list(uncached) if uncached is not None else uncached_tokens(reqs)
+    typical = max(1.0, sum(miss) / len(miss)) if miss else 8192.0
+    tput = tp.prefill_tokens_per_second(cfg.model, cfg.accelerator, cfg.gpus, cfg.precision, round(typical))
+    return Autoscale(
+        law=LawParams(target_kv_utilization=target, min_groups=1, max_groups=cfg.max_groups,
+                      scale_down_stabilization_s=stabilization_s, cold_start_s=cfg.cold_start_s),
+        prefill=PrefillParams(tokens_per_second_per_group=tput, target_utilization=prefill_target,
+                              ttft_seconds=cfg.ttft_slo_s, min_groups=1, max_groups=cfg.max_groups,
+                              stabilization_seconds=prefill_stabilization_s),
+        typical_prompt=typical, initial_prefill=initial_prefill, initial_decode=initial_decode,
+        drain_cancel_on_need=drain_cancel_on_need)
+
 
 def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: int, decode_groups: int,
-           uncached: Sequence[int] | None = None) -> ModeResult:
-    """One static fleet: aggregated (`decode_groups` groups doing both) or PD (`prefill_groups` + `decode_groups`)."""
+           uncached: Sequence[int] | None = None, scaling: Autoscale | None = None) -> ModeResult:
+    """One fleet: aggregated (`decode_groups` groups doing both) or PD (`prefill_groups` + `decode_groups`); static,
+    or with `scaling` autoscaled from `scaling.initial_*` groups (`prefill_groups`/`decode_groups` are ignored)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     wall0 = _time.perf_counter()
     pd = mode == "pd"
+    if scaling is not None:
+        prefill_groups, decode_groups = scaling.initial_prefill, scaling.initial_decode
+        if pd and scaling.prefill is None:
+            raise ValueError("PD autoscaling needs prefill parameters")
     miss = list(uncached) if uncached is not None else uncached_tokens(reqs)
     n_req = len(reqs)
     m, acc, prec, g_gpus = cfg.model, cfg.accelerator, cfg.precision, cfg.gpus
     kv_bytes = tp.kv_bytes_per_token(m, acc, cfg.kv_dtype)
     work = [tp.prefill_seconds(m, acc, g_gpus, prec, miss[i], r.input_len - miss[i]) for i, r in enumerate(reqs)]
-    decoders = [_Decoder(cfg.group_kv_tokens) for _ in range(decode_groups)]
-    prefill_free = [0.0] * prefill_groups
+    pre_t = -cfg.cold_start_s  # the initial fleet starts a cold start before t = 0
+    lives: list[list[Any]] = []  # [role, gid, provisioned from, released at (None: still held)]
+    next_gid = [0]
+
+    def provision(role: str, at: float) -> int:
+        gid = next_gid[0]
+        next_gid[0] += 1
+        lives.append([role, gid, at, None])
+        return gid
+
+    def release(gid: int, at: float) -> None:
+        for life in lives:
+            if life[1] == gid and life[3] is None:
+                life[3] = at
+
+    decoders = [_Decoder(cfg.group_kv_tokens, provision("decode", pre_t)) for _ in range(decode_groups)]
+    prefills = [_Prefill(provision("prefill", pre_t), 0.0) for _ in range(prefill_groups if pd else 0)]
     first = [math.nan] * n_req
     done = [math.nan] * n_req
-    home: list[int] = [-1] * n_req
+    home: list[_Decoder | None] = [None] * n_req
+    admitted_at = [math.nan] * n_req
     rejected = 0
     queue: deque[int] = deque()
     joins: list[tuple[float, int]] = []  # (time, rid): PD arrivals at their decode group
     step_cache: dict[tuple[int, int], float] = {}
+    # between two law steps (what SGLang's counters give the operator): admissions, finished requests
+    iv = {"admitted": 0, "done": 0, "service": 0.0, "prompt": 0, "miss": 0, "arrived_miss": 0, "since": 0.0}
+    mean_kv_prompt: list[float | None] = [None]  # mean prompt KV a queued request needs (last interval with finishes)
 
     def step_s(n: int, ctx: float) -> float:
         key = (n, int(ctx) >> 8)  # 256-token context buckets
@@ -165,23 +294,34 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         r = reqs[rid]
         need = r.input_len + r.output_len
         best = None
-        for gi, d in enumerate(decoders):
-            if d.kv_free >= need:
+        for d in decoders:
+            if d.kv_free >= need and d.ready_at <= now and not d.draining:
                 key = (d.work, -d.kv_free) if not pd else (-d.kv_free, 0)
                 if best is None or key < best[0]:
-                    best = (key, gi)
+                    best = (key, d)
         if best is None:
             return False
-        gi = best[1]
-        d = decoders[gi]
-        d.kv_free -= need
-        home[rid] = gi
+        pre = None
         if pd:
-            pi = min(range(prefill_groups), key=prefill_free.__getitem__)
-            end = max(now, prefill_free[pi]) + work[rid]
-            prefill_free[pi] = end
+            routable = [p for p in prefills if p.ready_at <= now and not p.draining]
+            if not routable:
+                return False
+            pre = min(routable, key=lambda p: p.free_at)
+        d = best[1]
+        d.kv_free -= need
+        home[rid] = d
+        admitted_at[rid] = now
+        iv["admitted"] += 1
+        if pre is not None:
+            start = max(now, pre.free_at)
+            end = start + work[rid]
+            pre.free_at = end
             arrive = end + kv_transfer(r.input_len)
+            pre.busy_until = arrive
+            pre.jobs.append((start, end, arrive, r.input_len, miss[rid]))
             first[rid] = arrive
+            d.pending += 1
+            d.pending_tokens += r.input_len
             heapq.heappush(joins, (arrive, rid))
         else:
             spt = work[rid] / miss[rid] if miss[rid] else 0.0
@@ -192,7 +332,13 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     def finish(rid: int, t: float) -> None:
         r = reqs[rid]
         done[rid] = t
-        decoders[home[rid]].kv_free += r.input_len + r.output_len
+        d = home[rid]
+        assert d is not None
+        d.kv_free += r.input_len + r.output_len
+        iv["done"] += 1
+        iv["service"] += t - admitted_at[rid]
+        iv["prompt"] += r.input_len
+        iv["miss"] += miss[rid]
 
     def start_decode(d: _Decoder, rid: int, t: float) -> None:
         r = reqs[rid]
@@ -205,18 +351,160 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         while queue and admit(queue[0], now):
             queue.popleft()
 
+    # -- the autoscalers: what the operator measures at a step, its laws, and their actuation --------------------
+    law_state = LawState()
+    pre_state = PrefillState()
+    pre_memory: Any = None
+    metrics_cls: Any = None
+    if scaling is not None and pd:
+        from moe_operator.autoscale.prefill_step import PrefillMemory
+        from moe_operator.autoscale.prefill_step import observe as prefill_observe
+        from moe_operator.autoscale.scrape import GroupMetrics
+
+        pre_memory, metrics_cls = PrefillMemory(), GroupMetrics
+    pre_drain: list[_Prefill | None] = [None]  # the prefill group draining (prefill_step: one at a time)
+    timeline: list[tuple[float, int, int, float, float, int]] = []
+    reasons: list[tuple[float, str, str]] = []
+    scale_events = 0
+    peaks = {"prefill": prefill_groups if pd else 0, "decode": decode_groups}
+
+    def used_kv(d: _Decoder) -> int:
+        used = d.ctx0 + d.n * d.v if d.n else 0.0
+        if pd:
+            return int(used + d.pending_tokens)
+        if d.fifo:  # the request being prefilled holds its KV; the others wait in SGLang's queue
+            used += reqs[int(d.fifo[0][0])].input_len
+        return int(used)
+
+    def queued_reqs(d: _Decoder) -> int:
+        return max(0, len(d.fifo) - 1)  # aggregated: waiting for a chunked prefill (SGLang's waiting queue)
+
+    def law_step(now: float) -> None:
+        nonlocal law_state, scale_events
+        assert scaling is not None
+        span = now - iv["since"]
+        rate = iv["admitted"] / span if span > 0 else None
+        service = iv["service"] / iv["done"] if iv["done"] else None
+        if iv["done"]:
+            mean_kv_prompt[0] = (iv["prompt"] if pd else iv["miss"]) / iv["done"]
+        active = [d for d in decoders if not d.draining]
+        q = len(queue)
+        samples = []
+        for d in active:
+            if d.ready_at > now:
+                continue
+            dq = queued_reqs(d) + q
+            samples.append(GroupSample(used_kv(d), cfg.group_kv_tokens, d.n + d.pending + (1 if d.fifo else 0), dq,
+                                       queued_tokens=dq * mean_kv_prompt[0] if mean_kv_prompt[0] is not None
+                                       else None, admitted_per_s=rate, service_s=service))
+            q, rate = 0, (0.0 if rate is not None else None)  # the fleet's queue and rate are reported once
+        starting = sum(1 for d in active if d.ready_at > now)
+        dec = law_decide(now, samples, len(active), starting, law_state, scaling.law)
+        law_state = dec.state
+        desired = dec.desired_groups
+        cur = len(active)
+        if desired != cur:
+            scale_events += 1
+            reasons.append((now, "decode" if pd else "aggregated", dec.reason))
+        if desired > cur:
+            for d in sorted((d for d in decoders if d.draining), key=lambda d: -d.gid):
+                if cur >= desired:
+                    break
+                d.draining = False  # routed again (instantly, before a new group is started)
+                cur += 1
+            while cur < desired:
+                decoders.append(_Decoder(cfg.group_kv_tokens, provision("decode", now),
+                                         now + cfg.cold_start_s))
+                cur += 1
+        elif desired < cur:
+            excess = cur - desired
+            for d in sorted(active, key=lambda d: (d.ready_at <= now, -d.gid)):  # starting first, newest first
+                if excess == 0:
+                    break
+                excess -= 1
+                if d.ready_at > now:  # a starting group is cancelled
+                    decoders.remove(d)
+                    release(d.gid, now)
+                else:
+                    d.draining = True  # leaves routing; released at a step when it holds nothing
+        if pd:
+            prefill_step(now, desired)
+
+    def prefill_step(now: float, decode_desired: int) -> None:
+        nonlocal scale_events
+        assert scaling is not None and scaling.prefill is not None
+        samples = {}
+        boot = len(queue)  # requests whose decode side has no KV for them yet: the prefill bootstrap queue
+        for p in prefills:
+            samples[p.gid] = p.sample(now, boot, metrics_cls)
+            boot = 0
+        rate, backlog = prefill_observe(samples, pre_memory, now, scaling.typical_prompt)
+        cur = len(prefills)
+        dec = prefill_decide(now, scaling.prefill, pre_state, cur, decode_desired, rate, backlog)
+        g = pre_drain[0]
+        if g is not None:
+            s = samples[g.gid]
+            if (dec.need if scaling.drain_cancel_on_need else dec.desired) >= cur:  # demand is back
+                g.draining = False
+                pre_drain[0] = None
+                reasons.append((now, "prefill", f"drain of group {g.gid} cancelled: {dec.reason}"))
+            elif (s.running_reqs == 0 and s.queued_reqs == 0 and s.prefill_bootstrap_reqs == 0
+                  and s.prefill_inflight_reqs == 0):
+                prefills.remove(g)
+                release(g.gid, now)
+                pre_drain[0] = None
+                scale_events += 1
+                reasons.append((now, "prefill", f"group {g.gid} drained: {cur} -> {cur - 1}: {dec.reason}"))
+            return
+        if dec.desired > cur:
+            for _ in range(dec.desired - cur):
+                prefills.append(_Prefill(provision("prefill", now), now + cfg.cold_start_s))
+            scale_events += 1
+            reasons.append((now, "prefill", f"{cur} -> {dec.desired}: {dec.reason}"))
+        elif dec.desired < cur and cur > 0:
+            g = prefills[-1]
+            g.draining = True
+            pre_drain[0] = g
+            reasons.append((now, "prefill", f"group {g.gid} leaves routing: {dec.reason}"))
+
+    def release_drained(now: float) -> None:
+        for d in [d for d in decoders if d.draining and (d.idle() or d.ready_at > now)]:
+            decoders.remove(d)
+            release(d.gid, now)
+
+    def record(now: float) -> None:
+        tput = scaling.prefill.tokens_per_second_per_group if scaling is not None and scaling.prefill else \
+            tp.prefill_tokens_per_second(m, acc, g_gpus, prec, 8192)
+        span = now - iv["since"]
+        pre_demand = iv["arrived_miss"] / span / tput if span > 0 else 0.0
+        kv = sum(used_kv(d) for d in decoders) / cfg.group_kv_tokens
+        timeline.append((now, len(prefills), len(decoders), round(pre_demand, 3), round(kv, 3), len(queue)))
+        peaks["prefill"] = max(peaks["prefill"], len(prefills))
+        peaks["decode"] = max(peaks["decode"], len(decoders))
+
     order = sorted(range(n_req), key=lambda i: reqs[i].arrival)
     ai = 0
     dt = cfg.slice_s
     t = 0.0
+    next_step = 0.0
     last = reqs[order[-1]].arrival if n_req else 0.0
     while True:
-        # arrivals in [t, t + dt) are admitted at their arrival instant (their prefill starts then)
         te = t + dt
+        if t >= next_step - 1e-9:  # a law step (and the timeline) at the operator's cadence
+            if scaling is not None:
+                release_drained(t)
+                law_step(t)
+            record(t)
+            iv.update(admitted=0, done=0, service=0.0, prompt=0, miss=0, arrived_miss=0, since=t)
+            next_step += STEP_SECONDS
+        if queue and scaling is not None:  # groups that became Ready (or were routed again) take the queue
+            drain(t)
+        # arrivals in [t, t + dt) are admitted at their arrival instant (their prefill starts then)
         while ai < n_req and reqs[order[ai]].arrival < te:
             rid = order[ai]
             ai += 1
             r = reqs[rid]
+            iv["arrived_miss"] += miss[rid]
             if r.input_len + r.output_len > cfg.group_kv_tokens:
                 rejected += 1
                 continue
@@ -224,7 +512,11 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                 queue.append(rid)
         while joins and joins[0][0] < te:
             at, rid = heapq.heappop(joins)
-            start_decode(decoders[home[rid]], rid, at)
+            d = home[rid]
+            assert d is not None
+            d.pending -= 1
+            d.pending_tokens -= reqs[rid].input_len
+            start_decode(d, rid, at)
         freed = False
         for d in decoders:
             left = dt
@@ -292,14 +584,35 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             itl.append(a)
             ok = ok and a <= cfg.itl_slo_s
         good += ok
-    groups = decode_groups + (prefill_groups if pd else 0)
     span = max(end, last)
+    record(span)
+    # GPU-hours: every group from when it was asked for (the initial ones a cold start before t = 0) to its release
+    # (a drained group at the step that saw it empty) or the end of the run
+    group_s = {"prefill": 0.0, "decode": 0.0}
+    for role, _gid, t0, t1 in lives:
+        group_s[role] += max(0.0, min(span, t1 if t1 is not None else span) - t0)
+    if not pd:
+        group_s["prefill"] = 0.0
+    gpu_hours = (group_s["prefill"] + group_s["decode"]) * g_gpus / 3600.0
+    auto = scaling is not None
+    n_pre = peaks["prefill"] if auto else (prefill_groups if pd else 0)
+    n_dec = peaks["decode"] if auto else decode_groups
+    run_s = span - pre_t
     return ModeResult(
-        mode=mode, prefill_groups=prefill_groups if pd else 0, decode_groups=decode_groups, gpus=groups * g_gpus,
+        mode=mode, prefill_groups=n_pre, decode_groups=n_dec, gpus=(n_pre + n_dec) * g_gpus,
         requests=n_req, completed=completed, rejected=rejected, ttft_p50_s=_pct(ttft, 0.5), ttft_p99_s=_pct(ttft, 0.99),
         itl_p50_s=_pct(itl, 0.5), itl_p99_s=_pct(itl, 0.99), goodput=good / n_req if n_req else 0.0,
-        goodput_rps=good / span if span else 0.0, gpu_hours=groups * g_gpus * (cfg.cold_start_s + span) / 3600.0,
-        end_s=end, wall_s=_time.perf_counter() - wall0)
+        goodput_rps=good / span if span else 0.0, gpu_hours=gpu_hours, end_s=end, wall_s=_time.perf_counter() - wall0,
+        autoscaled=auto, mean_prefill_groups=group_s["prefill"] / run_s if run_s else 0.0,
+        mean_decode_groups=group_s["decode"] / run_s if run_s else 0.0, scale_events=scale_events,
+        timeline=timeline if auto else timeline[:1] + timeline[-1:], reasons=reasons)
+
+
+def replay_autoscaled(reqs: Sequence[Request], cfg: PDConfig, mode: str, uncached: Sequence[int] | None = None,
+                      scaling: Autoscale | None = None) -> ModeResult:
+    """`replay` with the operator's laws (defaults: `autoscale_params`, from one group per role)."""
+    miss = list(uncached) if uncached is not None else uncached_tokens(reqs)
+    return replay(reqs, cfg, mode, 0, 0, miss, scaling or autoscale_params(reqs, cfg, miss))
 
 
 def _ok(res: ModeResult, cfg: PDConfig) -> bool:

@@ -100,3 +100,84 @@ def test_cli_pd_prints_both_modes(tmp_path, capsys) -> None:  # type: ignore[no-
     data = json.loads(capsys.readouterr().out)
     assert set(data) >= {"aggregated", "pd", "parameters"}
     assert data["pd"]["prefill_groups"] >= 1
+
+
+# -- per-role autoscaling with the operator's own laws (autoscale/law.py, autoscale/prefill.py) ------------------
+
+ACFG = pd.PDConfig(**{**CFG.__dict__, "cold_start_s": 60.0, "max_groups": 8, "slice_s": 0.5})
+
+
+def burst(quiet: float = 1800.0) -> list[Request]:
+    """Light steady load, a 4-minute prompt burst (long uncached prompts) at t = 300 s, then light load again."""
+    reqs = [Request(i * 4.0, 3000, 60) for i in range(int((600 + quiet) / 4))]
+    reqs += [Request(300.0 + i * 0.5, 40000, 20) for i in range(480)]
+    return sorted(reqs, key=lambda r: r.arrival)
+
+
+def _scaling(reqs: list[Request], cfg: pd.PDConfig, **kw: object) -> pd.Autoscale:
+    return pd.autoscale_params(reqs, cfg, None, 1, 1, stabilization_s=120.0, prefill_stabilization_s=60.0,
+                               **kw)  # type: ignore[arg-type]
+
+
+def test_autoscaled_prefill_grows_on_a_prompt_burst_and_drains_after_it() -> None:
+    reqs = burst()
+    res = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG, drain_cancel_on_need=True))
+    assert res.autoscaled and res.completed == len(reqs)
+    before = [n for t, n, *_ in res.timeline if t < 300]
+    assert max(before) == 1
+    assert res.prefill_groups >= 3  # the peak, during the burst
+    assert res.timeline[-1][1] < res.prefill_groups  # shrank after it
+    # a drain: the group left routing, then was released once idle (a later step)
+    leave = [t for t, role, why in res.reasons if role == "prefill" and "leaves routing" in why]
+    gone = [t for t, role, why in res.reasons if role == "prefill" and "drained" in why]
+    assert leave and gone and min(gone) > min(leave)
+    # GPU-hours count the groups while they start and drain: more than the smallest fleet all along
+    assert res.gpu_hours > 2 * ACFG.gpus * (ACFG.cold_start_s + reqs[-1].arrival) / 3600
+
+
+def test_operator_prefill_drain_rule_cancels_every_drain() -> None:
+    # prefill_step cancels a drain when decide's `desired` >= current; decide answers `current` on the step after
+    # asking for the drain (its stabilization window restarts), so the pool never shrinks (the law weakness reported)
+    reqs = burst()
+    res = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG))
+    assert res.timeline[-1][1] == res.prefill_groups
+    assert any("cancelled" in why for _, role, why in res.reasons if role == "prefill")
+
+
+def test_autoscaled_decode_grows_with_kv() -> None:
+    cfg = pd.PDConfig(**{**ACFG.__dict__, "group_kv_tokens": 400_000})
+    reqs = [Request(i * 0.5, 20000, 400) for i in range(1200)]  # ~0.6 groups of KV after a minute, then more
+    res = pd.replay(reqs, cfg, "pd", 0, 0, None, _scaling(reqs, cfg))
+    assert res.decode_groups >= 2
+    grew = [t for t, role, why in res.reasons if role == "decode" and "->" in why]
+    assert grew
+    agg = pd.replay(reqs, cfg, "aggregated", 0, 0, None, _scaling(reqs, cfg))
+    assert agg.decode_groups >= 2 and agg.prefill_groups == 0
+
+
+def test_autoscaled_replay_is_deterministic_and_static_is_unchanged() -> None:
+    reqs = burst(quiet=300.0)
+    a = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG))
+    b = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG))
+    a.wall_s = b.wall_s = 0.0
+    assert a == b
+    s1 = pd.replay(reqs, ACFG, "pd", 2, 1)
+    assert not s1.autoscaled and s1.prefill_groups == 2 and s1.decode_groups == 1
+    assert abs(s1.gpu_hours - 24 * (ACFG.cold_start_s + max(s1.end_s, reqs[-1].arrival)) / 3600) < 1e-9
+
+
+def test_cli_pd_autoscale_prints_four_modes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from moe_operator.cli import main
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"timestamp": i * 800, "input_length": 4000, "output_length": 80,
+                                        "hash_ids": list(range(i * 8, i * 8 + 8))}) + "\n" for i in range(40)))
+    args = ["simulate", "--pd", "--autoscale", "--trace", str(path), "--model", "kimi-k2.5", "--precision", "int4",
+            "--accelerator", "h200", "--max-groups", "4", "--ttft-slo", "5", "--cold-start", "60"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "aggregated-auto" in out and "PD-auto" in out
+    assert main([*args, "-o", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"aggregated", "pd", "aggregated_autoscaled", "pd_autoscaled"}
+    assert data["pd_autoscaled"]["autoscaled"] and data["pd_autoscaled"]["timeline"]
