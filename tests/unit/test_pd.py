@@ -215,6 +215,9 @@ def test_need_counts_rate_and_backlog() -> None:
     assert need_groups(P, 0, 0) == 0
     assert need_groups(P, 25_000, 0) == 5  # 25k / (10k x 0.5)
     assert need_groups(P, 25_000, 300_000) == 8  # + 300k tokens to clear in 10 s at 10k/s per group
+    # a group asked for now serves after its cold start: the backlog is spread over that, not over the TTFT target
+    slow = PrefillParams(**{**P.__dict__, "cold_start_seconds": 300.0})
+    assert need_groups(slow, 25_000, 300_000) == 6
 
 
 def test_up_in_one_step_down_one_per_window_never_with_backlog() -> None:
@@ -248,7 +251,8 @@ def test_observe_rate_and_backlog_from_sglang_counters() -> None:
     assert observe({0: g(0, 1000, 0, 1, 0)}, m, 100.0, 5000) == (None, None)  # one sample: no rate yet
     rate, backlog = observe({0: g(0, 21000, 1000, 5, 2, 1)}, m, 110.0, 5000)
     assert rate == pytest.approx(1900.0)  # (20000 - 1000 uncached) / 10 s
-    assert backlog == pytest.approx(3 * 19000 / 4)  # (queued + bootstrap) x mean uncached prompt
+    # queued x mean uncached prompt; the one in the bootstrap queue waits for decode KV, not for a prefill group
+    assert backlog == pytest.approx(2 * 19000 / 4)
     rate, _ = observe({0: g(0, 10, 0, 1, 0)}, m, 120.0, 5000)  # a restarted server re-bases, the rate holds
     assert rate == pytest.approx(1900.0)
 
@@ -259,7 +263,8 @@ async def test_prefill_params_come_from_the_spec() -> None:
         "autoscaling": {"enabled": True, "targetUtilization": 0.6, "scaleDownStabilizationSeconds": 45}},
         disaggregation__ratio={"min": 0.5}))).spec
     assert prefill_enabled(spec)
-    assert prefill_params(spec, 1234.0) == PrefillParams(1234.0, 0.6, 3.0, 2, 7, 45.0, 0.5, None)
+    assert prefill_params(spec, 1234.0) == PrefillParams(1234.0, 0.6, 3.0, 2, 7, 45.0, 0.5, None, 300.0)
+    assert prefill_params(spec, 1234.0, measured_cold_start=95.0).cold_start_seconds == 95.0
     fixed = typed(body(with_(disaggregation__prefill={"promptTokensPerSecond": 1, "groups": 2,
                                                       "autoscaling": {"enabled": True}}))).spec
     assert not prefill_enabled(fixed)  # a fixed count is never autoscaled

@@ -31,6 +31,7 @@ class PrefillMemory:
     last: dict[int, tuple[float, float, float]] = field(default_factory=dict)  #: group -> (t, uncached, requests)
     rate: float | None = None
     per_request: float | None = None  #: mean uncached prompt of a finished request
+    cold_starts: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,19 @@ def prefill_enabled(spec: MoEDeploymentSpec) -> bool:
     return pd is not None and pd.prefill.autoscaling.enabled and pd.prefill.groups is None
 
 
-def prefill_params(spec: MoEDeploymentSpec, tokens_per_second_per_group: float) -> PrefillParams:
-    """The prefill law's settings from the typed spec (its defaults are the API's)."""
+def prefill_params(spec: MoEDeploymentSpec, tokens_per_second_per_group: float,
+                   measured_cold_start: float | None = None) -> PrefillParams:
+    """The prefill law's settings from the typed spec (its defaults are the API's); the cold start as the decode
+    law takes it (autoscaling.coldStartSeconds, else measured, else the default)."""
+    from moe_operator.autoscale.controller import DEFAULT_COLD_START_S
+
     pd = spec.disaggregation
     assert pd is not None
     p = pd.prefill
+    cold = spec.autoscaling.cold_start_seconds
     return PrefillParams(
+        cold_start_seconds=float(cold) if cold is not None else (
+            measured_cold_start if measured_cold_start is not None else DEFAULT_COLD_START_S),
         tokens_per_second_per_group=tokens_per_second_per_group,
         target_utilization=p.autoscaling.target_utilization, ttft_seconds=p.ttft_seconds,
         min_groups=p.min_groups, max_groups=p.max_groups,
@@ -85,7 +93,8 @@ def observe(groups: Mapping[int, GroupMetrics], memory: PrefillMemory, now: floa
         memory.rate = total_rate
     if memory.rate is None:
         return None, None
-    waiting = sum(m.queued_reqs + m.prefill_bootstrap_reqs for m in groups.values())
+    # not the bootstrap queue: those wait for their decode side's KV (the decode role's shortage)
+    waiting = sum(m.queued_reqs for m in groups.values())
     return memory.rate, waiting * (memory.per_request or typical_prompt)
 
 
@@ -97,7 +106,7 @@ def _idle(m: GroupMetrics | None) -> bool:
 async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], spec: MoEDeploymentSpec,
                        memory: PrefillMemory, lws: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                        routers: Sequence[Mapping[str, Any]], decode_groups: int) -> PrefillResult | None:
-    from moe_operator.autoscale.controller import metrics_port, route, targets
+    from moe_operator.autoscale.controller import measure_cold_starts, metrics_port, route, targets
 
     status = dict((body.get("status") or {}).get("prefill") or {})
     plan = status.get("plan") or {}
@@ -112,14 +121,18 @@ async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping
     scraped = await scrape(session, targets(pods, metrics_port(spec)))
     typical = float(pd.prefill.prompt_tokens or spec.sessions.average_context_tokens or spec.sessions.context_tokens)
     rate, backlog = observe(scraped.groups, memory, now, typical)
-    d = decide(now, prefill_params(spec, tput), memory.state, current, decode_groups, rate, backlog)
+    memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
+    measured = max(memory.cold_starts) if memory.cold_starts else None
+    d = decide(now, prefill_params(spec, tput, measured), memory.state, current, decode_groups, rate, backlog)
     patch: dict[str, Any] = {"promptTokensPerSecond": round(rate) if rate is not None else None,
                              "backlogTokens": round(backlog) if backlog is not None else None}
     drain = status.get("drain")
     if drain is not None:
         g = int(drain["group"])
         started = _ts(drain.get("startedAt")) or now
-        if d.desired >= current:  # demand is back: the group serves again
+        # demand is back: the group serves again. `need`, not `desired`: right after the step that started this drain
+        # the law holds (desired == current while its next window runs), which is no reason to cancel
+        if d.need >= current:
             await route(kube, session, spec, ns, pods, routers, g, routable=True, pd_role="prefill")
             patch["drain"] = None
             return PrefillResult(patch, False, ("PrefillDrainCancelled", f"prefill group {g} routed again: {d.reason}"))
