@@ -97,15 +97,21 @@ def desired_prefill_groups(spec: MoEDeploymentSpec, planned: PlannedDeployment, 
     if p.groups is not None:
         return p.groups
     n = pp.groups
+    current: int | None = None
     if p.autoscaling.enabled:
-        current = (status.get("prefill") or {}).get("desiredGroups")
-        n = int(current) if current is not None else n
+        seen = (status.get("prefill") or {}).get("desiredGroups")
+        current = int(seen) if seen is not None else None
+        n = current if current is not None else n
     lo, hi = p.min_groups, p.max_groups
     if pd.ratio is not None and pd.ratio.min is not None:
         lo = max(lo, math.ceil(pd.ratio.min * decode_groups))
     if pd.ratio is not None and pd.ratio.max is not None:
-        hi = min(hi, math.floor(pd.ratio.max * decode_groups)) if hi is not None \
-            else math.floor(pd.ratio.max * decode_groups)
+        cap = math.floor(pd.ratio.max * decode_groups)
+        if current is not None:
+            # a decode scale-down must not cut serving prefill groups here, undrained: the prefill autoscaler applies
+            # the same bound (autoscale/prefill.py bounds) and drains down to it one group at a time
+            cap = max(cap, min(current, hi) if hi is not None else current)
+        hi = min(hi, cap) if hi is not None else cap
     n = max(lo, n)
     return min(hi, n) if hi is not None else n
 

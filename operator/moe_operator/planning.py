@@ -306,6 +306,11 @@ def planned_prefill(spec: MoEDeploymentSpec, base: PlanRequest, decode: Plan,
     if spec.disaggregation is None:
         return None
     transfer_backend(spec, profile)
+    typical = spec.disaggregation.prefill.prompt_tokens
+    if typical is not None and typical > spec.sessions.context_tokens:
+        raise SpecProblem("spec.disaggregation.prefill.promptTokens", "InvalidSpec",
+                          f"{typical} is more than sessions.contextTokens ({spec.sessions.context_tokens}): no "
+                          "server accepts such a prompt")
     decode_groups = spec.replicas if spec.replicas is not None else decode.groups
     try:
         return _prefill_cached(base, prefill_request(spec), decode, decode_groups)

@@ -151,6 +151,8 @@ async def test_ascend_uses_its_transfer_engine_and_the_store_url_on_every_server
      "spec.disaggregation.prefill", "minGroups (3) must be <="),
     (with_(sglang={"extraArgs": ["--disaggregation-mode", "prefill"]}), "kimi", "spec.sglang.extraArgs",
      "--disaggregation-mode"),
+    (with_(disaggregation__prefill={"promptTokensPerSecond": 1, "promptTokens": 200000}), "kimi",
+     "spec.disaggregation.prefill.promptTokens", "sessions.contextTokens (131072)"),
 ])
 async def test_refused_with_the_field_and_the_number(spec: dict[str, Any], name: str, field: str,
                                                      words: str) -> None:
@@ -180,6 +182,11 @@ async def test_prefill_count_fixed_planned_autoscaled_and_ratio_bounded() -> Non
     ratio = with_(disaggregation__ratio={"min": 2, "max": 3})
     assert await count(ratio, decode=4) == max(8, min(12, planned.groups))
     assert await count(with_(disaggregation__ratio={"max": 1}), decode=2) == 2
+    # a decode scale-down does not cut autoscaled prefill groups undrained: the prefill autoscaler drains to the bound
+    auto_ratio = with_(disaggregation__prefill={"promptTokensPerSecond": 60000, "autoscaling": {"enabled": True}},
+                       disaggregation__ratio={"max": 2})
+    assert await count(auto_ratio, {"prefill": {"desiredGroups": 6}}, decode=1) == 6
+    assert await count(auto_ratio, {"prefill": {"desiredGroups": 6}}, decode=4) == 6
 
 
 def test_prefill_plan_meets_the_ttft_target_at_its_count() -> None:
