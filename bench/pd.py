@@ -25,9 +25,10 @@ Autoscaled rows (both modes; `moe_sim.pd.replay` with `Autoscale`): the operator
 (autoscale/law.py on KV for the aggregated groups and the PD decode groups, autoscale/prefill.py on the observed
 prompt rate + backlog for the PD prefill groups, prefill_step.observe on simulated SGLang counters), the API's
 defaults, 300 s cold start for every new group, drains before removal. `agents` starts from one group per role (the
-workload ramps up from zero), `mooncake-30min` from the static fleet (the trace starts at full load). `pd_autoscaled`
-mirrors the operator's prefill drain rule as it is; `pd_autoscaled_drain_fix` cancels a prefill drain only when the
-prefill law's need is back (the fix proposed in docs/benchmarks.md). Pictures: bench/results/pd-<setting>.png.
+workload ramps up from zero), `mooncake-30min` from the static fleet (the trace starts at full load). The prefill
+drain rules are prefill_step's (a drain is cancelled when the law's need is back at the current count; the group is
+released when it runs, queues and sends nothing); the backlog is spread over max(TTFT, cold start). Pictures:
+bench/results/pd-<setting>.png.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def run_setting(s: dict[str, Any], max_groups: int) -> dict[str, Any]:
     res = pd.compare(reqs, cfg)
     static_wall = time.perf_counter() - t0
     miss = pd.uncached_tokens(reqs)
-    for mode, fix in (("aggregated", False), ("pd", False), ("pd", True)):
+    for mode in pd.MODES:
         st = res[mode]
         init = (max(1, st.prefill_groups), st.decode_groups) if s.get("initial") == "static" else (1, 1)
-        sc = pd.autoscale_params(reqs, cfg, miss, init[0], init[1], drain_cancel_on_need=fix)
-        res[f"{mode}_autoscaled" + ("_drain_fix" if fix else "")] = pd.replay(reqs, cfg, mode, 0, 0, miss, sc)
+        sc = pd.autoscale_params(reqs, cfg, miss, init[0], init[1])
+        res[f"{mode}_autoscaled"] = pd.replay(reqs, cfg, mode, 0, 0, miss, sc)
     return {
         "setting": s, "requests": len(reqs), "span_s": reqs[-1].arrival,
         "mean_input_tokens": sum(r.input_len for r in reqs) / len(reqs),
@@ -105,8 +106,7 @@ def run_setting(s: dict[str, Any], max_groups: int) -> dict[str, Any]:
 
 
 COLUMNS = (("aggregated", "aggregated static"), ("aggregated_autoscaled", "aggregated autoscaled"),
-           ("pd", "PD static"), ("pd_autoscaled", "PD autoscaled"),
-           ("pd_autoscaled_drain_fix", "PD autoscaled, prefill drain fix"))
+           ("pd", "PD static"), ("pd_autoscaled", "PD autoscaled"))
 
 
 def _groups(r: dict[str, Any]) -> str:
@@ -162,12 +162,8 @@ def pictures(runs: list[dict[str, Any]], outdir: str) -> list[str]:
         mins = [row[0] / 60 for row in tl]
         top.fill_between(mins, [row[3] for row in tl], step="post", color="tab:red", alpha=0.15,
                          label="prefill demand (uncached prompt tokens arriving / one group's tokens/s)")
-        for key, color, lw in (("pd_autoscaled", "tab:blue", 1.6), ("pd_autoscaled_drain_fix", "tab:green", 1.2)):
-            r = res.get(key)
-            if r:
-                top.step([row[0] / 60 for row in r["timeline"]], [row[1] for row in r["timeline"]], where="post",
-                         color=color, lw=lw, label=f"{key.replace('_', ' ')} prefill groups "
-                                                  f"({r['gpu_hours']:.0f} GPU-h)")
+        top.step(mins, [row[1] for row in tl], where="post", color="tab:blue", lw=1.6,
+                 label=f"PD autoscaled prefill groups ({pa['gpu_hours']:.0f} GPU-h, both roles)")
         top.axhline(res["pd"]["prefill_groups"], color="tab:gray", ls=":", label="PD static prefill groups")
         top.set_ylabel("prefill groups")
         top.legend(loc="upper right", fontsize=7)

@@ -65,9 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "removal): four columns, aggregated and PD, static and autoscaled")
     p.add_argument("--autoscale-initial", choices=("min", "static"), default="min",
                    help="--pd --autoscale: start from one group per role (min, default) or from the static fleet")
-    p.add_argument("--prefill-drain-fix", action="store_true",
-                   help="--pd --autoscale: cancel a prefill drain only when the prefill law's need is back (the "
-                        "proposed fix; default: the operator's prefill_step rule)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
@@ -216,8 +213,7 @@ def run_pd(args: argparse.Namespace) -> int:
             for mode in pd.MODES:
                 st = res[mode]
                 init = (max(1, st.prefill_groups), st.decode_groups) if args.autoscale_initial == "static" else (1, 1)
-                sc = pd.autoscale_params(reqs, pcfg, miss, init[0], init[1],
-                                         drain_cancel_on_need=args.prefill_drain_fix)
+                sc = pd.autoscale_params(reqs, pcfg, miss, init[0], init[1])
                 res[f"{mode}_autoscaled"] = pd.replay(reqs, pcfg, mode, 0, 0, miss, sc)
     except (OSError, ValueError, KeyError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -207,20 +207,17 @@ class Autoscale:
     typical_prompt: float = 8192.0  # the declared typical uncached prompt (spec.disaggregation.prefill.promptTokens)
     initial_prefill: int = 1
     initial_decode: int = 1
-    # prefill_step cancels a drain when the law's `desired` >= the current count; but prefill.decide answers
-    # `current` ("waiting out the stabilization window") on the call after the one that asked for the drain, so
-    # the operator cancels every prefill drain one step after starting it. True: cancel only when the law's
-    # `need` is back at the current count (the proposed fix, docs/benchmarks.md)
-    drain_cancel_on_need: bool = False
 
 
 def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[int] | None = None,
                      initial_prefill: int = 1, initial_decode: int = 1, target: float = 0.7,
                      stabilization_s: float = 600.0, prefill_target: float = 0.7,
-                     prefill_stabilization_s: float = 300.0, drain_cancel_on_need: bool = False) -> Autoscale:
+                     prefill_stabilization_s: float = 300.0) -> Autoscale:
     """The API's defaults: decode/aggregated target KV 0.7, stabilization 600 s, horizon = cold start; prefill
-    target 0.7, stabilization 300 s, ttftSeconds = the TTFT SLO, throughput per group from the planner's model at
-    the trace's mean uncached prompt (what a user would declare as promptTokens; a configuration, not foresight)."""
+    target 0.7, stabilization 300 s, ttftSeconds = the TTFT SLO, the backlog spread over max(TTFT, cold start) as
+    prefill_step.prefill_params does with the measured cold start (`cfg.cold_start_s`), throughput per group from
+    the planner's model at the trace's mean uncached prompt (what a user would declare as promptTokens; a
+    configuration, not foresight)."""
     miss = list(uncached) if uncached is not None else uncached_tokens(reqs)
     typical = max(1.0, sum(miss) / len(miss)) if miss else 8192.0
     tput = tp.prefill_tokens_per_second(cfg.model, cfg.accelerator, cfg.gpus, cfg.precision, round(typical))
@@ -229,9 +226,8 @@ def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[
                       scale_down_stabilization_s=stabilization_s, cold_start_s=cfg.cold_start_s),
         prefill=PrefillParams(tokens_per_second_per_group=tput, target_utilization=prefill_target,
                               ttft_seconds=cfg.ttft_slo_s, min_groups=1, max_groups=cfg.max_groups,
-                              stabilization_seconds=prefill_stabilization_s),
-        typical_prompt=typical, initial_prefill=initial_prefill, initial_decode=initial_decode,
-        drain_cancel_on_need=drain_cancel_on_need)
+                              stabilization_seconds=prefill_stabilization_s, cold_start_seconds=cfg.cold_start_s),
+        typical_prompt=typical, initial_prefill=initial_prefill, initial_decode=initial_decode)
 
 
 def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: int, decode_groups: int,
@@ -444,7 +440,9 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         g = pre_drain[0]
         if g is not None:
             s = samples[g.gid]
-            if (dec.need if scaling.drain_cancel_on_need else dec.desired) >= cur:  # demand is back
+            # prefill_step.prefill_once: demand is back (the law's `need`, not `desired`, which holds at the current
+            # count while the window after the step that started this drain runs)
+            if dec.need >= cur:
                 g.draining = False
                 pre_drain[0] = None
                 reasons.append((now, "prefill", f"drain of group {g.gid} cancelled: {dec.reason}"))

@@ -119,29 +119,37 @@ def _scaling(reqs: list[Request], cfg: pd.PDConfig, **kw: object) -> pd.Autoscal
                                **kw)  # type: ignore[arg-type]
 
 
-def test_autoscaled_prefill_grows_on_a_prompt_burst_and_drains_after_it() -> None:
+def test_autoscale_params_follow_prefill_step() -> None:
+    # prefill_step.prefill_params: the backlog is spread over max(TTFT, cold start) with the cold start measured
+    reqs = burst(quiet=300.0)
+    sc = _scaling(reqs, ACFG)
+    assert sc.prefill is not None
+    assert sc.prefill.cold_start_seconds == ACFG.cold_start_s
+    assert sc.prefill.ttft_seconds == ACFG.ttft_slo_s
+    assert sc.law.cold_start_s == ACFG.cold_start_s
+
+
+def test_autoscaled_prefill_grows_on_a_prompt_burst_and_shrinks_after_it() -> None:
+    # the operator's drain rule (prefill_step: a drain is cancelled only when the law's need is back at the current
+    # count): after the burst the pool shrinks, one drained group per stabilization window
     reqs = burst()
-    res = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG, drain_cancel_on_need=True))
+    res = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG))
     assert res.autoscaled and res.completed == len(reqs)
     before = [n for t, n, *_ in res.timeline if t < 300]
     assert max(before) == 1
     assert res.prefill_groups >= 3  # the peak, during the burst
-    assert res.timeline[-1][1] < res.prefill_groups  # shrank after it
-    # a drain: the group left routing, then was released once idle (a later step)
+    assert res.timeline[-1][1] == 1 < res.prefill_groups  # shrank after it, back to minGroups
+    after = [n for t, n, *_ in res.timeline if t > 300 + 240 + ACFG.cold_start_s]
+    assert after == sorted(after, reverse=True)  # the quiet tail only shrinks
+    # a drain: the group left routing, then was released once idle (a later step); none was cancelled (the law
+    # holds at desired == current right after starting a drain, which is no reason to cancel)
     leave = [t for t, role, why in res.reasons if role == "prefill" and "leaves routing" in why]
     gone = [t for t, role, why in res.reasons if role == "prefill" and "drained" in why]
     assert leave and gone and min(gone) > min(leave)
+    assert len(gone) == res.prefill_groups - res.timeline[-1][1]
+    assert not [why for _, role, why in res.reasons if role == "prefill" and "cancelled" in why]
     # GPU-hours count the groups while they start and drain: more than the smallest fleet all along
     assert res.gpu_hours > 2 * ACFG.gpus * (ACFG.cold_start_s + reqs[-1].arrival) / 3600
-
-
-def test_operator_prefill_drain_rule_cancels_every_drain() -> None:
-    # prefill_step cancels a drain when decide's `desired` >= current; decide answers `current` on the step after
-    # asking for the drain (its stabilization window restarts), so the pool never shrinks (the law weakness reported)
-    reqs = burst()
-    res = pd.replay(reqs, ACFG, "pd", 0, 0, None, _scaling(reqs, ACFG))
-    assert res.timeline[-1][1] == res.prefill_groups
-    assert any("cancelled" in why for _, role, why in res.reasons if role == "prefill")
 
 
 def test_autoscaled_decode_grows_with_kv() -> None:
