@@ -44,7 +44,7 @@ import math
 import time as _time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from moe_operator.autoscale.law import STEP_SECONDS, GroupSample, LawParams, LawState
@@ -353,7 +353,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     pre_memory: Any = None
     metrics_cls: Any = None
     if scaling is not None and pd:
-        from moe_operator.autoscale.prefill_step import PrefillMemory
+        from moe_operator.autoscale.prefill_step import PrefillMemory, group_capacity
         from moe_operator.autoscale.prefill_step import observe as prefill_observe
         from moe_operator.autoscale.scrape import GroupMetrics
 
@@ -436,7 +436,10 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             boot = 0
         rate, backlog = prefill_observe(samples, pre_memory, now, scaling.typical_prompt)
         cur = len(prefills)
-        dec = prefill_decide(now, scaling.prefill, pre_state, cur, decode_desired, rate, backlog)
+        # as prefill_step.prefill_once: the law runs on the measured capacity of busy groups once there is one
+        params = replace(scaling.prefill, tokens_per_second_per_group=group_capacity(
+            pre_memory, scaling.prefill.tokens_per_second_per_group))
+        dec = prefill_decide(now, params, pre_state, cur, decode_desired, rate, backlog)
         g = pre_drain[0]
         if g is not None:
             s = samples[g.gid]

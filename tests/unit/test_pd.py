@@ -298,3 +298,28 @@ def test_status_of_both_roles() -> None:
     # disaggregation turned off: the merge patch removes status.prefill
     st = compute_status(Observed(generation=1, plan=plan, desired_groups=2, lws=lws), prev)
     assert "prefill" in st and st["prefill"] is None
+
+
+def test_the_law_runs_on_the_capacity_busy_groups_were_measured_to_serve() -> None:
+    from moe_operator.autoscale.prefill_step import CAPACITY_WINDOW_S, group_capacity
+
+    m = PrefillMemory()
+
+    def g(prompt: float, queued: int) -> GroupMetrics:
+        return GroupMetrics(group=0, kv_used_tokens=0, kv_total_tokens=1, running_reqs=1, queued_reqs=queued,
+                            ranks=1, pods_scraped=1, pods_missing=(), prompt_tokens_total=prompt,
+                            cached_tokens_total=0.0, requests_total=prompt / 1000)
+
+    assert group_capacity(m, 29_588.0) == 29_588.0  # nothing measured: the plan's figure
+    t, served = 0.0, 0.0
+    observe({0: g(served, 3)}, m, t, 8192)
+    # busy throughout (a queue at every sample), prompts finishing in lumps: 0, 1, 0, 3 ... prompts per 15 s step
+    for lump in (0, 24_000, 0, 72_000, 0, 0, 24_000, 0):
+        t, served = t + 15, served + lump
+        observe({0: g(served, 3)}, m, t, 8192)
+    assert len(m.capacity) == int(t // CAPACITY_WINDOW_S)  # one sample per 60 s busy stretch, not per step
+    assert sorted(m.capacity) == [24_000 / 60, 96_000 / 60]  # each minute: what finished in it
+    assert group_capacity(m, 29_588.0) == 96_000 / 60  # the median (upper of two)
+    # an idle step ends the stretch: its partial minute is not a sample
+    observe({0: g(served + 500, 0)}, m, t + 15, 8192)
+    assert len(m.capacity) == 2 and 0 not in m.streak

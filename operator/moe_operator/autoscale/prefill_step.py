@@ -24,14 +24,37 @@ from moe_operator.autoscale.scrape import GroupMetrics, scrape
 from moe_operator.kube import Kube
 from moe_operator.status import now_iso
 
+#: measured capacity: the median of the last CAPACITY_SAMPLES busy stretches of at least CAPACITY_WINDOW_S each. SGLang
+#: counts a prompt's tokens when the request ends, so one 15 s step of a group prefilling long prompts sees 0, 1 or 3
+#: of them finish (2.1k-13.5k tokens/s on the Mooncake slice for a ~16.7k capacity): only longer stretches measure it
+CAPACITY_SAMPLES = 12
+CAPACITY_WINDOW_S = 60.0
+
 
 @dataclass
 class PrefillMemory:
     state: PrefillState = field(default_factory=PrefillState)
-    last: dict[int, tuple[float, float, float]] = field(default_factory=dict)  #: group -> (t, uncached, requests)
+    #: group -> (t, uncached, requests, queued) at the last sample
+    last: dict[int, tuple[float, float, float, int]] = field(default_factory=dict)
     rate: float | None = None
     per_request: float | None = None  #: mean uncached prompt of a finished request
     cold_starts: list[float] = field(default_factory=list)
+    #: uncached prompt tokens/s one group served over stretches it had a queue at every sample (busy throughout)
+    capacity: list[float] = field(default_factory=list)
+    #: group -> (tokens, seconds) of its current busy stretch
+    streak: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+def group_capacity(memory: PrefillMemory, planned: float) -> float:
+    """One prefill group's throughput for the law: what busy groups were measured to serve (median of the last
+    CAPACITY_SAMPLES saturated intervals), else the plan's figure. The plan prices a prompt with nothing cached before
+    it; a long cached prefix still costs attention over it, so agent prompts (a 30-60k cached context, a few k new
+    tokens) are served at about a quarter of it (bench/pd.py: 7,950 vs 29,588 tokens/s), and a law on the planned
+    figure saw a saturated group as 46 % busy."""
+    if not memory.capacity:
+        return planned
+    xs = sorted(memory.capacity)
+    return xs[len(xs) // 2]
 
 
 @dataclass(frozen=True)
@@ -75,18 +98,30 @@ def observe(groups: Mapping[int, GroupMetrics], memory: PrefillMemory, now: floa
     for g, m in groups.items():
         if m.prompt_tokens_total is None or m.requests_total is None:
             continue
-        cur = (now, m.prompt_tokens_total - (m.cached_tokens_total or 0.0), m.requests_total)
+        cur = (now, m.prompt_tokens_total - (m.cached_tokens_total or 0.0), m.requests_total, m.queued_reqs)
         before = memory.last.get(g)
         memory.last[g] = cur
         if before is None or cur[0] <= before[0] or cur[1] < before[1] or cur[2] < before[2]:
             continue  # first sample, or a restarted server
         known = True
-        total_rate += (cur[1] - before[1]) / (cur[0] - before[0])
+        served = (cur[1] - before[1]) / (cur[0] - before[0])
+        total_rate += served
+        if before[3] > 0 and cur[3] > 0:  # a queue at both ends: busy throughout, what it served is its capacity
+            tokens, seconds = memory.streak.get(g, (0.0, 0.0))
+            tokens, seconds = tokens + (cur[1] - before[1]), seconds + (cur[0] - before[0])
+            if seconds >= CAPACITY_WINDOW_S:
+                if tokens > 0:
+                    memory.capacity = (memory.capacity + [tokens / seconds])[-CAPACITY_SAMPLES:]
+                tokens, seconds = 0.0, 0.0
+            memory.streak[g] = (tokens, seconds)
+        else:
+            memory.streak.pop(g, None)
         finished_tokens += cur[1] - before[1]
         finished += cur[2] - before[2]
     for g in list(memory.last):
         if g not in groups:
             memory.last.pop(g)
+            memory.streak.pop(g, None)
     if finished > 0:
         memory.per_request = finished_tokens / finished
     if known:
@@ -123,7 +158,8 @@ async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping
     rate, backlog = observe(scraped.groups, memory, now, typical)
     memory.cold_starts = (memory.cold_starts + measure_cold_starts(pods))[-20:]
     measured = max(memory.cold_starts) if memory.cold_starts else None
-    d = decide(now, prefill_params(spec, tput, measured), memory.state, current, decode_groups, rate, backlog)
+    d = decide(now, prefill_params(spec, group_capacity(memory, tput), measured), memory.state, current,
+               decode_groups, rate, backlog)
     patch: dict[str, Any] = {"promptTokensPerSecond": round(rate) if rate is not None else None,
                              "backlogTokens": round(backlog) if backlog is not None else None}
     drain = status.get("drain")
