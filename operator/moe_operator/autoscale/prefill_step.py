@@ -167,8 +167,9 @@ async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping
         g = int(drain["group"])
         started = _ts(drain.get("startedAt")) or now
         # demand is back: the group serves again. `need`, not `desired`: right after the step that started this drain
-        # the law holds (desired == current while its next window runs), which is no reason to cancel
-        if d.need >= current:
+        # the law holds (desired == current while its next window runs), which is no reason to cancel; and only on
+        # a measured rate: after an operator restart the first step has none, and `need` then is the current count
+        if rate is not None and d.need >= current:
             await route(kube, session, spec, ns, pods, routers, g, routable=True, pd_role="prefill")
             patch["drain"] = None
             return PrefillResult(patch, False, ("PrefillDrainCancelled", f"prefill group {g} routed again: {d.reason}"))
