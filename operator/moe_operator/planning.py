@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from moe_operator.api.v1alpha1 import AcceleratorPool, MoEDeploymentSpec
 from moe_operator.api.v1alpha1 import WeightsSource as ApiWeights
@@ -21,6 +21,7 @@ from moe_operator.planner.pod_resources import NodeShape
 DEFAULT_MAX_NODES_PER_GROUP = 4
 
 # Reads an AcceleratorPool / ConfigMap by name (None when missing); the webhook and reconcile pass the real API here.
+T = TypeVar("T")
 PoolGetter = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 ConfigMapGetter = Callable[[str], Awaitable[Mapping[str, Any] | None]]  # in the deployment's namespace
 
@@ -191,28 +192,32 @@ def pool_candidates(spec: MoEDeploymentSpec) -> list[tuple[str, str]]:
     return [(f"spec.pools[{i}]", p) for i, p in enumerate(spec.pools or [])]
 
 
-_PLANS: OrderedDict[str, Plan] = OrderedDict()
+_PLANS: OrderedDict[str, Any] = OrderedDict()  # plans and prefill plans, keyed apart by their requests' reprs
 _PLANS_LOCK = threading.Lock()
 PLAN_CACHE_SIZE = 512
 
 
-def planned_for(req: PlanRequest) -> Plan:
-    """plan(req), remembered: the planner is pure, and every reconcile pass and admission review of an unchanged
-    spec asks it the same question (tens of ms of CPU each, which queued admission reviews behind reconciles at 200
-    MoEDeployments). Keyed on the request's repr (every field, nested dataclasses included); a copy is handed out
-    so no caller can change the remembered plan."""
-    key = repr(req)
+def _remembered(key: str, compute: Callable[[], T]) -> T:
+    """compute(), remembered under `key` (LRU, PLAN_CACHE_SIZE); a copy is handed out so no caller can change the
+    remembered value."""
     with _PLANS_LOCK:  # admission reviews plan on the webhook's thread (webhook_server.py), reconciles on the loop's
         hit = _PLANS.get(key)
         if hit is not None:
             _PLANS.move_to_end(key)
     if hit is None:
-        hit = plan(req)
+        hit = compute()
         with _PLANS_LOCK:
             _PLANS[key] = hit
             while len(_PLANS) > PLAN_CACHE_SIZE:
                 _PLANS.popitem(last=False)
-    return copy.deepcopy(hit)
+    return copy.deepcopy(hit)  # type: ignore[no-any-return]
+
+
+def planned_for(req: PlanRequest) -> Plan:
+    """plan(req), remembered: the planner is pure, and every reconcile pass and admission review of an unchanged
+    spec asks it the same question (tens of ms of CPU each, which queued admission reviews behind reconciles at 200
+    MoEDeployments). Keyed on the request's repr (every field, nested dataclasses included)."""
+    return _remembered(repr(req), lambda: plan(req))
 
 
 async def plan_deployment(spec: MoEDeploymentSpec, get_pool: PoolGetter,
@@ -318,23 +323,10 @@ def planned_prefill(spec: MoEDeploymentSpec, base: PlanRequest, decode: Plan,
         raise SpecProblem("spec.disaggregation.prefill", "PlanInfeasible", exc.message) from None
 
 
-_PREFILL: OrderedDict[str, PrefillPlan] = OrderedDict()
-
-
 def _prefill_cached(base: PlanRequest, req: PrefillRequest, decode: Plan, decode_groups: int) -> PrefillPlan:
     """plan_prefill, remembered like planned_for (pure; asked the same question on every pass)."""
-    key = repr((base, req, decode.groups, decode_groups))
-    with _PLANS_LOCK:
-        hit = _PREFILL.get(key)
-        if hit is not None:
-            _PREFILL.move_to_end(key)
-    if hit is None:
-        hit = plan_prefill(base, req, decode, decode_groups)
-        with _PLANS_LOCK:
-            _PREFILL[key] = hit
-            while len(_PREFILL) > PLAN_CACHE_SIZE:
-                _PREFILL.popitem(last=False)
-    return copy.deepcopy(hit)
+    return _remembered(repr(("prefill", base, req, decode.groups, decode_groups)),
+                       lambda: plan_prefill(base, req, decode, decode_groups))
 
 
 def _plan_field(exc: PlanError, pool_field: str) -> str:

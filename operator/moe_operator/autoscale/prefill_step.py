@@ -141,7 +141,7 @@ def _idle(m: GroupMetrics | None) -> bool:
 async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping[str, Any], spec: MoEDeploymentSpec,
                        memory: PrefillMemory, lws: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                        routers: Sequence[Mapping[str, Any]], decode_groups: int) -> PrefillResult | None:
-    from moe_operator.autoscale.controller import measure_cold_starts, metrics_port, route, targets
+    from moe_operator.autoscale.controller import _ts, measure_cold_starts, metrics_port, route, targets
 
     status = dict((body.get("status") or {}).get("prefill") or {})
     plan = status.get("plan") or {}
@@ -189,9 +189,3 @@ async def prefill_once(kube: Kube, session: aiohttp.ClientSession, body: Mapping
         patch["drain"] = {"group": g, "startedAt": now_iso()}
         return PrefillResult(patch, False, ("PrefillDraining", f"prefill group {g} left routing: {d.reason}"))
     return PrefillResult(patch, False)
-
-
-def _ts(s: str | None) -> float | None:
-    from moe_operator.autoscale.controller import _ts as parse
-
-    return parse(s)
