@@ -58,6 +58,7 @@ from .offline import BLOCK_TOKENS, Request, _pct, block_sizes
 MODES = ("aggregated", "pd")
 DEFAULT_TTFT_SLO_S = 2.0  # Dynamo planner goodput-per-GPU sweep: ttft_ms=2000, itl_ms=50
 DEFAULT_ITL_SLO_S = 0.05
+SLO_BIN_S = 300.0
 DEFAULT_LINK_GBYTES_PER_S = 50.0  # one 400 Gb/s ConnectX-7 NIC per transfer (LMSYS 96 H100: 400 Gb/s per GPU)
 
 
@@ -107,6 +108,8 @@ class ModeResult:
     # static fleets: the first and the last row only
     timeline: list[tuple[float, int, int, float, float, int]] = field(default_factory=list)
     reasons: list[tuple[float, str, str]] = field(default_factory=list)  # (t, role, the law's reason) on changes
+    # (bin start s, requests arrived, of them within both SLOs) per SLO_BIN_S of arrival time: where the misses are
+    slo_timeline: list[tuple[float, int, int]] = field(default_factory=list)
 
 
 def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
@@ -134,7 +137,7 @@ class _Decoder:
     tokens still to make finishes at v0 + n."""
 
     __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
-                 "pending_tokens")
+                 "pending_tokens", "lat")
 
     def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
         self.kv_free = kv
@@ -149,6 +152,9 @@ class _Decoder:
         self.draining = False
         self.pending = 0  # PD: admitted (KV pre-allocated) requests not decoding yet (in prefill or transfer)
         self.pending_tokens = 0  # their prompts (the pre-allocated KV SGLang counts as used)
+        # since the last law step, as SGLang's histograms give them: [sum of running x seconds, sum of running x
+        # decode steps] (mean ITL = the first over the second), [sum of TTFTs, first tokens]
+        self.lat = [0.0, 0.0, 0.0, 0]
 
     def join(self, rid: int, prompt: int, remaining: int) -> None:
         heapq.heappush(self.heap, (self.v + remaining, rid))
@@ -212,7 +218,8 @@ class Autoscale:
 def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[int] | None = None,
                      initial_prefill: int = 1, initial_decode: int = 1, target: float = 0.7,
                      stabilization_s: float = 600.0, prefill_target: float = 0.7,
-                     prefill_stabilization_s: float = 300.0) -> Autoscale:
+                     prefill_stabilization_s: float = 300.0, latency: bool = False,
+                     mode: str = "aggregated") -> Autoscale:
     """The API's defaults: decode/aggregated target KV 0.7, stabilization 600 s, horizon = cold start; prefill
     target 0.7, stabilization 300 s, ttftSeconds = the TTFT SLO, the backlog spread over max(TTFT, cold start) as
     prefill_step.prefill_params does with the measured cold start (`cfg.cold_start_s`), throughput per group from
@@ -223,7 +230,9 @@ def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[
     tput = tp.prefill_tokens_per_second(cfg.model, cfg.accelerator, cfg.gpus, cfg.precision, round(typical))
     return Autoscale(
         law=LawParams(target_kv_utilization=target, min_groups=1, max_groups=cfg.max_groups,
-                      scale_down_stabilization_s=stabilization_s, cold_start_s=cfg.cold_start_s),
+                      scale_down_stabilization_s=stabilization_s, cold_start_s=cfg.cold_start_s,
+                      itl_target_s=cfg.itl_slo_s if latency else None,
+                      ttft_target_s=cfg.ttft_slo_s if latency and mode == "aggregated" else None),
         prefill=PrefillParams(tokens_per_second_per_group=tput, target_utilization=prefill_target,
                               ttft_seconds=cfg.ttft_slo_s, min_groups=1, max_groups=cfg.max_groups,
                               stabilization_seconds=prefill_stabilization_s, cold_start_seconds=cfg.cold_start_s),
@@ -390,10 +399,15 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             if d.ready_at > now:
                 continue
             dq = queued_reqs(d) + q
+            lat = d.lat
             samples.append(GroupSample(used_kv(d), cfg.group_kv_tokens, d.n + d.pending + (1 if d.fifo else 0), dq,
                                        queued_tokens=dq * mean_kv_prompt[0] if mean_kv_prompt[0] is not None
-                                       else None, admitted_per_s=rate, service_s=service))
+                                       else None, admitted_per_s=rate, service_s=service,
+                                       itl_s=lat[0] / lat[1] if lat[1] > 0 else None,
+                                       ttft_s=lat[2] / lat[3] if lat[3] else None))
             q, rate = 0, (0.0 if rate is not None else None)  # the fleet's queue and rate are reported once
+        for d in decoders:
+            d.lat = [0.0, 0.0, 0.0, 0]
         starting = sum(1 for d in active if d.ready_at > now)
         dec = law_decide(now, samples, len(active), starting, law_state, scaling.law)
         law_state = dec.state
@@ -533,19 +547,23 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                 if need <= left:
                     steps += need / step if step > 0 else 0.0
                     left -= need
-                    d.work -= head[1]
                     d.fifo.popleft()
+                    # an empty queue is exactly no backlog: float residue below 0 made the least-backlog routing
+                    # send every arrival to one group forever (found by the latency-aware law, 2026-12-02)
+                    d.work = d.work - head[1] if d.fifo else 0.0
                     rid = int(head[0])
                     first[rid] = te - left
                     started.append((rid, te - left))
                 else:
                     head[1] -= left * rate
-                    d.work -= left * rate
+                    d.work = max(0.0, d.work - left * rate)
                     steps += left / step if step > 0 else 0.0
                     left = 0.0
             if d.n and left > 0:
                 steps += left / tstep
             if d.n and steps > 0:
+                d.lat[0] += d.n * dt
+                d.lat[1] += d.n * steps
                 v0, v1 = d.v, d.v + steps
                 d.v = v1
                 while d.heap and d.heap[0][0] <= v1:
@@ -557,6 +575,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                 if not d.n:
                     d.ctx0 = 0.0
             for rid, at in started:
+                d.lat[2] += at - reqs[rid].arrival
+                d.lat[3] += 1
                 start_decode(d, rid, at)
                 if reqs[rid].output_len <= 1:
                     freed = True
@@ -573,7 +593,10 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     good = 0
     completed = 0
     end = 0.0
+    bins: dict[int, list[int]] = {}
     for i, r in enumerate(reqs):
+        b = bins.setdefault(int(r.arrival // SLO_BIN_S), [0, 0])
+        b[0] += 1
         if math.isnan(done[i]):
             continue
         completed += 1
@@ -585,6 +608,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             itl.append(a)
             ok = ok and a <= cfg.itl_slo_s
         good += ok
+        b[1] += ok
     span = max(end, last)
     record(span)
     # GPU-hours: every group from when it was asked for (the initial ones a cold start before t = 0) to its release
@@ -606,7 +630,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         goodput_rps=good / span if span else 0.0, gpu_hours=gpu_hours, end_s=end, wall_s=_time.perf_counter() - wall0,
         autoscaled=auto, mean_prefill_groups=group_s["prefill"] / run_s if run_s else 0.0,
         mean_decode_groups=group_s["decode"] / run_s if run_s else 0.0, scale_events=scale_events,
-        timeline=timeline if auto else timeline[:1] + timeline[-1:], reasons=reasons)
+        timeline=timeline if auto else timeline[:1] + timeline[-1:], reasons=reasons,
+        slo_timeline=[(k * SLO_BIN_S, v[0], v[1]) for k, v in sorted(bins.items())])
 
 
 def replay_autoscaled(reqs: Sequence[Request], cfg: PDConfig, mode: str, uncached: Sequence[int] | None = None,

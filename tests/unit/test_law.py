@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -45,20 +47,21 @@ def test_steady_load_at_target_holds():
 
 
 def test_trend_scales_up_ahead_of_cold_start():
-    # demand grows 3000 tokens/s: ~0.6 of 3 groups at the end, the 300 s forecast ~0.9 -> 4 groups before KV is at
-    # target
+    # demand grows 2000 tokens/s: ~0.51 of 3 groups after 315 s, the 600 s forecast ~0.91 -> 4 groups before KV
+    # is at target (the trend needs half its 600 s window of history first)
     state = LawState()
     desired = []
-    for i in range(8):
+    params = replace(P, cold_start_s=600)
+    for i in range(22):
         t = i * 15.0
-        used = 0.5 * 3 * CAP + 3000 * t
-        d = decide(t, [GroupSample(int(used / 3), CAP, 10, 0)] * 3, 3, 0, state, P)
+        used = 0.3 * 3 * CAP + 2000 * t
+        d = decide(t, [GroupSample(int(used / 3), CAP, 10, 0)] * 3, 3, 0, state, params)
         state = d.state
         desired.append(d.desired_groups)
-    assert desired[0] == 3  # one point: no trend yet
-    assert desired[-1] >= 4  # utilization still ~0.54 < 0.7, the forecast asks for a group
+    assert desired[0] == 3 and desired[-3] == 3  # no trend before 300 s of history
+    assert desired[-1] >= 4  # utilization still ~0.51 < 0.7, the forecast asks for a group
     assert d.utilization < 0.7
-    assert d.slope_tokens_per_s > 2900
+    assert d.slope_tokens_per_s > 1900
 
 
 def test_queued_requests_scale_up_immediately_even_at_low_kv():
@@ -312,3 +315,81 @@ def test_no_scale_down_while_demand_rises():
         d = decide(t, fleet(current, used), current, 0, state, p)
         assert d.desired_groups >= current, (t, d.reason)
         state, current = d.state, d.desired_groups
+
+
+# ---- growth forecast with acceleration (growing agent sessions) --------------------------------------------------
+
+def test_demand_growth_sees_a_convex_ramp_and_stays_bounded():
+    from moe_operator.autoscale.law import demand_growth
+    convex = [(t, 0.5 * t * t) for t in range(0, 601, 15)]  # slope t: 300 at the start, 600 at the end
+    linear, s_lin = demand_growth(convex, 300.0, acceleration=False)
+    growth, s = demand_growth(convex, 300.0, cap=10.0)
+    true = 0.5 * 900 ** 2 - 0.5 * 600 ** 2
+    assert linear < 0.6 * true  # the v0.2 forecast (the older half's slope) misses most of it
+    assert abs(growth - true) / true < 0.05 and abs(s - 600) < 5  # slope now and acceleration: ~exact
+    capped, _ = demand_growth(convex, 300.0, cap=1.0)
+    assert capped <= 1.0 * 1.0001 * 525 * 300  # at most cap x the newer half's slope (t ~ 450..600: 525) x H
+
+
+def test_demand_growth_does_not_extrapolate_a_step_or_a_falling_slope():
+    from moe_operator.autoscale.law import demand_growth
+    step = [(float(t), 100.0 if t < 300 else 900.0) for t in range(0, 601, 15)]
+    assert demand_growth(step, 900.0) == (0.0, 0.0)
+    concave = [(float(t), 1000.0 * t - 0.5 * t * t) for t in range(0, 601, 15)]  # rising, slope falling
+    growth, s = demand_growth(concave, 300.0)
+    assert 0 < growth <= s * 300.0 + 1e-6 and s < 600  # only the newer slope, no acceleration
+
+
+def test_law_scales_up_ahead_of_a_convex_ramp_that_a_straight_line_misses():
+    def first_scale_up(params: LawParams) -> float:
+        state, t = LawState(), 0.0
+        while t < 1200:
+            used = 20.0 * t * t  # KV demand of sessions arriving faster and growing: 0.45 groups at 150 s
+            d = decide(t, [GroupSample(int(used), CAP, 10, 0)], 1, 0, state, params)
+            state = d.state
+            if d.desired_groups > 1:
+                return t
+            t += 15.0
+        return t
+    fast = first_scale_up(replace(P, trend_window_min_s=180.0))
+    slow = first_scale_up(replace(P, trend_window_min_s=180.0, acceleration=False))
+    assert fast < slow
+
+
+# ---- latency pressure (compute) ----------------------------------------------------------------------------------
+
+LAT = replace(P, itl_target_s=0.05, ttft_target_s=5.0, max_groups=64)
+
+
+def lat_groups(n: int, itl: float, ttft: float = 1.0, running: int = 10) -> list[GroupSample]:
+    return [GroupSample(int(0.2 * CAP), CAP, running, 0, itl_s=itl, ttft_s=ttft) for _ in range(n)]
+
+
+def test_latency_pressure_scales_up_when_kv_is_idle():
+    d = decide(0.0, lat_groups(4, itl=0.06), 4, 0, LawState(), LAT)  # 1.2 x the ITL target on 4 groups
+    assert d.desired_groups == 7 and "latency 4.80 groups at target" in d.reason  # ceil(4.8 / 0.7)
+    kv_only = decide(0.0, lat_groups(4, itl=0.06), 4, 0, LawState(), replace(LAT, itl_target_s=None,
+                                                                             ttft_target_s=None))
+    assert kv_only.desired_groups == 4
+    ttft = decide(0.0, lat_groups(4, itl=0.01, ttft=7.5), 4, 0, LawState(), LAT)  # TTFT 1.5 x its target
+    assert ttft.desired_groups == 9  # ceil(6 / 0.7)
+
+
+def test_latency_pressure_is_bounded_credits_starting_groups_and_ignores_idle_groups():
+    d = decide(0.0, lat_groups(4, itl=5.0), 4, 0, LawState(), LAT)  # 100 x the target: one step asks 2 x at most
+    assert d.desired_groups == 12  # ceil(4 x 2 / 0.7)
+    # the same pressure while the 8 asked for start: the total is credited, nothing more is asked
+    again = decide(15.0, lat_groups(4, itl=5.0), 12, 8, d.state, LAT)
+    assert again.desired_groups == 12
+    # two busy groups at the target, two idle ones (no tokens decoded: pressure 0, not the busy groups' mean)
+    mixed = lat_groups(2, itl=0.05) + [GroupSample(0, CAP, 0, 0), GroupSample(0, CAP, 0, 0)]
+    assert decide(0.0, mixed, 4, 0, LawState(), LAT).desired_groups == 4  # ceil(2 / 0.7) = 3 <= 4: hold
+
+
+def test_latency_pressure_holds_scale_down():
+    # KV says 1 group would do; the compute load (3 groups at the target) keeps 5 (ceil(3 / (0.7 - 0.1)))
+    state, current = LawState(), 8
+    for i in range(200):
+        d = decide(i * 15.0, lat_groups(current, itl=0.05 * 3 / current), current, 0, state, LAT)
+        state, current = d.state, d.desired_groups
+    assert current == 5

@@ -77,8 +77,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["STEP_SECONDS", "LawParams", "GroupSample", "LawState", "Decision", "decide", "demand_trend",
-           "least_squares_slope", "theil_sen_slope"]
+__all__ = ["STEP_SECONDS", "LawParams", "GroupSample", "LawState", "Decision", "decide", "demand_growth",
+           "demand_trend", "least_squares_slope", "theil_sen_slope"]
 
 STEP_SECONDS = 15.0  # the operator's autoscaling cadence; the offline simulator replays the law at the same one
 HISTORY_MAX = 48  # bounded trend history (48 calls = 12 min at the operator's 15 s cadence)
@@ -96,6 +96,14 @@ class LawParams:
     queue_threshold: int = 1  # queued requests (fleet) that trigger an immediate scale-up
     forecast_max_utilization: float = 0.9  # KV utilization the forecast over the horizon may reach
     scale_down_hysteresis: float = 0.1  # scale down only to groups that would run at <= target - this
+    trend_window_min_s: float = 600.0  # the trend window is at least this long (40 calls: a robust slope)
+    acceleration: bool = True  # forecast a ramp's growing slope too (demand_growth), not only its slope
+    acceleration_cap: float = 2.0  # the forecast's growth over H is at most this x the newer half's slope x H
+    # compute: latency targets (None: KV only). A group's latency pressure = its mean latency / the target.
+    itl_target_s: float | None = None  # mean inter-token latency per group
+    ttft_target_s: float | None = None  # mean time to first token per group (includes its prefill queue)
+    latency_headroom: float = 0.7  # groups are asked for so that the mean pressure stays <= this (as the KV target)
+    max_pressure: float = 2.0  # one group's pressure counts at most this (bounded step response)
 
     @property
     def horizon_s(self) -> float:
@@ -105,7 +113,7 @@ class LawParams:
     def trend_s(self) -> float:
         """Extrapolating H seconds ahead needs at least H/2 of data: a short window's noise times a long horizon
         over-provisions (measured: docs/benchmarks.md, cold start 900 s)."""
-        return max(180.0, self.horizon_s / 2) if self.trend_window_s is None else self.trend_window_s
+        return max(self.trend_window_min_s, self.horizon_s / 2) if self.trend_window_s is None else self.trend_window_s
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,8 @@ class GroupSample:
     queued_tokens: float | None = None  # KV the queued requests will need (uncached prompts); None: unknown
     admitted_per_s: float | None = None  # requests the group took from its queue per second since the last call
     service_s: float | None = None  # mean seconds a recently finished request held its KV (queue wait excluded)
+    itl_s: float | None = None  # mean inter-token latency of the tokens the group decoded since the last call
+    ttft_s: float | None = None  # mean time to first token of the requests that got one since the last call
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class LawState:
     """
 
     history: tuple[tuple[float, float, int], ...] = ()
+    lat_history: tuple[tuple[float, float], ...] = ()  # (t, latency groups) of recent calls, as `history`
     recs: tuple[tuple[float, int], ...] = ()
     first_seen_t: float | None = None
     last_scale_up_t: float | None = None
@@ -150,6 +161,7 @@ class LawState:
         return cls(
             history=tuple((float(h[0]), float(h[1]), int(h[2]) if len(h) > 2 else 0) for h in d.get("history", ())),
             recs=tuple((float(t), int(v)) for t, v in d.get("recs", ())),
+            lat_history=tuple((float(t), float(v)) for t, v in d.get("lat_history", ())),
             first_seen_t=d.get("first_seen_t"),
             last_scale_up_t=d.get("last_scale_up_t"),
             last_scale_down_t=d.get("last_scale_down_t"),
@@ -211,6 +223,41 @@ def demand_trend(points: Sequence[tuple[float, float]]) -> float:
     return min(theil_sen_slope(old), theil_sen_slope(new))
 
 
+def demand_growth(points: Sequence[tuple[float, float]], horizon_s: float, cap: float = 2.0,
+                  acceleration: bool = True) -> tuple[float, float]:
+    """Forecast growth of the demand over `horizon_s` and the slope used (tokens, tokens/s), from `points`.
+
+    A ramp is what rises in both halves of the window (demand_trend > 0); anything else (flat, falling, a step in
+    one half) forecasts no growth. Without `acceleration` the growth is demand_trend x H (the v0.2 law). With it,
+    the ramp's own acceleration counts: growing agent sessions make the demand convex — sessions arrive faster
+    along a ramp and each live session's context grows turn by turn, so the slope itself rises, and a straight
+    line under-forecasts what a group asked for now must hold when it serves H later. Two half-window Theil-Sen
+    slopes give the acceleration a = (s_new - s_old) / (half the window), the slope now s = s_new + a x (a quarter
+    window), and
+        growth = s x H + a x H^2 / 2,   at most cap x s_new x H   (bounded: noise in a short window times H^2)
+    A slope that falls (s_new < s_old: a ramp's top) forecasts only the newer slope."""
+    if len(points) < 4:
+        return 0.0, 0.0
+    mid = (points[0][0] + points[-1][0]) / 2
+    old = [pt for pt in points if pt[0] <= mid]
+    new = [pt for pt in points if pt[0] >= mid]
+    if len(old) < 2 or len(new) < 2:
+        return 0.0, 0.0
+    s_old, s_new = theil_sen_slope(old), theil_sen_slope(new)
+    if min(s_old, s_new) <= 0:
+        return 0.0, 0.0
+    if not acceleration:
+        s = min(s_old, s_new)
+        return s * horizon_s, s
+    if s_new <= s_old:
+        return s_new * horizon_s, s_new
+    half = (points[-1][0] - points[0][0]) / 2
+    a = (s_new - s_old) / half if half > 0 else 0.0
+    s = s_new + a * half / 2
+    growth = min(s * horizon_s + a * horizon_s * horizon_s / 2, cap * s_new * horizon_s)
+    return growth, s
+
+
 SERVICE_EWMA = 0.2  # smoothing of the mean service time, per call
 
 
@@ -243,6 +290,35 @@ def _demand(used: float, queued: int, queued_tokens: float, tokens_per_req: floa
     if arrivals is None or service_s is None:
         return used + min(queued_tokens, used) if used > 0 else queued_tokens
     return arrivals * service_s * tokens_per_req + queued_tokens * min(1.0, service_s / max(horizon_s, 1.0))
+
+
+def _latency_groups(ready: Sequence[GroupSample], serving: int, p: LawParams) -> float | None:
+    """The serving groups' compute load in groups at the latency targets: the sum of their pressures (mean
+    latency / target, the larger of ITL's and TTFT's, each at most `max_pressure`), serving groups without a
+    latency sample carrying the sampled mean; None without targets or samples.
+
+    Why a sum of ratios: at a fixed load, a group's decode step grows with its batch and with the prefill chunks
+    it interleaves (aggregated serving), and both shrink as 1/groups when the load spreads over more groups; so
+    groups x pressure is the count at which the pressure would be 1. It is a total, like the KV demand, so groups
+    still starting are credited (the law compares it with the fleet including them) and the ask is made once.
+    Latency rises faster than linearly near saturation (queueing), so the ratio over-asks there; `max_pressure`
+    bounds one step's ask to that multiple of the fleet."""
+    if p.itl_target_s is None and p.ttft_target_s is None:
+        return None
+    pressures = []
+    for smp in ready:
+        got = []
+        if p.itl_target_s and smp.itl_s is not None:
+            got.append(smp.itl_s / p.itl_target_s)
+        if p.ttft_target_s and smp.ttft_s is not None:
+            got.append(smp.ttft_s / p.ttft_target_s)
+        if got:
+            pressures.append(min(p.max_pressure, max(got)))
+        elif smp.running_reqs == 0 and smp.queued_reqs == 0:
+            pressures.append(0.0)  # idle: nothing decoded, no load (not "unknown", which carries the mean)
+    if not pressures:
+        return None
+    return sum(pressures) * max(serving, len(ready)) / len(pressures)
 
 
 def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, starting_groups: int,
@@ -296,22 +372,34 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     hist = hist[-HISTORY_MAX:]
     pts = [(t, v) for t, v, _ in hist]
     spans = hist[-1][0] - hist[0][0] >= p.trend_s / 2  # a trend needs history (a restart or a new fleet starts flat)
-    slope = max(0.0, demand_trend(pts)) if spans else 0.0
+    growth, slope = demand_growth(pts, p.horizon_s, p.acceleration_cap, p.acceleration) if spans else (0.0, 0.0)
     rising = spans and theil_sen_slope(pts) * p.scale_down_stabilization_s > \
         p.scale_down_hysteresis * group_tokens * p.target_kv_utilization
     horizon = p.horizon_s
     # 2. forecast
-    forecast = demand + slope * horizon
+    forecast = demand + growth
     # 3. recommendation
     rec_now = math.ceil(demand / (group_tokens * p.target_kv_utilization) - 1e-9)
     rec_fc = math.ceil(forecast / (group_tokens * max(p.target_kv_utilization, p.forecast_max_utilization)) - 1e-9)
     rec = max(rec_now, rec_fc)
+    lat_groups = _latency_groups(ready, serving, p)
+    lat_hist = [h for h in state.lat_history if now_s - p.trend_s <= h[0] < now_s]
+    if lat_groups is not None:
+        # the compute load gets the same forecast as the KV demand: a ramp's latency load grows while groups start
+        lat_hist = (lat_hist + [(now_s, lat_groups)])[-HISTORY_MAX:]
+        lat_spans = lat_hist[-1][0] - lat_hist[0][0] >= p.trend_s / 2
+        lat_growth = demand_growth(lat_hist, horizon, acceleration=False)[0] if lat_spans else 0.0
+        rec = max(rec, math.ceil(lat_groups / p.latency_headroom - 1e-9),
+                  math.ceil((lat_groups + lat_growth) / max(p.latency_headroom, p.forecast_max_utilization) - 1e-9))
     queue_hit = queued >= p.queue_threshold and queued > 0
     if queue_hit and starting == 0:
         rec = max(rec, current + 1)
     # the scale-down recommendation: the same with the target lowered by the hysteresis band
     down_target = max(0.05, p.target_kv_utilization - p.scale_down_hysteresis)
     rec_down = max(rec, math.ceil(forecast / (group_tokens * down_target) - 1e-9))
+    if lat_groups is not None:
+        rec_down = max(rec_down, math.ceil(lat_groups / max(0.05, p.latency_headroom - p.scale_down_hysteresis)
+                                           - 1e-9))
 
     # sliding-window max of recommendations (for scale-down)
     recs = [(t, r) for t, r in state.recs if t >= now_s - p.scale_down_stabilization_s and t < now_s]
@@ -323,6 +411,8 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     fc_util = forecast / (group_tokens * max(1, current)) if group_tokens else 0.0
     desc = (f"kv {util:.2f} (target {p.target_kv_utilization:.2f}), demand {demand / group_tokens:.2f} groups, "
             f"forecast {fc_util:.2f} of {current} groups in {horizon:.0f}s")
+    if lat_groups is not None:
+        desc += f", latency {lat_groups:.2f} groups at target"
     if queue_hit:
         desc = f"{queued} queued (KV exhausted), " + desc
     last_up, last_down = state.last_scale_up_t, state.last_scale_down_t
@@ -360,8 +450,8 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
         last_up = now_s
     elif desired < current:
         last_down = now_s
-    st = LawState(history=tuple(hist), recs=tuple(recs), first_seen_t=first_seen, last_scale_up_t=last_up,
-                  last_scale_down_t=last_down, group_tokens=group_tokens, tokens_per_request=tokens_per_req,
-                  duration_s=service)
+    st = LawState(history=tuple(hist), lat_history=tuple(lat_hist), recs=tuple(recs), first_seen_t=first_seen,
+                  last_scale_up_t=last_up, last_scale_down_t=last_down, group_tokens=group_tokens,
+                  tokens_per_request=tokens_per_req, duration_s=service)
     return Decision(desired_groups=desired, reason=reason, state=st, forecast_used_tokens=forecast,
                     utilization=util, recommended_groups=rec, demand_tokens=demand, slope_tokens_per_s=slope)
