@@ -18,7 +18,8 @@ Model (what the operator and the router can observe; no tokens are really comput
   blocks of finished requests stay cached as *evictable* (not "used": used = total − available − evictable) and are
   evicted LRU when a rank needs room. The tail shorter than a block is private to the request.
 * Timing: prefill of the uncached prompt at `prefill_tps`, the first token at the end of prefill, then one token
-  every 1/`decode_tps` s per request, independent of load (compute is not modelled).
+  every 1/`decode_tps` s per request, independent of load (compute is not modelled). Time is the engine's `Clock`
+  (clock.py): the real clock by default (the rig), a VirtualClock in tests.
 * PD disaggregation (`disaggregation_mode` prefill|decode; the flows are in `pd_serve.py`): a prefill server's rank
   runs one prefill at a time, FIFO (`prefill_busy_until`), so a prompt's time to first token includes the prompts
   prefilled before it; a decode server's requests are admitted (KV preallocated) before their KV arrives and start
@@ -32,11 +33,12 @@ import asyncio
 import hashlib
 import itertools
 import math
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from .clock import REAL_CLOCK, Clock
 
 BLOCK_TOKENS = 512
 CHARS_PER_TOKEN = 4.0
@@ -122,11 +124,11 @@ class SimRequest:
     private_tokens: int  # prompt tokens outside blocks
     stream: bool = False
     routed_dp_rank: int | None = None
-    arrival: float = field(default_factory=time.monotonic)
+    arrival: float = 0.0  # set by Engine.make_request from the engine's clock
     rank: int = -1
     cached_tokens: int = 0
     admit_time: float = 0.0
-    first_token_time: float = 0.0
+    first_token_time: float = math.inf  # not before admission (time 0 is a valid instant on a virtual clock)
     finish_time: float = 0.0
     finished: bool = False
     admitted: asyncio.Future[None] | None = None
@@ -138,7 +140,7 @@ class SimRequest:
     pd: Any = None  # pd_serve.PDRequest
 
     def generated(self, now: float, tps: float) -> int:
-        if not self.admit_time or now < self.first_token_time:
+        if now < self.first_token_time:
             return 0
         return min(self.max_new_tokens, 1 + int((now - self.first_token_time) * tps))
 
@@ -249,14 +251,15 @@ class Rank:
 class Engine:
     """All DP ranks of one SGLang server (the schedulers behind the leader's tokenizer manager)."""
 
-    def __init__(self, cfg: SimConfig):
+    def __init__(self, cfg: SimConfig, clock: Clock = REAL_CLOCK):
         self.cfg = cfg
+        self.clock = clock  # every time the engine reads or sleeps on (clock.py; tests pass a VirtualClock)
         per_rank = max(1, cfg.max_running_requests // cfg.dp_size)
         self.ranks = [Rank(d, cfg.max_total_tokens, per_rank) for d in range(cfg.dp_size)]
         self._rr = itertools.cycle(range(cfg.dp_size))
         self._ids = itertools.count()
-        self.started = time.monotonic()
-        self.startup_time = time.time()
+        self.started = clock.now()
+        self.startup_time = clock.wall()
         self.in_flight: set[SimRequest] = set()  # submitted and not finished/aborted (SGLang's rid_to_state)
         self.idle = asyncio.Event()
         self.idle.set()
@@ -322,7 +325,8 @@ class Engine:
         if routed_dp_rank is not None and not 0 <= routed_dp_rank < self.cfg.dp_size:
             raise AdmissionError(f"DP rank {routed_dp_rank} is not active.")
         return SimRequest(rid=f"sim-{next(self._ids)}", input_tokens=tokens, max_new_tokens=max_new, blocks=blocks,
-                          private_tokens=private, stream=stream, routed_dp_rank=routed_dp_rank)
+                          private_tokens=private, stream=stream, routed_dp_rank=routed_dp_rank,
+                          arrival=self.clock.now())
 
     # ---- scheduling -------------------------------------------------------------------------------------------
     def submit(self, r: SimRequest) -> None:
@@ -334,7 +338,7 @@ class Engine:
         self._schedule(self.ranks[r.rank])
 
     def _schedule(self, rank: Rank) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         while rank.waiting and rank.fits(rank.waiting[0]):
             r = rank.waiting.popleft()
             r.cached_tokens = rank.admit(r)
@@ -378,7 +382,7 @@ class Engine:
 
     def start_decode(self, r: SimRequest, now: float | None = None) -> None:
         """PD decode: r's KV has arrived; its first token (prefill's) is out now, the rest follow at decode_tps."""
-        r.first_token_time = time.monotonic() if now is None else now
+        r.first_token_time = self.clock.now() if now is None else now
         r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
 
     async def run(self, r: SimRequest) -> AsyncGenerator[int, None]:
@@ -392,14 +396,18 @@ class Engine:
             if r.before_start is not None:
                 await r.before_start()
             emitted = 0
+            awaited = 0  # the token the last sleep waited for: due once the sleep ends, even if the clock reads a
+            # hair before token_time (float rounding, the loop's timer resolution); otherwise a sleep of ~0 s that
+            # does not move a virtual clock would repeat forever
             while emitted < r.max_new_tokens:
-                now = time.monotonic()
-                due = r.generated(now, tps)
+                now = self.clock.now()
+                due = max(r.generated(now, tps), awaited)
                 if due > emitted:
                     yield due - emitted
                     emitted = due
                     continue
-                await asyncio.sleep(max(0.0, r.token_time(emitted + 1, tps) - now))
+                awaited = emitted + 1
+                await self.clock.sleep(max(0.0, r.token_time(awaited, tps) - now))
         finally:
             self.finish(r)
 
@@ -411,13 +419,13 @@ class Engine:
             await r.admitted
             if r.before_start is not None:
                 await r.before_start()
-            await asyncio.sleep(max(0.0, r.finish_time - time.monotonic()))
+            await self.clock.sleep(max(0.0, r.finish_time - self.clock.now()))
         finally:
             self.finish(r)
 
     # ---- observations -----------------------------------------------------------------------------------------
     def rank_stats(self, d: int, now: float | None = None) -> dict[str, Any]:
-        now = time.monotonic() if now is None else now
+        now = self.clock.now() if now is None else now
         rank, cap, tps = self.ranks[d], self.cfg.max_total_tokens, self.cfg.decode_tps
         used = rank.used(now, tps)
         evictable = min(rank.evictable_tokens, cap - used)

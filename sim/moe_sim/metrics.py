@@ -5,7 +5,6 @@ multiprocess mode, which has none)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,7 +227,7 @@ class SimMetrics:
             self.queue_time.labels(**self.cfg.rank_labels(dp_rank)).observe(seconds)
 
     def refresh(self, engine: Engine | None) -> None:
-        now = time.monotonic()
+        now = engine.clock.now() if engine is not None else 0.0  # an idle node's stats do not depend on it
         for d in self.ranks:
             st: dict[str, Any] = engine.rank_stats(d, now) if engine is not None else idle_stats(self.cfg, d)
             st["token_usage_rounded"] = round(st["token_usage"], 2)

@@ -76,7 +76,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from .clock import REAL_CLOCK
 from .engine import SimConfig, SimRequest
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class PDRequest:
     port: int
     prefill_dp_rank: int | None = None
     fake: bool = False
-    entry: float = field(default_factory=time.monotonic)
+    entry: float = 0.0  # set by pd_request on the server's clock
     bootstrap_done: float = 0.0
     rank_addr: str = ""  # decode: the prefill rank's address (GET /route)
 
@@ -174,8 +174,9 @@ def _scalar(v: Any, name: str) -> Any:
     return v
 
 
-def pd_request(body: dict[str, Any], cfg: SimConfig) -> PDRequest:
-    """Bootstrap fields of a request to a PD server; ValueError (HTTP 400) as SGLang's scheduler answers."""
+def pd_request(body: dict[str, Any], cfg: SimConfig, now: float | None = None) -> PDRequest:
+    """Bootstrap fields of a request to a PD server; ValueError (HTTP 400) as SGLang's scheduler answers. `now`: its
+    entry time on the server's clock (default the real clock)."""
     room = _scalar(body.get("bootstrap_room"), "bootstrap_room")
     if room is None:
         raise ValueError("Invalid request: Disaggregated request received without bootstrap room id.")
@@ -191,7 +192,8 @@ def pd_request(body: dict[str, Any], cfg: SimConfig) -> PDRequest:
     host = str(host) if host else FAKE_BOOTSTRAP_HOST if cfg.disaggregation_transfer_backend == "fake" else ""
     if not host:
         raise ValueError("Invalid request: Disaggregated request received without bootstrap host.")
-    return PDRequest(room=room, host=host, port=port, prefill_dp_rank=pdr, fake=host == FAKE_BOOTSTRAP_HOST)
+    return PDRequest(room=room, host=host, port=port, prefill_dp_rank=pdr, fake=host == FAKE_BOOTSTRAP_HOST,
+                     entry=REAL_CLOCK.now() if now is None else now)
 
 
 # ---- rooms (prefill side) -----------------------------------------------------------------------------------------
@@ -451,6 +453,7 @@ class _Role:
         self.server = server
         self.cfg = server.cfg
         self.engine = server.engine
+        self.clock = server.engine.clock
         self.metrics = server.metrics
         self.pending: set[SimRequest] = set()  # before engine admission: bootstrap queue / decode handshake
         self.engine.stats_hook = self.stats
@@ -484,7 +487,7 @@ class _Role:
         pass
 
     def prepare(self, r: SimRequest, body: dict[str, Any]) -> None:
-        r.pd = pd_request(body, self.cfg)
+        r.pd = pd_request(body, self.cfg, self.clock.now())
 
     async def complete(self, r: SimRequest) -> None:
         raise NotImplementedError
@@ -547,14 +550,14 @@ class PrefillRole(_Role):
                 self.metrics.inc_bootstrap_failed(r.rank)
                 raise PDError(f"Prefill bootstrap failed for request rank=0 req.rid='{r.rid}' "
                               f"req.bootstrap_room={p.room}" + (f" with exception {room.error}" if room.error else ""))
-            p.bootstrap_done = r.wait_queue_entry = time.monotonic()
+            p.bootstrap_done = r.wait_queue_entry = self.clock.now()
             self.engine.submit(r)
             try:
                 assert r.admitted is not None
                 await r.admitted
-                await asyncio.sleep(max(0.0, r.first_token_time - time.monotonic()))  # the prefill forward
+                await self.clock.sleep(max(0.0, r.first_token_time - self.clock.now()))  # the prefill forward
                 self.rooms.set_state(room, KVPoll.Transferring)
-                start = time.monotonic()
+                start = self.clock.now()
                 room.tokens = r.input_tokens  # decode has no radix cache: the whole prompt's KV goes over
                 room.bytes = r.input_tokens * self.cfg.kv_bytes_per_token
                 room.transfer_s = transfer_seconds(r.input_tokens, self.cfg.kv_bytes_per_token,
@@ -563,7 +566,7 @@ class PrefillRole(_Role):
                 if room.state == KVPoll.Failed:
                     raise PDError(f"KV transfer failed for request rank=0 req.rid='{r.rid}' "
                                   f"req.bootstrap_room={p.room}: {room.error}")
-                now = time.monotonic()
+                now = self.clock.now()
                 self.rooms.set_state(room, KVPoll.Success)
                 r.first_token_time = now  # its one token reaches the tokenizer once the transfer is done
                 self.metrics.observe_kv_transfer(r.rank, latency_s=now - start, total_bytes=room.bytes)
@@ -634,9 +637,9 @@ class DecodeRole(_Role):
                         break
             except (aiohttp.ClientError, TimeoutError) as e:
                 last = repr(e)
-            if time.monotonic() >= deadline:
+            if self.clock.now() >= deadline:
                 break
-            await asyncio.sleep(0.2)
+            await self.clock.sleep(0.2)
         raise PDError(f"bootstrap server {url}: {last}")
 
     async def _handshake(self, r: SimRequest) -> None:
@@ -665,7 +668,7 @@ class DecodeRole(_Role):
     async def _receive(self, r: SimRequest) -> None:
         """Admitted (KV preallocated): send the destination, then the transfer queue until the KV is in."""
         p: PDRequest = r.pd
-        now = time.monotonic()
+        now = self.clock.now()
         self.metrics.observe_kv_bootstrap(r.rank, bootstrap_s=p.bootstrap_done - p.entry,
                                           alloc_s=now - p.bootstrap_done)  # set_decode_transfer_queue_entry_time
         if p.fake:
@@ -680,12 +683,12 @@ class DecodeRole(_Role):
                         "tokens": r.input_tokens, "link_gbps": self.cfg.kv_link_gbps}) as resp:
                     state = await resp.json()
                 deadline = now + self.cfg.bootstrap_timeout_s  # SGLANG_DISAGGREGATION_WAITING_TIMEOUT
-                while state.get("state") not in ("Success", "Failed") and time.monotonic() < deadline:
+                while state.get("state") not in ("Success", "Failed") and self.clock.now() < deadline:
                     try:
                         async with self.session().get(url, params={"wait": str(POLL_WAIT_S)}) as resp:
                             state = await resp.json()
                     except (aiohttp.ClientError, TimeoutError):
-                        await asyncio.sleep(0.5)
+                        await self.clock.sleep(0.5)
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
                 state = {"state": "Failed", "error": repr(e)}
             if state.get("state") != "Success":
@@ -720,7 +723,7 @@ class DecodeRole(_Role):
                                   f"req.bootstrap_room={p.room}: {e.message}") from None
         finally:
             self.pending.discard(r)
-        p.bootstrap_done = time.monotonic()
+        p.bootstrap_done = self.clock.now()
         r.before_start = lambda: self._receive(r)
 
     async def complete(self, r: SimRequest) -> None:

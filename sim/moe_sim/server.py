@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .clock import Clock
 from .engine import VERSION, AdmissionError, Engine, SimConfig, SimRequest
 from .metrics import SimMetrics
 from .pd_serve import PDError, make_role
@@ -71,11 +72,15 @@ def _opt_int(v: Any) -> int | None:
 
 class SimServer:
     def __init__(self, cfg: SimConfig, *, role: str = "leader", engine: Engine | None = None,
-                 leader_exited: asyncio.Event | None = None, name: str = ""):
+                 leader_exited: asyncio.Event | None = None, name: str = "", clock: Clock | None = None):
+        """`clock`: the engine's time (clock.py); default the real clock, or the given engine's."""
         if role not in ("leader", "worker"):
             raise ValueError(f"role must be leader or worker, not {role!r}")
         self.cfg, self.role, self.name = cfg, role, name or f"{cfg.host}:{cfg.port}"
-        self.engine = engine if engine is not None else Engine(cfg)
+        if engine is not None and clock is not None and engine.clock is not clock:
+            raise ValueError("the server and its engine must share one clock")
+        self.engine = engine if engine is not None else Engine(cfg) if clock is None else Engine(cfg, clock)
+        self.clock = self.engine.clock
         self.engine.admit_listeners.append(self._on_admit)
         self.metrics = SimMetrics(cfg, scheduler_ranks=cfg.ranks_of_node(cfg.node_rank), tokenizer=role == "leader")
         self.status = "Starting"
@@ -88,7 +93,7 @@ class SimServer:
         self.app = self._make_app()
         # PD role of the leader (None: aggregated, or a node rank > 0)
         self.pd = make_role(self) if role == "leader" else None
-        self.created = time.monotonic()
+        self.created = self.clock.now()
         # fault injection for tests: "" (answer), "hang" (accept, never answer), "error" (HTTP 500)
         self.metrics_fault = ""
 
@@ -139,13 +144,13 @@ class SimServer:
         self.start_background()
 
     async def _cold_start(self) -> None:
-        await asyncio.sleep(self.cfg.cold_start)
+        await self.clock.sleep(self.cfg.cold_start)
         if not self.gracefully_exit:
             self.status = "Up"
             if self.pd is not None:
                 self.pd.up()
             self.up.set()
-            self.metrics.set_startup_time(time.monotonic() - self.created)
+            self.metrics.set_startup_time(self.clock.now() - self.created)
             log.info("%s: %s up", self.name, self.role)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -166,7 +171,7 @@ class SimServer:
         if self.role == "leader":
             # polled like SGLang's sigterm_watchdog (every 5 s there), not event-driven
             while self.engine.in_flight or (self.pd is not None and self.pd.pending):  # noqa: ASYNC110
-                await asyncio.sleep(self.cfg.drain_poll_s)
+                await self.clock.sleep(self.cfg.drain_poll_s)
         elif self.leader_exited is not None:
             await self.leader_exited.wait()
         await self.close()
@@ -271,12 +276,12 @@ class SimServer:
             if not 0 <= d < self.cfg.dp_size:
                 return _error(f"Invalid dp_rank {d}")
             ranks = range(d, d + 1)
-        now = time.monotonic()
+        now = self.clock.now()
         loads = []
         for d in ranks:
             st = self.engine.rank_stats(d, now)
             loads.append({
-                "timestamp": time.time(), "dp_rank": d, "num_running_reqs": st["num_running_reqs"],
+                "timestamp": self.clock.wall(), "dp_rank": d, "num_running_reqs": st["num_running_reqs"],
                 "num_waiting_reqs": st.get("loads_num_waiting_reqs", st["num_waiting_reqs"]),
                 "num_waiting_uncached_tokens": st["num_waiting_uncached_tokens"],
                 "num_used_tokens": st["num_used_tokens"], "num_total_tokens": st["num_used_tokens"],
@@ -301,7 +306,8 @@ class SimServer:
                 lines.append(f"# TYPE sglang_{key} gauge")
                 lines += [f'sglang_{key}{{dp_rank="{ld["dp_rank"]}"}} {ld[key]}' for ld in loads]
             return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-        return _json({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "version": VERSION,
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(self.clock.wall()))
+        return _json({"timestamp": stamp, "version": VERSION,
                       "accelerator": "sim", "num_accelerators": max(1, self.cfg.tp_size // self.cfg.dp_size),
                       "loads": loads})
 
@@ -317,7 +323,7 @@ class SimServer:
         if self.metrics_fault == "hang":
             # a wedged exporter: the connection is accepted and never answered (the handler is cancelled when
             # the scraper gives up and disconnects)
-            await asyncio.sleep(3600)
+            await self.clock.sleep(3600)
         if self.metrics_fault == "error":
             return web.Response(status=500, text="metrics fault injected\n")
         body = self.metrics.exposition(self.engine)
@@ -358,7 +364,7 @@ class SimServer:
         if completed:
             self.metrics.observe_finished(prompt=r.input_tokens, generated=r.max_new_tokens, cached=r.cached_tokens,
                                           stream=r.stream, arrival=r.arrival, first_token=r.first_token_time,
-                                          finished=time.monotonic())
+                                          finished=self.clock.now())
         else:
             self.metrics.observe_aborted()
 
@@ -427,7 +433,7 @@ class SimServer:
         except (AdmissionError, ValueError, TypeError) as e:
             return _error(str(e))
         rid = uuid.uuid4().hex
-        created = int(time.time())
+        created = int(self.clock.wall())
         model = self.cfg.model_name
         obj = "chat.completion" if chat else "text_completion"
         if not stream:
@@ -488,7 +494,7 @@ class SimServer:
         except (AdmissionError, ValueError, TypeError) as e:
             return _error(str(e))
         rid = str(body.get("rid") or uuid.uuid4().hex)
-        start = time.monotonic()
+        start = self.clock.now()
 
         def meta(done: bool, total: int) -> dict[str, Any]:
             # a PD prefill finishes with FINISH_LENGTH(length=0) (prefill.py process_disagg_prefill_inflight_queue)
@@ -497,7 +503,7 @@ class SimServer:
                                  "prompt_tokens": r.input_tokens, "weight_version": "default",
                                  "completion_tokens": total, "cached_tokens": r.cached_tokens}
             if done:
-                m["e2e_latency"] = time.monotonic() - start
+                m["e2e_latency"] = self.clock.now() - start
             return m
 
         if not stream:

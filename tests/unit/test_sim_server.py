@@ -1,10 +1,14 @@
-"""The SGLang simulator (moe_sim): endpoints, KV admission/queueing, prefix reuse, SIGTERM drain, metrics."""
+"""The SGLang simulator (moe_sim): endpoints, KV admission/queueing, prefix reuse, SIGTERM drain, metrics.
+
+Tests whose observations depend on time (a token every 1/decode_tps s, a cold start, a drain) run on a VirtualClock
+(`_on_virtual_time`): on wall time a busy machine delays the stream's generator and the test sees something else
+(e.g. two tokens coalesced into one SSE chunk)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from moe_sim import AdmissionError, Engine, SimConfig
+from moe_sim.clock import VirtualClock
 from moe_sim.server import SimServer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sglang_metrics_0.5.23.txt"
@@ -75,24 +80,51 @@ def _sim_fixture(**cfg: Any) -> Any:
     return fx
 
 
-sim = _sim_fixture(model_name="m", max_total_tokens=1000, dp_size=1, decode_tps=200.0, drain_poll_s=0.02)
-sim2 = _sim_fixture(model_name="m", max_total_tokens=4096, dp_size=2, tp_size=16, decode_tps=500.0)
-cold = _sim_fixture(model_name="m", cold_start=0.3)
+SIM = {"model_name": "m", "max_total_tokens": 1000, "dp_size": 1, "decode_tps": 200.0, "drain_poll_s": 0.02}
+SIM2 = {"model_name": "m", "max_total_tokens": 4096, "dp_size": 2, "tp_size": 16, "decode_tps": 500.0}
+sim = _sim_fixture(**SIM)
+sim2 = _sim_fixture(**SIM2)
 worker = _sim_fixture(model_name="m", role="worker", dp_size=4, nnodes=2, node_rank=1)
+
+
+def _on_virtual_time(body: Callable[[Sim], Awaitable[None]], *, wait_up: bool = True, **cfg: Any) -> None:
+    """Run `body` against a fresh leader whose engine, HTTP server and client share one VirtualClock: time moves only
+    when every task is waiting, so what the test observes does not depend on how busy the machine is."""
+    clock = VirtualClock()
+
+    async def main() -> None:
+        server = SimServer(SimConfig(**cfg), clock=clock)
+        async with TestClient(TestServer(server.app)) as client:
+            server.start_background()
+            if wait_up:
+                await asyncio.wait_for(server.up.wait(), 2)
+            try:
+                await body(Sim(server, client))
+            finally:
+                await server.close()
+
+    clock.run(main())
 
 
 # ---- endpoints --------------------------------------------------------------------------------------------------
 
-async def test_cold_start_then_ready(cold: Sim) -> None:
-    for path in ("/ready", "/health", "/health_generate"):
-        async with cold.client.get(path) as r:
-            assert r.status == 503, path
-    status, body = await cold.chat()
-    assert status == 503
-    await asyncio.wait_for(cold.server.up.wait(), 2)
-    for path in ("/ready", "/health", "/health_generate", "/ping"):
-        async with cold.client.get(path) as r:
-            assert r.status == 200, path
+def test_cold_start_then_ready() -> None:
+    async def body(cold: Sim) -> None:
+        for path in ("/ready", "/health", "/health_generate"):
+            async with cold.client.get(path) as r:
+                assert r.status == 503, path
+        status, _ = await cold.chat()
+        assert status == 503
+        await asyncio.wait_for(cold.server.up.wait(), 2)
+        assert cold.server.clock.now() == pytest.approx(0.3)
+        for path in ("/ready", "/health", "/health_generate", "/ping"):
+            async with cold.client.get(path) as r:
+                assert r.status == 200, path
+        fams = await cold.metrics()
+        [startup] = fams["sglang:startup_time_seconds"].samples
+        assert startup.value == pytest.approx(0.3)
+
+    _on_virtual_time(body, wait_up=False, model_name="m", cold_start=0.3)
 
 
 async def test_info_endpoints(sim2: Sim) -> None:
@@ -138,27 +170,36 @@ async def test_non_streaming_chat_and_generate(sim: Sim) -> None:
     assert gen["meta_info"]["completion_tokens"] == 128  # SGLang's default max_new_tokens
 
 
-async def test_streaming_format(sim: Sim) -> None:
-    status, text = await sim.chat(max_tokens=3, stream=True, stream_options={"include_usage": True})
-    assert status == 200
-    events = [e for e in text.split("\n\n") if e]
-    assert all(e.startswith("data: ") for e in events)
-    assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
-    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
-    assert content.split() and len(content.split()) == 3
-    finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
-    assert [c["choices"][0]["finish_reason"] for c in finals] == ["length"]
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
-    # native /generate streams the cumulative text
-    async with sim.client.post("/generate", json={"text": "hey", "stream": True,
-                                                  "sampling_params": {"max_new_tokens": 2}}) as r:
-        raw = await r.text()
-    gen = [json.loads(e[6:]) for e in raw.split("\n\n") if e and e != "data: [DONE]"]
-    assert raw.rstrip().endswith("data: [DONE]")
-    assert len(gen[-1]["text"]) > len(gen[0]["text"]) and gen[-1]["meta_info"]["finish_reason"]["type"] == "length"
+def test_streaming_format() -> None:
+    # On wall time this flaked on a busy machine: a stream yields the tokens due when its generator wakes, so a
+    # wake-up 5 ms (1/decode_tps) late coalesced the 2-token /generate stream into one chunk. On the virtual clock
+    # nothing is late: one chunk per token.
+    async def body(sim: Sim) -> None:
+        status, text = await sim.chat(max_tokens=3, stream=True, stream_options={"include_usage": True})
+        assert status == 200
+        events = [e for e in text.split("\n\n") if e]
+        assert all(e.startswith("data: ") for e in events)
+        assert events[-1] == "data: [DONE]"
+        chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        tokens = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]
+                  and not c["choices"][0]["finish_reason"]]
+        assert tokens == [" sim"] * 3
+        finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+        assert [c["choices"][0]["finish_reason"] for c in finals] == ["length"]
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+        # native /generate streams the cumulative text
+        async with sim.client.post("/generate", json={"text": "hey", "stream": True,
+                                                      "sampling_params": {"max_new_tokens": 2}}) as r:
+            raw = await r.text()
+        gen = [json.loads(e[6:]) for e in raw.split("\n\n") if e and e != "data: [DONE]"]
+        assert raw.rstrip().endswith("data: [DONE]")
+        assert [g["text"] for g in gen] == [" sim", " sim sim"]
+        assert gen[0]["meta_info"]["finish_reason"] is None
+        assert gen[-1]["meta_info"]["finish_reason"]["type"] == "length"
+
+    _on_virtual_time(body, **SIM)
 
 
 async def test_request_larger_than_the_pool_is_rejected(sim: Sim) -> None:
@@ -170,41 +211,49 @@ async def test_request_larger_than_the_pool_is_rejected(sim: Sim) -> None:
 
 # ---- KV pool: admission, queueing, prefix reuse ------------------------------------------------------------------
 
-async def test_admission_counts_prompt_and_generated_tokens(sim: Sim) -> None:
-    task = asyncio.create_task(sim.chat(max_tokens=100, sim={"input_tokens": 300}))  # 0.5 s at 200 tok/s
-    await _until(lambda: _gauge_is(sim, "sglang:num_running_reqs", 1))
-    used = await sim.gauge("sglang:kv_used_tokens")
-    assert 300 <= used <= 400
-    await asyncio.sleep(0.2)
-    assert await sim.gauge("sglang:kv_used_tokens") > used  # generated tokens are held too
-    fams = await sim.metrics()
-    kv = {n: next(iter(fams[n].samples)).value for n in
-          ("sglang:kv_used_tokens", "sglang:kv_available_tokens", "sglang:kv_evictable_tokens",
-           "sglang:max_total_num_tokens", "sglang:num_used_tokens")}
-    assert kv["sglang:kv_used_tokens"] + kv["sglang:kv_available_tokens"] + kv["sglang:kv_evictable_tokens"] == 1000
-    status, body = await task
-    assert status == 200 and body["usage"]["prompt_tokens"] == 300
-    assert await sim.gauge("sglang:kv_used_tokens") == 0 and await sim.gauge("sglang:num_running_reqs") == 0
+def test_admission_counts_prompt_and_generated_tokens() -> None:
+    async def body(sim: Sim) -> None:
+        task = asyncio.create_task(sim.chat(max_tokens=100, sim={"input_tokens": 300}))  # 0.5 s at 200 tok/s
+        await _until(lambda: _gauge_is(sim, "sglang:num_running_reqs", 1))
+        used = await sim.gauge("sglang:kv_used_tokens")
+        assert 300 <= used <= 400
+        await asyncio.sleep(0.2)
+        assert await sim.gauge("sglang:kv_used_tokens") > used  # generated tokens are held too
+        fams = await sim.metrics()
+        kv = {n: next(iter(fams[n].samples)).value for n in
+              ("sglang:kv_used_tokens", "sglang:kv_available_tokens", "sglang:kv_evictable_tokens",
+               "sglang:max_total_num_tokens", "sglang:num_used_tokens")}
+        assert (kv["sglang:kv_used_tokens"] + kv["sglang:kv_available_tokens"] + kv["sglang:kv_evictable_tokens"]
+                == 1000)
+        status, out = await task
+        assert status == 200 and out["usage"]["prompt_tokens"] == 300
+        assert await sim.gauge("sglang:kv_used_tokens") == 0 and await sim.gauge("sglang:num_running_reqs") == 0
+
+    _on_virtual_time(body, **SIM)
 
 
 async def _gauge_is(sim: Sim, name: str, value: float, dp_rank: int = 0) -> bool:
     return await sim.gauge(name, dp_rank) == value
 
 
-async def test_requests_queue_when_the_pool_is_full(sim: Sim) -> None:
-    # each reserves 400 prompt + 100 output = 500 of 1000 tokens: two run, the third waits
-    tasks = [asyncio.create_task(sim.chat(max_tokens=100, sim={"input_tokens": 400})) for _ in range(3)]
-    await _until(lambda: _gauge_is(sim, "sglang:num_queue_reqs", 1))
-    assert await sim.gauge("sglang:num_running_reqs") == 2
-    [load] = await sim.loads()
-    assert load["num_waiting_reqs"] == 1 and load["num_running_reqs"] == 2
-    results = await asyncio.gather(*tasks)
-    assert all(s == 200 for s, _ in results)
-    assert await sim.gauge("sglang:num_queue_reqs") == 0
-    fams = await sim.metrics()
-    [count] = [s.value for s in fams["sglang:queue_time_seconds"].samples if s.name.endswith("_count")]
-    [total] = [s.value for s in fams["sglang:queue_time_seconds"].samples if s.name.endswith("_sum")]
-    assert total >= 0.4  # the third waited about one request's duration (0.5 s)
+def test_requests_queue_when_the_pool_is_full() -> None:
+    async def body(sim: Sim) -> None:
+        # each reserves 400 prompt + 100 output = 500 of 1000 tokens: two run, the third waits
+        tasks = [asyncio.create_task(sim.chat(max_tokens=100, sim={"input_tokens": 400})) for _ in range(3)]
+        await _until(lambda: _gauge_is(sim, "sglang:num_queue_reqs", 1))
+        assert await sim.gauge("sglang:num_running_reqs") == 2
+        [load] = await sim.loads()
+        assert load["num_waiting_reqs"] == 1 and load["num_running_reqs"] == 2
+        results = await asyncio.gather(*tasks)
+        assert all(s == 200 for s, _ in results)
+        assert await sim.gauge("sglang:num_queue_reqs") == 0
+        fams = await sim.metrics()
+        [count] = [s.value for s in fams["sglang:queue_time_seconds"].samples if s.name.endswith("_count")]
+        [total] = [s.value for s in fams["sglang:queue_time_seconds"].samples if s.name.endswith("_sum")]
+        # the third waited one request's service: prefill 400 tokens at 8192/s, then 99 more tokens at 200/s
+        assert count == 3 and total == pytest.approx(400 / 8192 + 99 / 200)
+
+    _on_virtual_time(body, **SIM)
 
 
 async def test_prefix_blocks_are_reused_and_evictable(sim: Sim) -> None:
@@ -244,11 +293,14 @@ async def test_text_prompts_share_prefix_blocks(sim2: Sim) -> None:
     assert await sim2.gauge("sglang:kv_evictable_tokens", dp_rank=0) == 0
 
 
-async def test_dp_ranks_round_robin_and_routed(sim2: Sim) -> None:
-    tasks = [asyncio.create_task(sim2.chat(max_tokens=200)) for _ in range(2)]
-    await _until(lambda: _gauge_is(sim2, "sglang:num_running_reqs", 1, dp_rank=1))
-    assert await sim2.gauge("sglang:num_running_reqs", dp_rank=0) == 1
-    await asyncio.gather(*tasks)
+def test_dp_ranks_round_robin_and_routed() -> None:
+    async def body(sim2: Sim) -> None:
+        tasks = [asyncio.create_task(sim2.chat(max_tokens=200)) for _ in range(2)]
+        await _until(lambda: _gauge_is(sim2, "sglang:num_running_reqs", 1, dp_rank=1))
+        assert await sim2.gauge("sglang:num_running_reqs", dp_rank=0) == 1
+        await asyncio.gather(*tasks)
+
+    _on_virtual_time(body, **SIM2)
 
 
 def test_engine_rejects_impossible_requests() -> None:
@@ -264,12 +316,9 @@ def test_engine_rejects_impossible_requests() -> None:
 
 # ---- SIGTERM --------------------------------------------------------------------------------------------------------
 
-async def test_sigterm_drains_running_requests_then_exits() -> None:
-    server = SimServer(SimConfig(model_name="m", max_total_tokens=1000, decode_tps=100.0, drain_poll_s=0.02))
-    async with TestClient(TestServer(server.app)) as client:
-        server.start_background()
-        await asyncio.wait_for(server.up.wait(), 2)
-        s = Sim(server, client)
+def test_sigterm_drains_running_requests_then_exits() -> None:
+    async def body(s: Sim) -> None:
+        server, client = s.server, s.client
         running = asyncio.create_task(s.chat(max_tokens=30))  # 0.3 s
         await _until(lambda: _gauge_is(s, "sglang:num_running_reqs", 1))
         server.sigterm()
@@ -283,7 +332,8 @@ async def test_sigterm_drains_running_requests_then_exits() -> None:
         (st1, b1), (st2, b2) = await asyncio.gather(running, late)
         assert st1 == st2 == 200 and b1["usage"]["completion_tokens"] == 30
         await asyncio.wait_for(server.exited.wait(), 2)
-        await server.close()
+
+    _on_virtual_time(body, model_name="m", max_total_tokens=1000, decode_tps=100.0, drain_poll_s=0.02)
 
 
 async def test_sigterm_with_nothing_in_flight_exits_at_once() -> None:
@@ -320,20 +370,26 @@ async def test_worker_is_a_dummy_server_with_its_own_ranks(worker: Sim) -> None:
     assert "sglang:prompt_tokens" not in fams and "sglang:time_to_first_token_seconds" not in fams
 
 
-async def test_worker_shares_the_group_engine() -> None:
-    cfg0 = SimConfig(dp_size=2, nnodes=2, node_rank=0, decode_tps=100.0)
-    leader = SimServer(cfg0)
-    cfg1 = SimConfig(dp_size=2, nnodes=2, node_rank=1, decode_tps=100.0)
-    w = SimServer(cfg1, role="worker", engine=leader.engine)
-    r = leader.engine.make_request(input_tokens=50, max_new_tokens=20, routed_dp_rank=1)
-    task = asyncio.create_task(leader.engine.complete(r))
-    await asyncio.sleep(0.05)
-    wf = {f.name: f for f in text_string_to_metric_families(w.metrics.exposition(w.engine).decode())}
-    lf = {f.name: f for f in text_string_to_metric_families(leader.metrics.exposition(leader.engine).decode())}
-    [ws] = wf["sglang:num_running_reqs"].samples
-    [ls] = lf["sglang:num_running_reqs"].samples
-    assert (ws.labels["dp_rank"], ws.value) == ("1", 1) and (ls.labels["dp_rank"], ls.value) == ("0", 0)
-    await task
+def test_worker_shares_the_group_engine() -> None:
+    clock = VirtualClock()  # the request runs 0.2 s: on wall time a late wake-up would see it finished
+
+    async def main() -> None:
+        cfg0 = SimConfig(dp_size=2, nnodes=2, node_rank=0, decode_tps=100.0)
+        leader = SimServer(cfg0, clock=clock)
+        cfg1 = SimConfig(dp_size=2, nnodes=2, node_rank=1, decode_tps=100.0)
+        w = SimServer(cfg1, role="worker", engine=leader.engine)
+        r = leader.engine.make_request(input_tokens=50, max_new_tokens=20, routed_dp_rank=1)
+        task = asyncio.create_task(leader.engine.complete(r))
+        await asyncio.sleep(0.05)
+        wf = {f.name: f for f in text_string_to_metric_families(w.metrics.exposition(w.engine).decode())}
+        lf = {f.name: f for f in text_string_to_metric_families(leader.metrics.exposition(leader.engine).decode())}
+        [ws] = wf["sglang:num_running_reqs"].samples
+        [ls] = lf["sglang:num_running_reqs"].samples
+        assert (ws.labels["dp_rank"], ws.value) == ("1", 1) and (ls.labels["dp_rank"], ls.value) == ("0", 0)
+        await task
+        assert clock.now() == pytest.approx(50 / 8192 + 19 / 100)
+
+    clock.run(main())
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------------
