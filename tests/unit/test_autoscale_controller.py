@@ -154,3 +154,34 @@ def test_queued_tokens_admissions_and_service_time_come_from_the_counters_of_the
     assert counter_rates(0, after, mem, 55.0) == Rates(4 * 1_000.0, 0.1, 5.0)
     # a group whose servers expose no tokenizer counters: unknown
     assert counter_rates(1, gm(1, 100, 1000, 2, 4), mem, 55.0) == Rates(None, None, None)
+
+
+def test_latency_comes_from_the_histograms_of_the_last_interval_and_drives_the_law() -> None:
+    from dataclasses import replace as _replace
+
+    from moe_operator.autoscale.controller import Latency, latency_since
+
+    mem = Memory()
+    base = _replace(gm(0, 100, 1000, 8, 0), itl_sum=10.0, itl_count=500.0, ttft_sum=4.0, ttft_count=4.0)
+    assert latency_since(0, base, mem, 0.0) == Latency(None, None)  # no interval yet
+    # in 15 s: 1,000 tokens decoded in 60 s of token intervals (60 ms each), 5 first tokens after 2 s each
+    later = _replace(base, itl_sum=70.0, itl_count=1_500.0, ttft_sum=14.0, ttft_count=9.0)
+    got = latency_since(0, later, mem, 15.0)
+    assert abs((got.itl_s or 0) - 0.06) < 1e-12 and abs((got.ttft_s or 0) - 2.0) < 1e-12
+    assert latency_since(0, later, mem, 30.0) == Latency(None, None)  # nothing new: no latency, not the last one
+    restarted = _replace(base, itl_sum=1.0, itl_count=10.0, ttft_sum=0.0, ttft_count=0.0)
+    assert latency_since(0, restarted, mem, 45.0) == Latency(None, None)  # counters went down: re-based
+    assert latency_since(1, gm(1, 100), mem, 45.0) == Latency(None, None)  # no histograms exposed
+
+    # the law reads them when the spec sets a target: 4 groups at 1.2 x the ITL target -> ceil(4.8 / 0.7) = 7
+    spec = MoEDeploymentSpec.model_validate({**BASE, "autoscaling": {
+        "enabled": True, "maxGroups": 8, "targetInterTokenLatencySeconds": 0.05}})
+    mem2 = Memory()
+    for now, s in ((0.0, 0.0), (15.0, 60.0)):
+        metrics = {g: _replace(gm(g, 100, 1000, 8), itl_sum=s, itl_count=s / 0.06) for g in range(4)}
+        res = plan_step(now=now, spec=spec, status={}, replicas=4, starting=0, metrics=metrics, memory=mem2,
+                        planned_groups=1, measured_cold_start=None)[1]
+    assert res.desired_groups == 7 and "latency 4.80 groups at target" in res.status_patch["lastScaleReason"]
+    plain = plan_step(now=30.0, spec=SPEC, status={}, replicas=4, starting=0, metrics=metrics, memory=Memory(),
+                      planned_groups=1, measured_cold_start=None)[1]
+    assert plain.desired_groups == 4  # without a target: KV only (10 % used)

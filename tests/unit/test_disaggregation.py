@@ -143,6 +143,8 @@ async def test_ascend_uses_its_transfer_engine_and_the_store_url_on_every_server
     (SPEC, "a" * 38, "metadata.name", "38 characters"),
     (with_(router={"enabled": False}), "kimi", "spec.router.enabled", "router"),
     (with_(disaggregation__bootstrapPort=30000), "kimi", "spec.disaggregation.bootstrapPort", "sglang.port"),
+    (with_(autoscaling={"enabled": True, "maxGroups": 4, "targetTimeToFirstTokenSeconds": 5}), "kimi",
+     "spec.autoscaling.targetTimeToFirstTokenSeconds", "ttftSeconds"),
     (with_(disaggregation__prefill={"promptTokensPerSecond": 60000, "ttftSeconds": 0.5}), "kimi",
      "spec.disaggregation.prefill", "ttftSeconds (0.5 s)"),
     (with_(disaggregation__prefill={"promptTokensPerSecond": 600000, "maxGroups": 2}), "kimi",

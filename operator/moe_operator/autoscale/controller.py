@@ -45,6 +45,8 @@ class Memory:
     uncached_per_request: dict[int, float] = field(default_factory=dict)
     admitted_per_s: dict[int, float] = field(default_factory=dict)
     service_s: dict[int, float] = field(default_factory=dict)
+    # per group: the latency histograms' (t, ITL sum, ITL count, TTFT sum, TTFT count) last seen
+    latency: dict[int, tuple[float, float, float, float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,28 @@ class Rates:
     queued_tokens: float | None  # KV the queued requests will need
     admitted_per_s: float | None  # requests taken from the queues per second
     service_s: float | None  # mean seconds a finished request held its KV (end-to-end latency minus queue wait)
+
+
+@dataclass(frozen=True)
+class Latency:
+    itl_s: float | None  # mean inter-token latency of the tokens decoded since the last step
+    ttft_s: float | None  # mean time to first token of the requests that got one since the last step
+
+
+def latency_since(group: int, m: GroupMetrics, memory: Memory, now: float) -> Latency:
+    """Mean ITL and TTFT over the interval since the last step, from the histograms' _sum/_count deltas: what the
+    group's compute load did to latency just now (None for a histogram with no new observation, or on the first
+    step, or after a counter went down: a restarted server re-bases). Unlike the counter rates, nothing carries
+    over: an idle group has no latency, not its last one."""
+    if m.itl_count is None and m.ttft_count is None:
+        return Latency(None, None)
+    cur = (now, m.itl_sum or 0.0, m.itl_count or 0.0, m.ttft_sum or 0.0, m.ttft_count or 0.0)
+    before = memory.latency.get(group)
+    memory.latency[group] = cur
+    if before is None or now <= before[0] or any(c < b for c, b in zip(cur[1:], before[1:], strict=True)):
+        return Latency(None, None)
+    d = [c - b for c, b in zip(cur[1:], before[1:], strict=True)]
+    return Latency(d[0] / d[1] if d[1] > 0 else None, d[2] / d[3] if d[3] > 0 else None)
 
 
 def counter_rates(group: int, m: GroupMetrics, memory: Memory, now: float) -> Rates:
@@ -118,6 +142,8 @@ def law_params(spec: MoEDeploymentSpec, measured_cold_start: float | None, plann
         max_groups=hi if hi is not None else max(1, planned_groups),
         scale_down_stabilization_s=float(auto.scale_down_stabilization_seconds),
         cold_start_s=cold,
+        itl_target_s=auto.target_inter_token_latency_seconds,
+        ttft_target_s=auto.target_time_to_first_token_seconds,
     )
 
 
@@ -193,10 +219,11 @@ def plan_step(*, now: float, spec: MoEDeploymentSpec, status: Mapping[str, Any],
     for g, got in sorted(metrics.items()):
         if g < replicas:
             r = counter_rates(g, got, memory, now)
+            lat = latency_since(g, got, memory, now)
             samples.append(GroupSample(kv_used_tokens=got.kv_used_tokens, kv_total_tokens=got.kv_total_tokens,
                                        running_reqs=got.running_reqs, queued_reqs=got.queued_reqs, ready=True,
                                        queued_tokens=r.queued_tokens, admitted_per_s=r.admitted_per_s,
-                                       service_s=r.service_s))
+                                       service_s=r.service_s, itl_s=lat.itl_s, ttft_s=lat.ttft_s))
     # a Ready group without a sample (its metrics endpoint is silent) is assumed to carry the sampled groups' mean
     # load; groups still starting are credited as capacity that is coming
     decision = decide(now, samples, replicas, starting, memory.law, params)

@@ -37,7 +37,15 @@ ADMITTED = "sglang:queue_time_seconds_count"
 QUEUE_TIME_SUM = "sglang:queue_time_seconds_sum"
 E2E_SUM = "sglang:e2e_request_latency_seconds_sum"
 E2E_COUNT = "sglang:e2e_request_latency_seconds_count"
-COUNTERS = (PROMPT_TOKENS, CACHED_TOKENS, REQUESTS, ADMITTED, QUEUE_TIME_SUM, E2E_SUM, E2E_COUNT)
+# the tokenizer's latency histograms (TokenizerMetricsCollector): inter-token latency is observed once per new token
+# (observe_inter_token_latency: interval / tokens, `num_new_tokens` times), so _sum/_count is the token-weighted
+# mean ITL; time to first token once per request (summed over its is_streaming label)
+ITL_SUM = "sglang:inter_token_latency_seconds_sum"
+ITL_COUNT = "sglang:inter_token_latency_seconds_count"
+TTFT_SUM = "sglang:time_to_first_token_seconds_sum"
+TTFT_COUNT = "sglang:time_to_first_token_seconds_count"
+COUNTERS = (PROMPT_TOKENS, CACHED_TOKENS, REQUESTS, ADMITTED, QUEUE_TIME_SUM, E2E_SUM, E2E_COUNT, ITL_SUM, ITL_COUNT,
+            TTFT_SUM, TTFT_COUNT)
 
 
 def canonical(name: str) -> str:
@@ -89,6 +97,10 @@ class GroupMetrics:
     queue_time_sum: float | None = None
     e2e_sum: float | None = None
     e2e_count: float | None = None
+    itl_sum: float | None = None
+    itl_count: float | None = None
+    ttft_sum: float | None = None
+    ttft_count: float | None = None
     prefill_bootstrap_reqs: int = 0  #: PD prefill: waiting for the decode side's handshake
     prefill_inflight_reqs: int = 0  #: PD prefill: prefilled, KV still being sent
 
@@ -190,6 +202,10 @@ def aggregate(results: Sequence[tuple[PodTarget, Page | list[RankSample] | None]
             queue_time_sum=counters.get(g, {}).get(QUEUE_TIME_SUM),
             e2e_sum=counters.get(g, {}).get(E2E_SUM),
             e2e_count=counters.get(g, {}).get(E2E_COUNT),
+            itl_sum=counters.get(g, {}).get(ITL_SUM),
+            itl_count=counters.get(g, {}).get(ITL_COUNT),
+            ttft_sum=counters.get(g, {}).get(TTFT_SUM),
+            ttft_count=counters.get(g, {}).get(TTFT_COUNT),
             prefill_bootstrap_reqs=int(sum(r.prefill_bootstrap for r in vals.values())),
             prefill_inflight_reqs=int(sum(r.prefill_inflight for r in vals.values())),
         )

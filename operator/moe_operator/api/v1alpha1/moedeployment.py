@@ -273,6 +273,24 @@ class Autoscaling(ApiModel):
         alias="targetKVUtilization",
         description="KV-cache occupancy (0.1..0.95) the autoscaler steers the average group towards.",
     )
+    target_inter_token_latency_seconds: float | None = Field(
+        default=None,
+        ge=0.001,
+        le=10.0,
+        alias="targetInterTokenLatencySeconds",
+        description="Mean inter-token latency (0.001..10 s) a group may run at: also scale on compute, with the "
+        "groups' mean ITL from SGLang's sglang:inter_token_latency_seconds histogram over this target as each "
+        "group's load (unset: KV-cache occupancy only). Groups are sized so that the mean stays at 0.7 of it "
+        "(requests spread around the mean) and scale-down waits until it would stay at 0.6.",
+    )
+    target_time_to_first_token_seconds: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=600.0,
+        alias="targetTimeToFirstTokenSeconds",
+        description="Mean time to first token (0.01..600 s, prefill queue included) a group may run at, from "
+        "sglang:time_to_first_token_seconds, like targetInterTokenLatencySeconds (unset: not used).",
+    )
     scale_down_stabilization_seconds: int = Field(
         default=600,
         ge=0,
@@ -646,6 +664,15 @@ class MoEDeploymentSpec(ApiModel):
             message="spec.disaggregation.bootstrapPort must differ from spec.sglang.port",
             field_path=".disaggregation.bootstrapPort",
             check=lambda m: m.disaggregation is None or m.disaggregation.bootstrap_port != m.sglang.port,
+        ),
+        Rule(
+            rule="!has(self.disaggregation) || !has(self.autoscaling) || "
+            "!has(self.autoscaling.targetTimeToFirstTokenSeconds)",
+            message="spec.autoscaling.targetTimeToFirstTokenSeconds does not apply with spec.disaggregation: the "
+            "prefill groups own TTFT (disaggregation.prefill.ttftSeconds)",
+            field_path=".autoscaling.targetTimeToFirstTokenSeconds",
+            reason="FieldValueForbidden",
+            check=lambda m: m.disaggregation is None or m.autoscaling.target_time_to_first_token_seconds is None,
         ),
         Rule(
             rule="!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || "
