@@ -110,6 +110,7 @@ class ModeResult:
     reasons: list[tuple[float, str, str]] = field(default_factory=list)  # (t, role, the law's reason) on changes
     # (bin start s, requests arrived, of them within both SLOs) per SLO_BIN_S of arrival time: where the misses are
     slo_timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    admitted_per_group: list[int] = field(default_factory=list)  # requests each group (by id) took, decode role
 
 
 def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
@@ -137,7 +138,7 @@ class _Decoder:
     tokens still to make finishes at v0 + n."""
 
     __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
-                 "pending_tokens", "lat")
+                 "pending_tokens", "lat", "admitted")
 
     def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
         self.kv_free = kv
@@ -155,6 +156,7 @@ class _Decoder:
         # since the last law step, as SGLang's histograms give them: [sum of running x seconds, sum of running x
         # decode steps] (mean ITL = the first over the second), [sum of TTFTs, first tokens]
         self.lat = [0.0, 0.0, 0.0, 0]
+        self.admitted = 0  # requests routed here
 
     def join(self, rid: int, prompt: int, remaining: int) -> None:
         heapq.heappush(self.heap, (self.v + remaining, rid))
@@ -213,6 +215,9 @@ class Autoscale:
     typical_prompt: float = 8192.0  # the declared typical uncached prompt (spec.disaggregation.prefill.promptTokens)
     initial_prefill: int = 1
     initial_decode: int = 1
+    # a baseline instead of the law for the aggregated / decode groups: an `offline.Policy` (hpa, keda, keda2), fed
+    # the same samples every STEP_SECONDS (= their 15 s HPA sync); None: the law
+    baseline: Any = None
 
 
 def autoscale_params(reqs: Sequence[Request], cfg: PDConfig, uncached: Sequence[int] | None = None,
@@ -314,6 +319,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             pre = min(routable, key=lambda p: p.free_at)
         d = best[1]
         d.kv_free -= need
+        d.admitted += 1
         home[rid] = d
         admitted_at[rid] = now
         iv["admitted"] += 1
@@ -409,13 +415,19 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         for d in decoders:
             d.lat = [0.0, 0.0, 0.0, 0]
         starting = sum(1 for d in active if d.ready_at > now)
-        dec = law_decide(now, samples, len(active), starting, law_state, scaling.law)
-        law_state = dec.state
-        desired = dec.desired_groups
         cur = len(active)
+        if scaling.baseline is not None:
+            from .offline import View
+
+            desired = scaling.baseline.decide(View(now, samples, cur, starting, cfg.group_kv_tokens))
+            why = f"{scaling.baseline.name}: {cur} -> {desired} groups"
+        else:
+            dec = law_decide(now, samples, cur, starting, law_state, scaling.law)
+            law_state = dec.state
+            desired, why = dec.desired_groups, dec.reason
         if desired != cur:
             scale_events += 1
-            reasons.append((now, "decode" if pd else "aggregated", dec.reason))
+            reasons.append((now, "decode" if pd else "aggregated", why))
         if desired > cur:
             for d in sorted((d for d in decoders if d.draining), key=lambda d: -d.gid):
                 if cur >= desired:
@@ -631,7 +643,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         autoscaled=auto, mean_prefill_groups=group_s["prefill"] / run_s if run_s else 0.0,
         mean_decode_groups=group_s["decode"] / run_s if run_s else 0.0, scale_events=scale_events,
         timeline=timeline if auto else timeline[:1] + timeline[-1:], reasons=reasons,
-        slo_timeline=[(k * SLO_BIN_S, v[0], v[1]) for k, v in sorted(bins.items())])
+        slo_timeline=[(k * SLO_BIN_S, v[0], v[1]) for k, v in sorted(bins.items())],
+        admitted_per_group=[d.admitted for d in sorted(decoders, key=lambda d: d.gid)])
 
 
 def replay_autoscaled(reqs: Sequence[Request], cfg: PDConfig, mode: str, uncached: Sequence[int] | None = None,

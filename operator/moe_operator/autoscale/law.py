@@ -32,18 +32,33 @@ extra information in a sum). The router (SMG) exports no per-session state.
     needed at once. Without those counters the queued tokens count in full, at most doubling the demand.)
 
 Law, each call:
-  1. Trend of the *demand* over the last `trend_window_s` (default max(180 s, horizon / 2)): the smaller of the
-     Theil-Sen slopes (median of pairwise slopes) of the window's older and newer halves, clamped at 0. A real
-     ramp rises in both halves; a step rises in one only, so a step is never extrapolated (bounded step response,
-     below), and one transient sample does not swing a median. Used once the history spans half the window (no
-     extrapolation from two points after a restart).
-  2. Forecast over the horizon H (default the cold start: a group asked for now serves H from now):
-         forecast = demand + slope x H
-  3. Recommendation, the larger of
+  1. Trend of the *demand* over the last `trend_window_s` (default max(600 s, horizon / 2): 40 calls, so noise
+     does not swing a slope that is multiplied by H): the Theil-Sen slopes (median of pairwise slopes) of the
+     window's older and newer halves, s_old and s_new. A real ramp rises in both halves; a step rises in one only,
+     so unless both are > 0 nothing is extrapolated (bounded step response, below). Used once the history spans
+     half the window (no extrapolation from two points after a restart).
+  2. Forecast over the horizon H (default the cold start: a group asked for now serves H from now), on a ramp
+     (`demand_growth`): growing agent sessions make the demand convex — sessions arrive faster along a ramp and
+     each live session's context grows turn by turn — so a straight line under-forecasts what a group asked for now
+     must hold when it serves (v0.2: 141 s / 1,173 s of KV exhaustion on the agent workload at 300 / 900 s cold
+     start). With the acceleration a = (s_new - s_old) / (half the window) > 0 and the slope now
+     s = s_new + a x (a quarter window):
+         forecast = demand + min(s x H + a x H^2 / 2, acceleration_cap x s_new x H)     (cap 2: noise x H^2)
+     and demand + s_new x H when the slope falls (a ramp's top).
+  3. Recommendation, the largest of
          now:      ceil(demand   / (kv_tokens_per_group x target_kv_utilization))
          forecast: ceil(forecast / (kv_tokens_per_group x forecast_max_utilization))    (default 0.9: the target
                    already leaves headroom; the forecast must only not run out before new groups are Ready)
+         latency:  with itl_target_s / ttft_target_s (the API's autoscaling.targetInterTokenLatencySeconds /
+                   targetTimeToFirstTokenSeconds): L = sum over serving groups of min(max_pressure, mean latency
+                   / target) (`_latency_groups`; SGLang's ITL and TTFT histograms between two calls; idle groups
+                   0), the compute load in groups at the targets; ceil(L / latency_headroom) now (0.7: requests
+                   spread around a group's mean) and ceil((L + linear growth of L over H) / 0.9)
      and, while requests queue and no group is starting, at least one group more than the fleet has.
+     Why latency and not only KV: at long contexts the KV is rarely what runs out first — chunked prefill of
+     every turn's new tokens stalls the decode batch of its group, and the batch's step time grows with its size
+     and context; the compute replay (moe_sim.pd) shows the KV-only law at goodput 0.91 on the agent workload where
+     the latency term gets 0.97-0.98 (docs/benchmarks.md).
   4. Scale up when the recommendation exceeds the fleet, in ONE step to the recommendation. The fleet counted
      includes the groups still starting, so a group on its way is credited with what it will absorb and the law
      never asks for it twice; a backlog that new groups take over shows as admissions and a shorter queue in the
@@ -62,7 +77,9 @@ sees it, for ceil(D1 / (G x target)) groups (G = KV tokens per group; a step bey
 rate at once, so it is seen in full) and nothing more from the trend (the step is in one half-window only); while
 the step's requests queue it adds only what working off that queue within one cold start needs (queued tokens x
 service / H, at most the queue), and after a step down it removes one group per stabilization window until
-ceil(D1 / (G x (target - hysteresis))) is reached. Unit tests pin both (tests/unit/test_law.py).
+ceil(D1 / (G x (target - hysteresis))) is reached. A latency step asks at most max_pressure (2) / headroom x the
+serving groups in one call, and, the groups starting being credited, nothing more until they serve. Unit tests pin
+these (tests/unit/test_law.py).
 
 Groups without a sample. `current_groups - starting_groups` groups are expected to serve; if fewer samples than
 that arrive (a silent pod), each missing group is assumed to carry the mean load of the sampled groups (neither
