@@ -100,3 +100,21 @@ def test_tokenizer_counters_are_summed_and_sglang_underscore_names_are_accepted(
     m = aggregate([(PodTarget(0, "p0", "u"), page), (PodTarget(0, "p1", "u"), Page([], {}))])[0]
     assert (m.prompt_tokens_total, m.cached_tokens_total, m.requests_total) == (10000.0, 4000.0, 10.0)
     assert m.queued_reqs == 3 and m.pods_scraped == 2
+
+
+def test_latency_histograms_are_summed_over_their_labels() -> None:
+    from moe_operator.autoscale.scrape import PodTarget as _T
+    from moe_operator.autoscale.scrape import aggregate, parse_page
+
+    text = exposition({0: (100, 1000, 2, 0)}) + (
+        "# HELP sglang:inter_token_latency_seconds x\n# TYPE sglang:inter_token_latency_seconds histogram\n"
+        'sglang:inter_token_latency_seconds_bucket{model_name="m",le="+Inf"} 400.0\n'
+        'sglang:inter_token_latency_seconds_count{model_name="m"} 400.0\n'
+        'sglang:inter_token_latency_seconds_sum{model_name="m"} 12.0\n'
+        "# HELP sglang:time_to_first_token_seconds x\n# TYPE sglang:time_to_first_token_seconds histogram\n"
+        'sglang:time_to_first_token_seconds_count{model_name="m",is_streaming="true"} 3.0\n'
+        'sglang:time_to_first_token_seconds_sum{model_name="m",is_streaming="true"} 6.0\n'
+        'sglang:time_to_first_token_seconds_count{model_name="m",is_streaming="false"} 1.0\n'
+        'sglang:time_to_first_token_seconds_sum{model_name="m",is_streaming="false"} 2.0\n')
+    m = aggregate([(_T(0, "p0", "u"), parse_page(text.replace("sglang:", "sglang_")))])[0]
+    assert (m.itl_sum, m.itl_count, m.ttft_sum, m.ttft_count) == (12.0, 400.0, 8.0, 4.0)
