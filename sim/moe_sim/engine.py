@@ -16,7 +16,9 @@ Model (what the operator and the router can observe; no tokens are really comput
   `hash_ids` given by a trace replayer, or digests of its text / input_ids in 512-token blocks. A new request reuses
   the longest run of leading blocks resident in its rank; blocks of running requests are locked (counted once);
   blocks of finished requests stay cached as *evictable* (not "used": used = total − available − evictable) and are
-  evicted LRU when a rank needs room. The tail shorter than a block is private to the request.
+  evicted LRU when a rank needs room. The tail shorter than a block is private to the request. The KV pool, the
+  block cache and admission are `kvcache.KVPool`, the model the offline replay shares (its docstring has the SGLang
+  sources).
 * Timing: prefill of the uncached prompt at `prefill_tps`, the first token at the end of prefill, then one token
   every 1/`decode_tps` s per request, independent of load (compute is not modelled). Time is the engine's `Clock`
   (clock.py): the real clock by default (the rig), a VirtualClock in tests.
@@ -33,12 +35,13 @@ import asyncio
 import hashlib
 import itertools
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import REAL_CLOCK, Clock
+from .kvcache import KVPool, generated_tokens
 
 BLOCK_TOKENS = 512
 CHARS_PER_TOKEN = 4.0
@@ -138,11 +141,12 @@ class SimRequest:
     prefill_start: float = 0.0  # prefill: when this prompt's (serial) prefill began
     wait_queue_entry: float = 0.0  # when the request entered the waiting queue (0: at arrival)
     pd: Any = None  # pd_serve.PDRequest
+    # `blocks` split for the KV pool, set by Engine.submit (after a PD role may have replaced the blocks)
+    keys: list[Any] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
 
     def generated(self, now: float, tps: float) -> int:
-        if now < self.first_token_time:
-            return 0
-        return min(self.max_new_tokens, 1 + int((now - self.first_token_time) * tps))
+        return generated_tokens(now, self.first_token_time, self.max_new_tokens, tps)
 
     def token_time(self, i: int, tps: float) -> float:
         """When token i (1-based) is produced."""
@@ -150,92 +154,36 @@ class SimRequest:
 
 
 class Rank:
+    """One DP rank's scheduler: its KV pool and block radix cache (`kvcache.KVPool`, the model the offline replay
+    shares), its FIFO waiting queue and running requests."""
+
     def __init__(self, index: int, cap: int, max_running: int):
         self.index, self.cap, self.max_running = index, cap, max_running
-        self.locked: dict[Any, int] = {}  # block -> number of running requests holding it
-        self.size: dict[Any, int] = {}  # tokens of every resident block (locked or evictable)
-        self.evictable: OrderedDict[Any, int] = OrderedDict()  # LRU first
-        self.locked_tokens = 0
-        self.evictable_tokens = 0
-        self.private_tokens = 0  # private prompt tokens of running requests
-        self.reserved_out = 0  # max_new_tokens of running requests
+        self.kv = KVPool(cap, max_running)
         self.running: dict[str, SimRequest] = {}
         self.waiting: deque[SimRequest] = deque()
         self.recent_hits: deque[tuple[int, int]] = deque(maxlen=64)  # (cached, prompt) of recent admissions
         self.prefill_busy_until = 0.0  # PD prefill: the rank's serial prefill queue ends here
 
-    def match(self, r: SimRequest) -> int:
-        k = 0
-        for key, s in r.blocks:
-            if self.size.get(key, 0) >= s:  # a resident block shorter than r's (partial tail) is a miss
-                k += 1
-            else:
-                break
-        return k
-
-    def need(self, r: SimRequest, k: int) -> int:
-        """KV tokens `r` adds to the committed (non-evictable) pool when admitted with `k` cached leading blocks."""
-        hit_evictable = sum(s for key, s in r.blocks[:k] if key in self.evictable)
-        miss = sum(s for _, s in r.blocks[k:])
-        return hit_evictable + miss + r.private_tokens + r.max_new_tokens
-
-    def committed(self) -> int:
-        return self.locked_tokens + self.private_tokens + self.reserved_out
-
     def fits(self, r: SimRequest) -> bool:
-        return len(self.running) < self.max_running and self.committed() + self.need(r, self.match(r)) <= self.cap
+        kv = self.kv
+        need, _ = kv.need(r.keys, r.sizes, kv.match(r.keys, r.sizes), r.private_tokens, r.max_new_tokens)
+        return kv.admissible(need)
 
     def admit(self, r: SimRequest) -> int:
         """Lock r's blocks, evict LRU cache if needed; returns r's cached prompt tokens."""
-        k = self.match(r)
-        cached = sum(s for _, s in r.blocks[:k])
-        for i, (key, s) in enumerate(r.blocks):
-            c = self.locked.get(key)
-            if c is not None:
-                self.locked[key] = c + 1
-                if i >= k and s > self.size[key]:  # grow a shorter resident tail block
-                    self.locked_tokens += s - self.size[key]
-                    self.size[key] = s
-                continue
-            if key in self.evictable:
-                self.evictable_tokens -= self.evictable.pop(key)
-                if i >= k:
-                    self.size[key] = max(s, self.size[key])
-            else:
-                self.size[key] = s
-            self.locked[key] = 1
-            self.locked_tokens += self.size[key]
-        self.private_tokens += r.private_tokens
-        self.reserved_out += r.max_new_tokens
+        cached = self.kv.admit(r.rid, r.keys, r.sizes, r.private_tokens, r.max_new_tokens)
         self.running[r.rid] = r
-        over = self.committed() + self.evictable_tokens - self.cap
-        while over > 0 and self.evictable:
-            key, s = self.evictable.popitem(last=False)
-            del self.size[key]
-            self.evictable_tokens -= s
-            over -= s
         self.recent_hits.append((cached, r.input_tokens))
         return cached
 
     def release(self, r: SimRequest) -> None:
         del self.running[r.rid]
-        self.private_tokens -= r.private_tokens
-        self.reserved_out -= r.max_new_tokens
-        for key, _ in r.blocks:
-            c = self.locked[key] - 1
-            if c:
-                self.locked[key] = c
-                continue
-            del self.locked[key]
-            s = self.size[key]
-            self.locked_tokens -= s
-            self.evictable[key] = s  # most recently used at the end
-            self.evictable_tokens += s
+        self.kv.release(r.rid)
 
     # ---- observations -----------------------------------------------------------------------------------------
     def used(self, now: float, tps: float) -> int:
-        gen = sum(r.generated(now, tps) for r in self.running.values())
-        return min(self.cap, self.locked_tokens + self.private_tokens + gen)
+        return self.kv.used(now, tps)
 
     def cache_hit_rate(self) -> float:
         prompt = sum(p for _, p in self.recent_hits)
@@ -245,7 +193,8 @@ class Rank:
         return sum(1 for r in self.running.values() if now >= r.first_token_time)
 
     def waiting_uncached_tokens(self) -> int:
-        return sum(sum(s for _, s in r.blocks[self.match(r):]) + r.private_tokens for r in self.waiting)
+        kv = self.kv
+        return sum(kv.need(r.keys, r.sizes, kv.match(r.keys, r.sizes), r.private_tokens, 0)[1] for r in self.waiting)
 
 
 class Engine:
@@ -331,6 +280,7 @@ class Engine:
     # ---- scheduling -------------------------------------------------------------------------------------------
     def submit(self, r: SimRequest) -> None:
         r.admitted = asyncio.get_running_loop().create_future()
+        r.keys, r.sizes = [k for k, _ in r.blocks], [s for _, s in r.blocks]
         r.rank = r.routed_dp_rank if r.routed_dp_rank is not None else next(self._rr)
         self.in_flight.add(r)
         self.idle.clear()
@@ -354,6 +304,7 @@ class Engine:
             else:
                 r.first_token_time = now + (r.input_tokens - r.cached_tokens) / self.cfg.prefill_tps
                 r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
+            rank.kv.set_decode_start(r.rid, r.first_token_time)
             assert r.admitted is not None
             if not r.admitted.done():
                 r.admitted.set_result(None)
@@ -382,8 +333,15 @@ class Engine:
 
     def start_decode(self, r: SimRequest, now: float | None = None) -> None:
         """PD decode: r's KV has arrived; its first token (prefill's) is out now, the rest follow at decode_tps."""
-        r.first_token_time = self.clock.now() if now is None else now
+        self.set_first_token_time(r, self.clock.now() if now is None else now)
         r.finish_time = r.token_time(r.max_new_tokens, self.cfg.decode_tps)
+
+    def set_first_token_time(self, r: SimRequest, t: float) -> None:
+        """r's first token is out at t: its KV pool counts r's generated tokens from then."""
+        r.first_token_time = t
+        rank = self.ranks[r.rank]
+        if r.rid in rank.running:
+            rank.kv.set_decode_start(r.rid, t)
 
     async def run(self, r: SimRequest) -> AsyncGenerator[int, None]:
         """Submit r and yield the number of new tokens each time some are produced; r is released at the end (or on
@@ -428,7 +386,7 @@ class Engine:
         now = self.clock.now() if now is None else now
         rank, cap, tps = self.ranks[d], self.cfg.max_total_tokens, self.cfg.decode_tps
         used = rank.used(now, tps)
-        evictable = min(rank.evictable_tokens, cap - used)
+        evictable = min(rank.kv.evictable_tokens, cap - used)
         st: dict[str, Any] = {
             "dp_rank": d,
             "num_running_reqs": len(rank.running),

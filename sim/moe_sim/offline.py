@@ -38,12 +38,14 @@ import datetime as dt
 import heapq
 import json
 import math
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from moe_operator.autoscale.law import STEP_SECONDS, GroupSample, LawParams, LawState, decide
+
+from .kvcache import KVPool
 
 BLOCK_TOKENS = 512  # Mooncake hash_ids block size (traces README)
 # Per-request decode speed: 20 tokens/s = a 50 ms inter-token latency, the default ITL SLO of NVIDIA Dynamo's
@@ -132,109 +134,11 @@ def block_sizes(r: Request) -> list[int]:
 
 # ---- fleet ------------------------------------------------------------------------------------------------------
 
-class Rank:
-    """One DP rank: a KV pool with a radix cache of prefix blocks. `holders` (shared by the ranks of one
-    simulation) maps a block to the ranks it is resident in, so placement looks only at the ranks that hold a
-    request's first block instead of walking every rank's cache (O(ranks x blocks) per request before)."""
-
-    __slots__ = ("cap", "locked", "locked_tokens", "evictable", "evictable_tokens", "private_used",
-                 "reserved_out", "running", "size", "holders")
-
-    def __init__(self, cap: int, holders: dict[int, set[Rank]] | None = None):
-        self.cap = cap
-        self.holders: dict[int, set[Rank]] = {} if holders is None else holders
-        self.locked: dict[int, int] = {}  # block -> refcount
-        self.locked_tokens = 0
-        self.evictable: OrderedDict[int, int] = OrderedDict()  # block -> tokens, LRU first
-        self.evictable_tokens = 0
-        self.private_used = 0  # prompt tokens of requests without prefix blocks
-        self.reserved_out = 0  # whole outputs of running requests (admission reservation)
-        self.running: dict[int, tuple[float, int]] = {}  # request id -> (decode start, output tokens)
-        self.size: dict[int, int] = {}  # block -> tokens, for blocks resident here
-
-    def free(self) -> int:
-        """KV that admission may use (evictable cache counts as free)."""
-        return self.cap - self.locked_tokens - self.private_used - self.reserved_out
-
-    def match(self, blocks: tuple[int, ...]) -> int:
-        n = 0
-        locked, evictable = self.locked, self.evictable
-        for b in blocks:
-            if b in locked or b in evictable:
-                n += 1
-            else:
-                break
-        return n
-
-    def need(self, r: Request, k: int, sizes: list[int]) -> tuple[int, int]:
-        """(KV tokens admission needs, uncached prompt tokens) for `r` with `k` leading blocks cached here."""
-        if r.blocks is None:
-            return r.input_len + r.output_len, r.input_len
-        hit_evictable = sum(sizes[i] for i in range(k) if r.blocks[i] in self.evictable)
-        miss = sum(sizes[k:])
-        return miss + r.output_len + hit_evictable, miss
-
-    def admit(self, rid: int, r: Request, sizes: list[int] | None, decode_start: float) -> None:
-        if r.blocks is None or sizes is None:
-            self.private_used += r.input_len
-        else:
-            for b, s in zip(r.blocks, sizes, strict=True):
-                c = self.locked.get(b)
-                if c is not None:
-                    self.locked[b] = c + 1
-                    continue
-                if b in self.evictable:
-                    s = self.evictable.pop(b)
-                    self.evictable_tokens -= s
-                else:
-                    self.size[b] = s
-                    self.holders.setdefault(b, set()).add(self)
-                self.locked[b] = 1
-                self.locked_tokens += self.size[b]
-        self.reserved_out += r.output_len
-        self.running[rid] = (decode_start, r.output_len)
-        over = self.locked_tokens + self.private_used + self.reserved_out + self.evictable_tokens - self.cap
-        while over > 0 and self.evictable:
-            b, s = self.evictable.popitem(last=False)
-            del self.size[b]
-            held = self.holders[b]
-            held.discard(self)
-            if not held:
-                del self.holders[b]
-            self.evictable_tokens -= s
-            over -= s
-
-    def finish(self, rid: int, r: Request) -> None:
-        del self.running[rid]
-        self.reserved_out -= r.output_len
-        if r.blocks is None:
-            self.private_used -= r.input_len
-            return
-        for b in r.blocks:
-            c = self.locked[b] - 1
-            if c:
-                self.locked[b] = c
-            else:
-                del self.locked[b]
-                s = self.size[b]
-                self.locked_tokens -= s
-                self.evictable[b] = s
-                self.evictable_tokens += s
-
-    def used(self, now: float, tps: float) -> int:
-        """sglang:kv_used_tokens: locked prefix blocks + private prompts + tokens generated so far."""
-        gen = 0.0
-        for start, out in self.running.values():
-            if now > start:
-                gen += min(out, (now - start) * tps)
-        return self.locked_tokens + self.private_used + int(gen)
-
-
 @dataclass
 class Group:
     gid: int
     ready_at: float
-    ranks: list[Rank]
+    ranks: list[KVPool]  # one per attention-DP rank (kvcache.py: the KV model shared with the rig's engine)
     draining: bool = False
     removed: bool = False
 
@@ -627,7 +531,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     groups: list[Group] = []
     next_gid = 0
     queue: deque[int] = deque()
-    placed: dict[int, Rank] = {}
+    placed: dict[int, KVPool] = {}
     admitted: dict[int, tuple[int, float]] = {}  # request -> (uncached prompt tokens, time admitted)
     acc = _Interval()
     sizes_cache: dict[int, list[int]] = {}
@@ -657,7 +561,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     def add_group(now: float, warm: bool) -> None:
         nonlocal next_gid, n_prov, started, peak_groups
         g = Group(next_gid, now if warm else now + cfg.cold_start_s,
-                  [Rank(cfg.rank_tokens, holders) for _ in range(cfg.dp_ranks)])
+                  [KVPool(cfg.rank_tokens, index=holders) for _ in range(cfg.dp_ranks)])
         next_gid += 1
         groups.append(g)
         invalidate()
@@ -674,35 +578,40 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         invalidate()
         n_prov -= 1
 
-    holders: dict[int, set[Rank]] = {}  # block -> ranks it is resident in (Rank.holders)
+    # block -> ranks it is resident in (KVPool.index): placement looks only at the ranks holding a request's first
+    # block instead of matching every rank's cache (O(ranks x blocks) per request)
+    holders: dict[Hashable, dict[KVPool, None]] = {}
     cache: dict[str, Any] = {"ranks": None, "set": None}
 
     def invalidate() -> None:
         cache["ranks"] = cache["set"] = None
 
-    def routable_ranks(now: float) -> list[Rank]:
+    def routable_ranks(now: float) -> list[KVPool]:
         if cache["ranks"] is None:
             fresh = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
             cache["ranks"], cache["set"] = fresh, set(fresh)
-        ranks: list[Rank] = cache["ranks"]
+        ranks: list[KVPool] = cache["ranks"]
         return ranks
 
     def try_place(now: float, rid: int) -> bool:
         nonlocal hit_tokens, prompt_tokens
         r = reqs[rid]
-        sizes = None
+        keys: tuple[int, ...] = ()
+        sizes: list[int] = []
+        private = r.input_len  # no prefix information: the whole prompt is private to the request
         if r.blocks is not None:
-            sizes = sizes_cache.get(rid)
-            if sizes is None:
-                sizes = sizes_cache[rid] = block_sizes(r)
+            keys, private = r.blocks, 0
+            got = sizes_cache.get(rid)
+            sizes = sizes_cache[rid] = block_sizes(r) if got is None else got
         ranks = routable_ranks(now)
 
-        def freest(among: list[Rank]) -> Rank | None:
+        def freest(among: list[KVPool]) -> KVPool | None:
             """The rank with the most free KV, if it can hold the whole request (no prefix of it cached)."""
-            best_free = max(among, key=Rank.free) if among else None
-            return best_free if best_free is not None and r.input_len + r.output_len <= best_free.free() else None
+            best_free = max(among, key=KVPool.free) if among else None
+            return best_free if best_free is not None and best_free.admissible(r.input_len + r.output_len) else None
 
-        if r.blocks is None:  # no prefix information: the rank with the most free KV
+        k = 0
+        if not keys:  # no prefix information: the rank with the most free KV
             found = freest(ranks)
             if found is None:
                 return False
@@ -710,27 +619,26 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         else:
             # the longest cached prefix, then the most free KV, among ranks that can hold it: only ranks holding
             # the first block can have a prefix; the others tie at no prefix, where the most free KV wins
-            routable: set[Rank] = cache["set"]
-            best: tuple[int, int, Rank, int] | None = None
-            cands = [rk for rk in holders.get(r.blocks[0], ()) if rk in routable] if r.blocks else []
+            routable: set[KVPool] = cache["set"]
+            best: tuple[int, int, KVPool, int, int] | None = None
+            cands = [rk for rk in holders.get(keys[0], ()) if rk in routable]
             for rank in cands:
-                k = rank.match(r.blocks)
-                need, miss = rank.need(r, k, sizes or [])
-                free = rank.free()
-                if need > free:
+                kk = rank.match(keys, sizes)
+                need, miss = rank.need(keys, sizes, kk, 0, r.output_len)
+                if not rank.admissible(need):
                     continue
-                key = (r.input_len - miss, free)
-                if best is None or key > (best[0], best[1]):
-                    best = (key[0], key[1], rank, miss)
+                free = rank.free()
+                if best is None or (r.input_len - miss, free) > (best[0], best[1]):
+                    best = (r.input_len - miss, free, rank, miss, kk)
             if best is None:
                 found = freest([rk for rk in ranks if rk not in cands] if cands else ranks)
                 if found is None:
                     return False
                 rank, miss = found, r.input_len
             else:
-                _, _, rank, miss = best
+                _, _, rank, miss, k = best
         decode_start = now + miss / cfg.prefill_tps
-        rank.admit(rid, r, sizes, decode_start)
+        rank.admit(rid, keys, sizes, private, r.output_len, decode_start, k)
         placed[rid] = rank
         admitted[rid] = (miss, now)
         acc.admitted += 1
@@ -827,8 +735,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
                     q_since = t
                 queue.append(ident)
         elif kind == FINISH:
-            rank = placed.pop(ident)
-            rank.finish(ident, reqs[ident])
+            placed.pop(ident).release(ident)
             completed += 1
             miss, at = admitted.pop(ident)
             acc.finished(reqs[ident].input_len, miss, t - at)

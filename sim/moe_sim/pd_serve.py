@@ -568,7 +568,7 @@ class PrefillRole(_Role):
                                   f"req.bootstrap_room={p.room}: {room.error}")
                 now = self.clock.now()
                 self.rooms.set_state(room, KVPoll.Success)
-                r.first_token_time = now  # its one token reaches the tokenizer once the transfer is done
+                self.engine.set_first_token_time(r, now)  # its one token reaches the tokenizer after the transfer
                 self.metrics.observe_kv_transfer(r.rank, latency_s=now - start, total_bytes=room.bytes)
                 self.metrics.observe_kv_bootstrap(r.rank, bootstrap_s=p.bootstrap_done - p.entry,
                                                   alloc_s=r.wait_queue_entry - p.bootstrap_done)

@@ -313,10 +313,7 @@ class SimServer:
 
     async def flush_cache(self, _: web.Request) -> web.Response:
         for rank in self.engine.ranks:
-            for key in list(rank.evictable):
-                del rank.size[key]
-            rank.evictable.clear()
-            rank.evictable_tokens = 0
+            rank.kv.flush()
         return web.Response(text="Cache flushed.\n")
 
     async def metrics_endpoint(self, _: web.Request) -> web.Response:

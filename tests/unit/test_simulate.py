@@ -7,7 +7,7 @@ import json
 import pytest
 
 from moe_sim import offline as sim
-from moe_sim.offline import Rank, Request, SimConfig, Static, load_trace, simulate
+from moe_sim.offline import Request, SimConfig, Static, load_trace, simulate
 
 
 def _mooncake(tmp_path, rows):
@@ -41,25 +41,6 @@ def test_a_trace_whose_blocks_do_not_cover_its_prompt_is_refused(tmp_path):
         with pytest.raises(ValueError, match=rf"t.jsonl:2: {len(ids)} hash_ids for input_length {n_in}.*"
                                              rf"ceil\({n_in}/512\) = {-(-n_in // 512)}"):
             load_trace(path)
-
-
-def test_rank_prefix_reuse_and_eviction():
-    rk = Rank(2000)
-    a = Request(0.0, 1024, 100, (1, 2))
-    assert rk.match(a.blocks) == 0
-    assert rk.need(a, 0, [512, 512]) == (1124, 1024)
-    rk.admit(0, a, [512, 512], decode_start=0.0)
-    b = Request(0.0, 1536, 50, (1, 2, 3))
-    k = rk.match(b.blocks)
-    assert k == 2 and rk.need(b, k, [512, 512, 512]) == (562, 512)  # shared blocks are counted once
-    rk.admit(1, b, [512, 512, 512], decode_start=0.0)
-    assert rk.used(10.0, 1.0) == 1536 + 10 + 10
-    rk.finish(0, a)
-    rk.finish(1, b)
-    assert rk.used(100.0, 1.0) == 0 and rk.evictable_tokens == 1536 and rk.free() == 2000
-    c = Request(0.0, 1500, 0, (8, 9, 10))  # needs room: the least recently used blocks go
-    rk.admit(2, c, [512, 512, 476], decode_start=0.0)
-    assert rk.locked_tokens + rk.evictable_tokens <= 2000
 
 
 def _cfg(**kw):
