@@ -13,7 +13,9 @@ mean ITL (e2e - TTFT) / (output - 1) <= the ITL SLO; goodput = good / all reques
 group x 8 GPUs from when it was asked for (the initial ones a cold start before t = 0) to its release or the last
 completion (start-up ramp and drain tail included).
 
-SLOs: TTFT 10 s, ITL 50 ms (the issue's targets: long prompts), goodput target 0.99.
+SLOs: TTFT 10 s, ITL 50 ms (the issue's targets: long prompts), goodput target 0.99 (Mooncake: 0.95 — no fleet of
+8-GPU groups reaches 0.99 there: 64 groups give 0.970, its longest prompts' chunked prefill stalls the decode batch
+of their group past 50 ms ITL whatever the fleet).
 
 Policies (every 15 s, on what the operator measures then; only `static` is sized on the whole trace):
 * static   — the smallest fixed fleet whose goodput reaches the target (`pd.smallest_aggregated`).
@@ -54,7 +56,8 @@ OBSERVED_S = 300.0  # the past an autoscaled policy's initial fleet is sized on
 
 def workloads(quick: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"name": "agents", "workload": "agents"}, {"name": "swarm", "workload": "swarm"},
-                                 {"name": "mooncake-30min", "trace": "mooncake_conversation.jsonl", "slice_s": 1800.0}]
+                                 {"name": "mooncake-30min", "trace": "mooncake_conversation.jsonl", "slice_s": 1800.0,
+                                  "goodput_target": 0.95}]
     if quick:
         out = [{"name": "agents-quick", "workload": "agents",
                 "params": {"ramp_up_s": 300.0, "plateau_s": 600.0, "ramp_down_s": 300.0,
@@ -78,7 +81,7 @@ def _load(w: dict[str, Any]) -> tuple[list[Any], Any]:
     cfg = pd.PDConfig(model=model, accelerator=acc, precision=precision, gpus=pl.gpus_per_group,
                       group_kv_tokens=pl.attn_dp_size * pl.max_total_tokens_per_dp, kv_dtype=kv,
                       chunk_tokens=pl.chunked_prefill_size, ttft_slo_s=TTFT_SLO_S, itl_slo_s=ITL_SLO_S,
-                      goodput_target=GOODPUT_TARGET, max_groups=64)
+                      goodput_target=w.get("goodput_target", GOODPUT_TARGET), max_groups=64)
     return reqs, cfg
 
 
@@ -117,7 +120,8 @@ def table(run: dict[str, Any]) -> str:
     st, k2 = res["static"], res["keda2"]
     out = [f"**{run['workload']['name']}**, cold start {run['cold_start_s']:.0f} s ({run['requests']:,} requests over "
            f"{run['span_s'] / 60:.0f} min; autoscaled policies start from {run['initial_groups']} group(s); static = "
-           f"{st['decode_groups']} groups)", "",
+           f"{st['decode_groups']} groups, the smallest with goodput >= "
+           f"{run['workload'].get('goodput_target', GOODPUT_TARGET)})", "",
            "| policy | peak / mean groups | TTFT p50 / p99 s | ITL p50 / p99 ms | goodput | SLO-violating requests "
            "| vs keda2 | GPU-hours | vs static | vs keda2 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in POLICIES:
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/goodput.json")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="one shortened workload at one cold start (a smoke run)")
+    ap.add_argument("--workload", action="append", help="only these workloads (agents, swarm, mooncake-30min)")
     ap.add_argument("--from-json", help="print the tables (and draw the pictures) of a previous run")
     ap.add_argument("--pictures", default="bench/results/goodput", help="folder for the PNG timelines")
     a = ap.parse_args(argv)
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.from_json, encoding="utf-8") as f:
             runs = json.load(f)["runs"]
     else:
-        jobs = [(w, c) for w in workloads(a.quick) for c in ((300.0,) if a.quick else COLD_STARTS)]
+        jobs = [(w, c) for w in workloads(a.quick) for c in ((300.0,) if a.quick else COLD_STARTS)
+                if not a.workload or w["name"] in a.workload]
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max(1, a.jobs)) as ex:
             runs = list(ex.map(run_one, jobs))
