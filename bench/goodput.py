@@ -135,6 +135,26 @@ def table(run: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def targets(runs: list[dict[str, Any]], policy: str = "moe+lat") -> str:
+    """The issue's compute targets for one policy: goodput >= the target, GPU-hours <= 0.7x static, >= 5x fewer
+    SLO-violating requests than keda2 at <= its GPU-hours."""
+    out = [f"| workload | cold s | {policy}: goodput >= target | GPU-h <= 0.70x static | >= 5x fewer SLO-violating "
+           "than keda2 at <= its GPU-h |", "|---|---|---|---|---|"]
+    yes = {True: "yes", False: "NO"}
+    for run in runs:
+        res = run["results"]
+        r, st, k2 = res[policy], res["static"], res["keda2"]
+        target = run["workload"].get("goodput_target", GOODPUT_TARGET)
+        bad, kbad = _bad(r), _bad(k2)
+        ratio = kbad / bad if bad else float("inf")
+        gh = r["gpu_hours"] / k2["gpu_hours"]
+        out.append(f"| {run['workload']['name']} | {run['cold_start_s']:.0f} | {yes[r['goodput'] >= target]} "
+                   f"({r['goodput']:.3f} vs {target:g}) | {yes[r['gpu_hours'] <= 0.7 * st['gpu_hours']]} "
+                   f"({r['gpu_hours'] / st['gpu_hours']:.2f}x) | {yes[ratio >= 5 and gh <= 1.0]} "
+                   f"({ratio:.1f}x at {gh:.2f}x GPU-h) |")
+    return "\n".join(out)
+
+
 def pictures(runs: list[dict[str, Any]], outdir: str) -> list[str]:
     try:
         import matplotlib
@@ -207,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                        "wall_s": time.perf_counter() - t0, "runs": runs}, f, indent=1)
     for r in runs:
         print(table(r))
+        print()
+    for policy in ("moe+lat", "moe"):
+        print(targets(runs, policy))
         print()
     for r in runs:
         print(f"{r['workload']['name']} cold {r['cold_start_s']:.0f}: {r['wall_s']:.1f} s", file=sys.stderr)
