@@ -149,8 +149,12 @@ BAD_MOED: list[tuple[str, dict[str, Any], str, bool]] = [
         "spec.autoscaling.targetKVUtilization",
         False,
     ),
-    ("autoscaling-itl-target-zero", {"spec.autoscaling": {"targetInterTokenLatencySeconds": 0}},
+    ("autoscaling-itl-target-too-low", {"spec.autoscaling": {"targetInterTokenLatencySeconds": 0.0001}},
      "spec.autoscaling.targetInterTokenLatencySeconds", False),
+    # the apiserver lets an integer 0 pass the structural minimum (int(0.001) = 0): its CEL twin refuses it there
+    ("autoscaling-itl-target-int-zero", {"spec.autoscaling": {"targetInterTokenLatencySeconds": 0}},
+     "targetInterTokenLatencySeconds", False),
+    ("autoscaling-kv-target-int-zero", {"spec.autoscaling": {"targetKVUtilization": 0}}, "targetKVUtilization", False),
     ("autoscaling-ttft-target-high", {"spec.autoscaling": {"targetTimeToFirstTokenSeconds": 601}},
      "spec.autoscaling.targetTimeToFirstTokenSeconds", False),
     ("autoscaling-ttft-target-with-pd", {"spec.autoscaling": {"targetTimeToFirstTokenSeconds": 5},

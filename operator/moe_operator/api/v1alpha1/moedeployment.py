@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
@@ -235,6 +235,10 @@ class Sessions(ApiModel):
 
 
 # ------------------------------------------------------------------------------------------------ autoscaling
+def _at_least(attr: str, low: float) -> Callable[[Any], bool]:
+    return lambda m: getattr(m, attr) is None or getattr(m, attr) >= low
+
+
 class Autoscaling(ApiModel):
     """KV-cache-occupancy autoscaling in whole groups."""
 
@@ -249,6 +253,20 @@ class Autoscaling(ApiModel):
             py_message=lambda m: (
                 f"autoscaling.minGroups ({m.min_groups}) must be <= autoscaling.maxGroups ({m.max_groups})"
             ),
+        ),
+        # The structural schema's `minimum` does not hold for an integer: the apiserver compares an int value with
+        # the minimum truncated to an int (0 >= int(0.001) = 0 passes). CEL compares numbers as doubles.
+        *(
+            Rule(
+                rule=f"!has(self.{name}) || self.{name} >= {low}",
+                message=f"autoscaling.{name} must be >= {low}",
+                message_expression=f"'autoscaling.{name} (%s) must be >= {low}'.format([self.{name}])",
+                field_path=f".{name}",
+                check=_at_least(attr, low),
+            )
+            for name, attr, low in (("targetKVUtilization", "target_kv_utilization", 0.1),
+                                    ("targetInterTokenLatencySeconds", "target_inter_token_latency_seconds", 0.001),
+                                    ("targetTimeToFirstTokenSeconds", "target_time_to_first_token_seconds", 0.01))
         ),
     )
 
