@@ -36,17 +36,18 @@ Rules, and where they come from in SGLang 0.5.23 (`python/sglang/srt/`):
   of the token it feeds back (`managers/schedule_batch.py` `prepare_for_decode`: `alloc_for_decode(token_per_req=1)`),
   so a request that has produced g tokens holds prompt + g.
 
-`index` (optional, shared by the pools of one simulation) maps a block to the pools it is resident in, so a router can
-look only at the pools holding a request's first block instead of matching every pool. Its values are dicts used as
-insertion-ordered sets: a router iterating them breaks ties the same way in every run (a set of pools iterates in
-memory-address order, which changes from run to run).
+`BlockIndex` (optional, shared by the pools of one simulation) records which pools each block is resident in, so the
+offline router finds the pools with the longest cached prefix of a request without matching every pool's cache
+(`BlockIndex.best`; O(ranks x blocks) per request before, which dominated a 50-group day).
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 UNLIMITED = sys.maxsize
 
@@ -69,15 +70,149 @@ class Held:
         self.keys, self.private, self.output, self.decode_start = keys, private, output, decode_start
 
 
+# An index entry (a list, the cheapest object to make: one per newly resident block): the pools the block is
+# resident in (a dict: insertion-ordered), how many of them are routable, and the size every resident copy has (-1
+# once copies may differ: then each pool's own size is checked).
+POOLS, ROUTABLE, SIZE = 0, 1, 2
+
+
+class BlockIndex:
+    """Block -> the pools it is resident in, shared by the pools of one simulation, plus which pools are routable
+    (`set_routable`: Ready and not draining, for the offline router). KVPool.admit / evict / flush maintain it."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Hashable, list[Any]] = {}
+        self.routable_pools = 0
+
+    def set_routable(self, pool: KVPool, routable: bool) -> None:
+        if pool.routable == routable:
+            return
+        pool.routable = routable
+        d = 1 if routable else -1
+        self.routable_pools += d
+        entries = self.entries
+        for key in pool.size:
+            entries[key][ROUTABLE] += d
+
+    def holders(self, key: Hashable) -> dict[KVPool, None]:
+        """The pools `key` is resident in (routable or not), in the order they got it."""
+        e = self.entries.get(key)
+        return {} if e is None else e[POOLS]
+
+    def forget(self, pool: KVPool) -> None:
+        """`pool` leaves the simulation (a removed group): drop it from every block it holds."""
+        self.set_routable(pool, False)
+        entries = self.entries
+        for key in pool.size:
+            e = entries[key]
+            del e[POOLS][pool]
+            if not e[POOLS]:
+                del entries[key]
+
+    def best(self, keys: Sequence[Hashable], sizes: Sequence[int], private: int,
+             output: int) -> tuple[KVPool, int, int] | None:
+        """The routable pool holding `keys[0]` that can admit the request with the longest cached prefix, then the
+        most free KV, ties to the pool that got `keys[0]` first: (pool, cached blocks, uncached prompt tokens); None
+        when no such pool can admit it. The same choice as matching every routable pool that holds `keys[0]` in
+        the index's order and keeping the first best (tests/unit/test_kvcache.py checks it against that).
+
+        How: a walk along the request's blocks keeps the set of pools still matching. While each block is resident
+        in EVERY routable pool (a prefix shared fleet-wide, e.g. a system prompt) the set is implicit and a block
+        costs O(1); while the set is large a block costs one C-level subset test; once it is small each pool
+        finishes its own match. Depths are then tried deepest first; at a depth the freest pool is checked first,
+        the rest only if it cannot admit (a pool that cannot admit at its depth cannot at a shallower one either:
+        the need only grows)."""
+        entries = self.entries
+        e0 = entries.get(keys[0])
+        if e0 is None or not e0[ROUTABLE]:
+            return None
+        holders0: dict[KVPool, None] = e0[POOLS]
+        everyone = self.routable_pools
+        n = len(keys)
+        levels: dict[int, set[KVPool]] = {}  # depth -> the pools whose match ends there
+        alive: set[KVPool] | None = None  # None: every routable holder of keys[0] (nothing dropped yet)
+        depth = n  # where the pools still alive stop
+        e = e0
+        for i in range(n):
+            if i:
+                got = entries.get(keys[i])
+                if got is None:
+                    depth = i
+                    break
+                e = got
+            s = sizes[i]
+            size = e[SIZE]
+            if 0 <= size < s:  # every resident copy is too short
+                depth = i
+                break
+            if alive is None:
+                if (i == 0 or e[ROUTABLE] == everyone) and size >= s:
+                    continue
+                alive = {p for p in holders0 if p.routable}
+            pools = e[POOLS]
+            if len(alive) > _FEW:
+                if size >= s and (i == 0 or e[ROUTABLE] == everyone or alive <= pools.keys()):
+                    continue
+                key = keys[i]
+                survivors = pools.keys() & alive
+                if size < s:
+                    survivors = {p for p in survivors if p.size[key] >= s}
+                if len(survivors) < len(alive):
+                    levels[i] = alive - survivors
+                alive = survivors
+                if not alive:
+                    break
+                continue
+            for p in alive:  # a few pools left: each finishes its own match from block i
+                d = i + p.match_from(keys, sizes, i)
+                levels.setdefault(d, set()).add(p)
+            alive = set()
+            break
+        if alive is None:
+            alive = {p for p in holders0 if p.routable}
+        if alive:
+            levels.setdefault(depth, set()).update(alive)
+        total = sum(sizes) + private
+        for d in sorted(levels, reverse=True):
+            uncached = total - sum(sizes[:d])
+            pool = _freest_admissible(levels[d], holders0, keys, d, uncached + output)
+            if pool is not None:
+                return pool, d, uncached
+        return None
+
+
+_FEW = 4  # at most this many pools still matching: walk each one's blocks instead of intersecting sets
+
+
+def _freest_admissible(members: set[KVPool], order: dict[KVPool, None], keys: Sequence[Hashable], d: int,
+                       base: int) -> KVPool | None:
+    """The pool of `members` with the most free KV (ties: the first in `order`) that can admit a request needing
+    `base` tokens plus the evictable blocks among the first `d` of `keys` it hits there."""
+    if len(members) == 1:
+        cands = list(members)
+    else:
+        cands = [p for p in order if p in members]
+    top = max(cands, key=KVPool.free)  # the first of the freest
+    if top.admissible(base + top.hit_evictable(keys, d)):
+        return top
+    cands.sort(key=KVPool.free, reverse=True)  # stable: ties keep the order
+    for p in cands:
+        if p.free() < base:  # nor can any pool after it (the evictable blocks it hits only add to the need)
+            break
+        if p is not top and p.admissible(base + p.hit_evictable(keys, d)):
+            return p
+    return None
+
+
 class KVPool:
     """One attention-DP rank's KV pool and radix block cache (module docstring)."""
 
-    __slots__ = ("cap", "max_running", "index", "size", "locked", "evictable", "locked_tokens", "evictable_tokens",
-                 "private_tokens", "reserved_out", "running")
+    __slots__ = ("cap", "max_running", "index", "routable", "size", "locked", "evictable", "locked_tokens",
+                 "evictable_tokens", "private_tokens", "reserved_out", "running")
 
-    def __init__(self, cap: int, max_running: int = UNLIMITED,
-                 index: dict[Hashable, dict[KVPool, None]] | None = None):
+    def __init__(self, cap: int, max_running: int = UNLIMITED, index: BlockIndex | None = None):
         self.cap, self.max_running, self.index = cap, max_running, index
+        self.routable = False  # BlockIndex.set_routable
         self.size: dict[Hashable, int] = {}  # tokens of every resident block (locked or evictable)
         self.locked: dict[Hashable, int] = {}  # block -> number of running requests holding it
         self.evictable: OrderedDict[Hashable, int] = OrderedDict()  # block -> tokens, least recently released first
@@ -107,16 +242,30 @@ class KVPool:
                 break
         return k
 
+    def match_from(self, keys: Sequence[Hashable], sizes: Sequence[int], i: int) -> int:
+        """match() of keys[i:] (the blocks before i known to match)."""
+        size = self.size
+        k = i
+        for j in range(i, len(keys)):
+            if size.get(keys[j], 0) >= sizes[j]:
+                k += 1
+            else:
+                break
+        return k - i
+
+    def hit_evictable(self, keys: Sequence[Hashable], k: int) -> int:
+        """Tokens of the evictable blocks among the first `k` of `keys`: admission takes them out of the cache."""
+        evictable = self.evictable
+        if not k or not evictable:
+            return 0
+        return sum(map(evictable.get, keys[:k], itertools.repeat(0)))
+
     def need(self, keys: Sequence[Hashable], sizes: Sequence[int], k: int, private: int,
              output: int) -> tuple[int, int]:
         """(KV tokens admission adds to the committed pool, uncached prompt tokens) for a request whose first `k`
         blocks are cached here: the uncached prompt, the output and the evictable blocks it hits."""
         uncached = sum(sizes[k:]) + private
-        if k:
-            evictable = self.evictable
-            hit_evictable = sum(evictable.get(key, 0) for key in keys[:k]) if evictable else 0
-            return uncached + output + hit_evictable, uncached
-        return uncached + output, uncached
+        return uncached + output + self.hit_evictable(keys, k), uncached
 
     def admissible(self, need: int) -> bool:
         return len(self.running) < self.max_running and need <= self.free()
@@ -130,46 +279,59 @@ class KVPool:
             k = self.match(keys, sizes)
         cached = sum(sizes[:k])
         size, locked, evictable, index = self.size, self.locked, self.evictable, self.index
-        added = 0
+        entries = index.entries if index is not None else None
+        routable = 1 if self.routable else 0
+        added = from_cache = 0  # (locals: this loop runs for every block of every request)
         for key, s in zip(keys, sizes, strict=True):
             c = locked.get(key)
             if c is not None:
                 locked[key] = c + 1
-                have = size[key]
-                if s > have:  # a shorter resident tail block grows to this request's
-                    added += s - have
+                if s > size[key]:  # a shorter resident tail block grows to this request's
+                    added += s - size[key]
                     size[key] = s
+                    if entries is not None:
+                        _grown(entries[key], s)
                 continue
             have = evictable.pop(key, -1)
             if have >= 0:
-                self.evictable_tokens -= have
+                from_cache += have
                 if s > have:
                     size[key] = have = s
+                    if entries is not None:
+                        _grown(entries[key], s)
             else:
                 size[key] = have = s
-                if index is not None:
-                    holders = index.get(key)
-                    if holders is None:
-                        index[key] = {self: None}
+                if entries is not None:
+                    e = entries.get(key)
+                    if e is None:
+                        entries[key] = [{self: None}, routable, s]
                     else:
-                        holders[self] = None
+                        e[POOLS][self] = None
+                        e[ROUTABLE] += routable
+                        if e[SIZE] != s:
+                            e[SIZE] = -1
             locked[key] = 1
             added += have
         self.locked_tokens += added
         self.private_tokens += private
         self.reserved_out += output
+        evictable_tokens = self.evictable_tokens - from_cache
         self.running[rid] = Held(keys, private, output, decode_start)
-        over = self.locked_tokens + self.private_tokens + self.reserved_out + self.evictable_tokens - self.cap
+        over = self.locked_tokens + self.private_tokens + self.reserved_out + evictable_tokens - self.cap
         while over > 0 and evictable:
             key, s = evictable.popitem(last=False)
             del size[key]
-            if index is not None:
-                holders = index[key]
-                del holders[self]
-                if not holders:
-                    del index[key]
-            self.evictable_tokens -= s
+            if entries is not None:
+                e = entries[key]
+                pools = e[POOLS]
+                del pools[self]
+                if not pools:
+                    del entries[key]
+                else:
+                    e[ROUTABLE] -= routable
+            evictable_tokens -= s
             over -= s
+        self.evictable_tokens = evictable_tokens
         return cached
 
     def set_decode_start(self, rid: Hashable, t: float) -> None:
@@ -184,11 +346,10 @@ class KVPool:
         locked, evictable, size = self.locked, self.evictable, self.size
         freed = 0
         for key in h.keys:
-            c = locked[key] - 1
-            if c:
-                locked[key] = c
+            c = locked.pop(key)
+            if c > 1:
+                locked[key] = c - 1
                 continue
-            del locked[key]
             s = size[key]
             freed += s
             evictable[key] = s
@@ -200,10 +361,12 @@ class KVPool:
         for key in self.evictable:
             del self.size[key]
             if self.index is not None:
-                holders = self.index[key]
-                del holders[self]
-                if not holders:
-                    del self.index[key]
+                e = self.index.entries[key]
+                del e[POOLS][self]
+                if not e[POOLS]:
+                    del self.index.entries[key]
+                elif self.routable:
+                    e[ROUTABLE] -= 1
         self.evictable.clear()
         self.evictable_tokens = 0
 
@@ -219,4 +382,9 @@ class KVPool:
         return self.locked_tokens + self.private_tokens + gen
 
 
-__all__ = ["UNLIMITED", "Held", "KVPool", "generated_tokens"]
+def _grown(e: list[Any], size: int) -> None:
+    """A resident copy grew to `size`: the copies agree only if it is the only one."""
+    e[SIZE] = size if len(e[POOLS]) == 1 else -1
+
+
+__all__ = ["UNLIMITED", "BlockIndex", "Held", "KVPool", "generated_tokens"]

@@ -39,13 +39,13 @@ import heapq
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from moe_operator.autoscale.law import STEP_SECONDS, GroupSample, LawParams, LawState, decide
 
-from .kvcache import KVPool
+from .kvcache import BlockIndex, KVPool
 
 BLOCK_TOKENS = 512  # Mooncake hash_ids block size (traces README)
 # Per-request decode speed: 20 tokens/s = a 50 ms inter-token latency, the default ITL SLO of NVIDIA Dynamo's
@@ -534,7 +534,6 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     placed: dict[int, KVPool] = {}
     admitted: dict[int, tuple[int, float]] = {}  # request -> (uncached prompt tokens, time admitted)
     acc = _Interval()
-    sizes_cache: dict[int, list[int]] = {}
     wait: list[float] = []
     rejected = completed = 0
     scale_events = started = 0
@@ -561,7 +560,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     def add_group(now: float, warm: bool) -> None:
         nonlocal next_gid, n_prov, started, peak_groups
         g = Group(next_gid, now if warm else now + cfg.cold_start_s,
-                  [KVPool(cfg.rank_tokens, index=holders) for _ in range(cfg.dp_ranks)])
+                  [KVPool(cfg.rank_tokens, index=index) for _ in range(cfg.dp_ranks)])
         next_gid += 1
         groups.append(g)
         invalidate()
@@ -578,18 +577,25 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         invalidate()
         n_prov -= 1
 
-    # block -> ranks it is resident in (KVPool.index): placement looks only at the ranks holding a request's first
-    # block instead of matching every rank's cache (O(ranks x blocks) per request)
-    holders: dict[Hashable, dict[KVPool, None]] = {}
-    cache: dict[str, Any] = {"ranks": None, "set": None}
+    # block -> ranks it is resident in, and which ranks are routable: placement finds the longest cached prefix
+    # without matching every rank's cache (kvcache.BlockIndex.best; O(ranks x blocks) per request before)
+    index = BlockIndex()
+    cache: dict[str, Any] = {"ranks": None, "set": set(), "known": set()}
 
     def invalidate() -> None:
-        cache["ranks"] = cache["set"] = None
+        cache["ranks"] = None
 
     def routable_ranks(now: float) -> list[KVPool]:
         if cache["ranks"] is None:
             fresh = [rk for g in groups if not g.draining and g.ready(now) for rk in g.ranks]
-            cache["ranks"], cache["set"] = fresh, set(fresh)
+            fresh_set, known = set(fresh), {rk for g in groups for rk in g.ranks}
+            for rk in cache["set"] - fresh_set:
+                index.set_routable(rk, False)
+            for rk in fresh_set - cache["set"]:
+                index.set_routable(rk, True)
+            for rk in cache["known"] - known:  # removed groups never come back
+                index.forget(rk)
+            cache["ranks"], cache["set"], cache["known"] = fresh, fresh_set, known
         ranks: list[KVPool] = cache["ranks"]
         return ranks
 
@@ -600,9 +606,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         sizes: list[int] = []
         private = r.input_len  # no prefix information: the whole prompt is private to the request
         if r.blocks is not None:
-            keys, private = r.blocks, 0
-            got = sizes_cache.get(rid)
-            sizes = sizes_cache[rid] = block_sizes(r) if got is None else got
+            keys, sizes, private = r.blocks, block_sizes(r), 0
         ranks = routable_ranks(now)
 
         def freest(among: list[KVPool]) -> KVPool | None:
@@ -619,24 +623,15 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
         else:
             # the longest cached prefix, then the most free KV, among ranks that can hold it: only ranks holding
             # the first block can have a prefix; the others tie at no prefix, where the most free KV wins
-            routable: set[KVPool] = cache["set"]
-            best: tuple[int, int, KVPool, int, int] | None = None
-            cands = [rk for rk in holders.get(keys[0], ()) if rk in routable]
-            for rank in cands:
-                kk = rank.match(keys, sizes)
-                need, miss = rank.need(keys, sizes, kk, 0, r.output_len)
-                if not rank.admissible(need):
-                    continue
-                free = rank.free()
-                if best is None or (r.input_len - miss, free) > (best[0], best[1]):
-                    best = (r.input_len - miss, free, rank, miss, kk)
+            best = index.best(keys, sizes, 0, r.output_len)
             if best is None:
-                found = freest([rk for rk in ranks if rk not in cands] if cands else ranks)
+                holding = index.holders(keys[0])
+                found = freest([rk for rk in ranks if rk not in holding] if holding else ranks)
                 if found is None:
                     return False
                 rank, miss = found, r.input_len
             else:
-                _, _, rank, miss, k = best
+                rank, k, miss = best
         decode_start = now + miss / cfg.prefill_tps
         rank.admit(rid, keys, sizes, private, r.output_len, decode_start, k)
         placed[rid] = rank

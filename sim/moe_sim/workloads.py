@@ -10,7 +10,8 @@ Model (every number a parameter of `AgentWorkload`, defaults in brackets):
 * Sessions arrive as a non-homogeneous Poisson process with rate `peak_sessions_per_min` [40] x profile(t):
   `ramp`  — linear 0 -> 1 over `ramp_up_s` [1800], plateau `plateau_s` [3600], linear 1 -> 0 over `ramp_down_s`
             [1800] (2 h in all);
-  `diurnal` — 24 h: trough `diurnal_trough` [0.15] at 04:00, peak 1 at 16:00 (raised cosine), for `duration_s`.
+  `diurnal` — 24 h: trough `diurnal_trough` [0.15] at 04:00, peak 1 at 16:00 (raised cosine), for `duration_s`
+            [86400; a week: 604800, the curve repeats daily].
 * A session's first request holds a shared system prefix (`system_prefix_tokens` [4096], the same blocks for every
   session, as an agent's tool/system prompt is) and a repository context, lognormal median `repo_context_tokens`
   [16384] (sigma 0.6, clipped to [2048, 65536]).
@@ -38,11 +39,14 @@ input_length, output_length, hash_ids) for `moe-operator simulate --trace` and t
 from __future__ import annotations
 
 import dataclasses
+import gc
+import itertools
 import json
 import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from .offline import BLOCK_TOKENS, Request
 
@@ -114,14 +118,11 @@ def _lognormal(rng: random.Random, median: float, sigma: float, lo: float, hi: f
 
 class _Ids:
     """Block ids: full blocks keep theirs (keyed by the context they belong to and their index), partial ones are
-    fresh each time."""
+    fresh each time. 1, 2, 3, ... from a C counter (a day at 50 groups draws ~10^8 of them)."""
 
     def __init__(self) -> None:
-        self.next = 0
-
-    def fresh(self) -> int:
-        self.next += 1
-        return self.next
+        self.counter = itertools.count(1)
+        self.fresh = self.counter.__next__
 
 
 @dataclass
@@ -138,13 +139,12 @@ class _Context:
     def append(self, n: int, ids: _Ids) -> None:
         # the partial tail block's content changes: once it fills it becomes a new full block
         total = self.tail + n
-        for _ in range(total // BLOCK_TOKENS):
-            self.full.append(ids.fresh())
+        self.full.extend(itertools.islice(ids.counter, total // BLOCK_TOKENS))
         self.tail = total % BLOCK_TOKENS
 
     def request(self, arrival: float, output: int, ids: _Ids) -> Request:
-        blocks = list(self.full) + ([ids.fresh()] if self.tail else [])
-        return Request(arrival, self.tokens, output, tuple(blocks))
+        blocks = (*self.full, ids.fresh()) if self.tail else tuple(self.full)
+        return Request(arrival, self.tokens, output, blocks)
 
     def fork(self) -> _Context:
         return _Context(list(self.full), self.tail)
@@ -167,6 +167,18 @@ def _session_starts(w: AgentWorkload, rng: random.Random) -> list[float]:
 def generate(w: AgentWorkload) -> list[Request]:
     if w.profile not in PROFILES:
         raise ValueError(f"unknown profile {w.profile!r}; choose from {', '.join(PROFILES)}")
+    # the cyclic collector would walk the growing trace (millions of requests, no cycles among them) again and
+    # again: a third of the time of a day's trace
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _generate(w)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _generate(w: AgentWorkload) -> list[Request]:
     rng = random.Random(w.seed)
     ids = _Ids()
     system = _Context([], 0)
@@ -225,7 +237,8 @@ def generate(w: AgentWorkload) -> list[Request]:
             t += _lognormal(rng, w.think_s, 1.0, 1.0, 300.0)
             if rng.random() < w.end_prob:
                 break
-    return sorted(out, key=lambda r: r.arrival)
+    out.sort(key=attrgetter("arrival"))
+    return out
 
 
 def with_overrides(w: AgentWorkload, **overrides: object) -> AgentWorkload:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from moe_sim import Engine
 from moe_sim import SimConfig as ServerConfig
 from moe_sim.clock import VirtualClock
-from moe_sim.kvcache import KVPool, generated_tokens
+from moe_sim.kvcache import ROUTABLE, SIZE, BlockIndex, KVPool, generated_tokens
 from moe_sim.offline import Request, SimConfig, Static, block_sizes, simulate
 
 
@@ -61,18 +64,93 @@ def test_private_tokens_reserved_output_and_the_running_cap() -> None:
     assert kv.used(0.0, 10.0) == 101
 
 
-def test_the_index_follows_residency_in_insertion_order() -> None:
-    index: dict = {}
+def test_the_index_follows_residency_and_routability() -> None:
+    index = BlockIndex()
     p1, p2 = KVPool(1000, index=index), KVPool(1000, index=index)
+    index.set_routable(p1, True)
     p2.admit("x", (7,), [512], 0, 0)
     p1.admit("y", (7,), [512], 0, 0)
-    assert list(index[7]) == [p2, p1]
+    assert list(index.holders(7)) == [p2, p1] and index.entries[7][ROUTABLE] == 1 and index.entries[7][SIZE] == 512
+    index.set_routable(p2, True)
+    assert index.entries[7][ROUTABLE] == 2 and index.routable_pools == 2
     p1.release("y")
     p1.admit("z", (8,), [900], 0, 0)  # evicts 7 from p1
-    assert list(index[7]) == [p2] and list(index[8]) == [p1]
+    assert list(index.holders(7)) == [p2] and index.entries[7][ROUTABLE] == 1
     p2.release("x")
     p2.flush()
-    assert 7 not in index
+    assert 7 not in index.entries
+    index.forget(p1)
+    assert index.entries == {} and index.routable_pools == 1
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_best_breaks_ties_to_the_pool_that_cached_the_first_block_first(first: int) -> None:
+    index = BlockIndex()
+    pools = [KVPool(4000, index=index) for _ in range(3)]
+    for p in pools:
+        index.set_routable(p, True)
+    pools[2].admit("a", (1,), [512], 0, 0)  # holds only the first block: the others' match is a level of its own
+    a, b = pools[first], pools[1 - first]  # a caches the chain first (both orders: set order would ignore it)
+    for rid, p in (("b", a), ("c", b)):
+        p.admit(rid, (1, 2), [512, 512], 0, 0)
+        p.release(rid)
+    assert a.free() == b.free() and index.best((1, 2, 3), [512, 512, 512], 0, 10) == (a, 2, 512)
+    a.admit("d", (9,), [100], 0, 0)  # a now has less free KV: b
+    assert index.best((1, 2), [512, 512], 0, 10) == (b, 2, 0)
+
+
+def _brute_best(index: BlockIndex, keys: tuple[int, ...], sizes: list[int], output: int) -> Any:
+    """The offline router's rule written out: match every routable pool holding keys[0], in the index's order."""
+    best = None
+    for p in index.holders(keys[0]):
+        if not p.routable:
+            continue
+        k = p.match(keys, sizes)
+        need, miss = p.need(keys, sizes, k, 0, output)
+        if p.admissible(need) and (best is None or (sum(sizes) - miss, p.free()) > best[0]):
+            best = ((sum(sizes) - miss, p.free()), (p, k, miss))
+    return None if best is None else best[1]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_best_is_the_brute_force_choice(data: st.DataObject) -> None:
+    # chains over a small tree of block ids (shared prefixes, forks), some tails of another size (partial blocks),
+    # pools of equal or different sizes (ties in free KV), some not routable; admissions and releases in any order
+    index = BlockIndex()
+    cap = st.sampled_from([1600, 2600, 2600, 4000])
+    pools = [KVPool(data.draw(cap), max_running=data.draw(st.sampled_from([2, 3, 99])), index=index)
+             for _ in range(data.draw(st.integers(2, 7)))]
+    for p in pools:
+        index.set_routable(p, data.draw(st.booleans()) or data.draw(st.booleans()))
+
+    def ids(path: list[int]) -> tuple[int, ...]:  # block i's id names the path to it: equal ids, equal prefix
+        return tuple(10 ** (i + 1) + sum(d * 3 ** j for j, d in enumerate(path[:i + 1])) for i in range(len(path)))
+
+    chain = st.lists(st.integers(0, 1), min_size=1, max_size=4).map(ids)
+    running: list[tuple[KVPool, int]] = []
+    for step in range(data.draw(st.integers(1, 60))):
+        keys = data.draw(chain)
+        sizes = [512] * (len(keys) - 1) + [data.draw(st.sampled_from([512, 512, 100, 300]))]
+        out = data.draw(st.sampled_from([0, 50, 200, 800]))
+        got = index.best(keys, sizes, 0, out)
+        assert got == _brute_best(index, keys, sizes, out)
+        action = data.draw(st.integers(0, 5))
+        if action < 3 and got is not None:
+            p, k, _ = got
+            p.admit(step, keys, sizes, 0, out, k=k)
+            running.append((p, step))
+        elif action == 3:  # somewhere else (the router's fallback, or a rank of another policy)
+            p = data.draw(st.sampled_from(pools))
+            if p.admissible(p.need(keys, sizes, p.match(keys, sizes), 0, out)[0]):
+                p.admit(step, keys, sizes, 0, out)
+                running.append((p, step))
+        elif action == 4 and running:
+            p, rid = running.pop(data.draw(st.integers(0, len(running) - 1)))
+            p.release(rid)
+        elif action == 5:
+            p = data.draw(st.sampled_from(pools))
+            index.set_routable(p, not p.routable)
 
 
 def test_generated_tokens() -> None:
