@@ -5,21 +5,37 @@ throughput model (`moe_operator.planner.throughput`): prefill time from the grou
 the group's batch and context. Time advances in slices of `slice_s` (default 0.25 s); inside a slice a group's batch
 is constant. (The serving-side PD roles of the rig's simulator are `moe_sim.pd_serve`, a different thing.)
 
-* Prefix reuse: a request's uncached prompt is what no earlier request's leading 512-token blocks covered
-  (`uncached_tokens`: a global, never-evicting cache = an ideal cache-aware router; Mooncake/agent traces only, the
-  Azure trace has no prefix ids). Both modes get the same reuse, so the comparison is not skewed by it.
-* KV admission: a group holds `group_kv_tokens` (the planner's attn_dp_size x max_total_tokens_per_dp, one pool: DP
-  rank fragmentation is not modelled); a request reserves prompt + whole output from admission to finish. A global
-  FIFO waits (head-of-line) when no group can hold the head request.
+* Routing (aggregated, and the PD prefill role): SMG's `cache_aware` policy, the router the operator renders
+  (`_Router`: the request goes to the group whose router tree holds the longest share of its prompt above
+  `cache_threshold`, else, or when the load is imbalanced, to the group with the fewest requests in flight). The
+  request is pinned there: it waits in that group's queue, not in a global one, and a group that starts later takes
+  only later arrivals. (Until 2026-12-02 this replay had one global FIFO, an ideal never-evicting global prefix cache
+  and least-backlog routing: an optimistic router.)
+* Prefix reuse per group: each group's radix block cache is `kvcache.KVPool` (the offline KV replay's and the rig
+  engine's model: locked blocks counted once, released blocks evictable, evicted least recently released first when
+  an allocation needs room); a request reuses the leading blocks resident in the group that prefills it. Prefix ids
+  are the Mooncake/agent traces' 512-token blocks; the Azure trace has none (no reuse). One pool per group: attention
+  DP ranks are not split (their fragmentation is the KV replay's subject). The DECODE role of PD has no prefix cache
+  (the prefill side sends the whole prompt's KV).
+* SGLang's admission and retraction (aggregated; `try_admit`, `retract`, constants checked against the wheel by
+  tests/conformance/test_sim_scheduler.py): a waiting request is admitted, FCFS, when its uncached prompt + min(output
+  left, CLIP_MAX_NEW_TOKENS) fits in the pool less what is used and less new_token_ratio x min(left, CLIP) of every
+  admitted request (schedule_policy.py PrefillAdder.add_one_req); new_token_ratio starts at 0.7, decays to 0.098 over
+  600 decode steps and is reset when the group is idle. The client's max_new_tokens = the trace's output length.
+  When the next decode steps do not fit, the requests with the fewest output tokens (then the longest prompt) are
+  retracted (schedule_batch.py retract_decode): their KV is freed, they go to the back of the waiting queue and are
+  prefilled again with what they generated, and the ratio becomes (decoded + 20 x batch) / (sum of max_new + 1).
+  The PD decode role reserves prompt + whole output at admission (pre-allocation; no retraction modelled there).
 * aggregated: every group prefills and decodes. While a group has prefill work, each step carries one chunked-
   prefill chunk (`chunk_tokens`, SGLang's chunked_prefill_size) next to the decode batch: the step takes
   decode_step + chunk prefill time, so prefill stalls every running request of that group (and, with no running
-  requests, prefill runs at the group's full rate). New requests go to the group with the least prefill backlog.
+  requests, prefill runs at the group's full rate).
 * PD: a request is admitted first to a decode group with room (SGLang's decode server pre-allocates the KV before the
-  prefill server starts, LMSYS 2025-05-05 "Implementation Details"), then prefilled FIFO by the prefill group that
-  frees up first (pure prefill at the group's full rate), then its whole prompt KV (cached part included: the decode
-  group has none of it) moves over the RDMA link: TTFT = queue + prefill + KV bytes / `link_bytes_per_s`. Decode
-  steps run without prefill interference at decode_step_seconds(batch, mean context).
+  prefill server starts, LMSYS 2025-05-05 "Implementation Details"; a global FIFO waits when none has room), then
+  prefilled FIFO by the prefill group SMG's `cache_aware` picks (pure prefill at the group's full rate), then its
+  whole prompt KV (cached part included: the decode group has none of it) moves over the RDMA link: TTFT = queue +
+  prefill + KV bytes / `link_bytes_per_s`. Decode steps run without prefill interference at
+  decode_step_seconds(batch, mean context).
 * Metrics, as NVIDIA Dynamo's replay (ai-dynamo/dynamo lib/mocker/src/replay/collector.rs, `SlaThresholds::is_good`
   and `TraceThroughputStats`): TTFT; per-request average ITL = (e2e - TTFT) / (output - 1) (skipped when output <= 1);
   a request is good when TTFT <= the TTFT SLO and its average ITL <= the ITL SLO; goodput = good requests (reported as
@@ -53,12 +69,25 @@ from moe_operator.autoscale.prefill import PrefillParams, PrefillState
 from moe_operator.autoscale.prefill import decide as prefill_decide
 from moe_operator.planner import throughput as tp
 
+from .kvcache import KVPool
 from .offline import BLOCK_TOKENS, Request, _pct, block_sizes
 
 MODES = ("aggregated", "pd")
 DEFAULT_TTFT_SLO_S = 2.0  # Dynamo planner goodput-per-GPU sweep: ttft_ms=2000, itl_ms=50
 DEFAULT_ITL_SLO_S = 0.05
 SLO_BIN_S = 300.0
+# SGLang 0.5.23 (python/sglang/srt/), the admission estimate and retraction (tests/conformance check them):
+CLIP_MAX_NEW_TOKENS = 4096  # managers/schedule_policy.py CLIP_MAX_NEW_TOKENS (SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION)
+INIT_NEW_TOKEN_RATIO = 0.7  # environ.py SGLANG_INIT_NEW_TOKEN_RATIO (x schedule_conservativeness, 1.0)
+MIN_NEW_TOKEN_RATIO_FACTOR = 0.14  # environ.py SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
+NEW_TOKEN_RATIO_DECAY_STEPS = 600  # environ.py SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
+RETRACT_DECODE_STEPS = 20  # environ.py SGLANG_RETRACT_DECODE_STEPS
+MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * MIN_NEW_TOKEN_RATIO_FACTOR
+NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / NEW_TOKEN_RATIO_DECAY_STEPS
+# SMG 1.13.0 cache_aware defaults (smg/router_args.py RouterArgs; the operator renders none of them)
+CACHE_THRESHOLD = 0.3
+BALANCE_ABS_THRESHOLD = 64
+BALANCE_REL_THRESHOLD = 1.5
 DEFAULT_LINK_GBYTES_PER_S = 50.0  # one 400 Gb/s ConnectX-7 NIC per transfer (LMSYS 96 H100: 400 Gb/s per GPU)
 
 
@@ -111,10 +140,15 @@ class ModeResult:
     # (bin start s, requests arrived, of them within both SLOs) per SLO_BIN_S of arrival time: where the misses are
     slo_timeline: list[tuple[float, int, int]] = field(default_factory=list)
     admitted_per_group: list[int] = field(default_factory=list)  # requests each group (by id) took, decode role
+    retracted: int = 0  # aggregated: requests SGLang's scheduler retracted (each time)
+    cache_hit: float = 0.0  # prompt tokens served from the prefix cache of the group that prefilled them
 
 
 def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
-    """Prompt tokens no earlier request's leading blocks cover (ideal global prefix cache, arrival order)."""
+    """Prompt tokens no earlier request's leading blocks cover (an ideal global prefix cache, arrival order): the
+    declared typical prompt of the prefill law (`autoscale_params`), the timeline's prefill demand and the replay's
+    initial guess of a request's uncached prompt before a group has prefilled it; routing and prefill use each
+    group's own cache."""
     seen: set[int] = set()
     out = []
     for r in reqs:
@@ -132,16 +166,103 @@ def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
     return out
 
 
+class _Router:
+    """SMG's `cache_aware` policy in front of one role's groups (SMG 1.13.0, the policy the operator renders:
+    render/inputs.py `router_policy`; model_gateway/src/policies/cache_aware.rs `CacheAwarePolicy::select_worker` and
+    `select_worker_with_text`, HTTP workers: an approximate tree of the request texts routed to each worker).
+
+    * Load = requests the router sent to a worker and not finished (`Worker::load`). Imbalanced when max - min >
+      `balance_abs_threshold` (64) AND max > `balance_rel_threshold` (1.5) x min: then the least loaded worker.
+    * Else the prefix of the request matched against each worker's tree: match rate = matched / request length; above
+      `cache_threshold` (0.3) the best-matching worker, else the least loaded one. The chosen worker's tree gets the
+      request (`insert_text`), in both branches.
+    * Here the tree is per block (a 512-token block = the text it stands for; the match counts tokens, SMG counts
+      characters: the same ratio for text of even density). Ties: among the workers with the longest match, the
+      least loaded, then the first registered (`min_by_key` keeps the first). Trees are not evicted: SMG evicts a
+      worker's tree beyond `max_tree_size` (2^26 characters, about 16 M tokens) least recently used first, and what
+      ages out here is finished sessions, which no later request matches."""
+
+    __slots__ = ("where",)
+
+    def __init__(self) -> None:
+        self.where: dict[Any, dict[Any, None]] = {}  # block -> the workers whose tree holds it
+
+    def pick(self, r: Request, sizes: Sequence[int], workers: Sequence[Any]) -> Any:
+        loads = [w.load for w in workers]
+        lo, hi = min(loads), max(loads)
+        choice = workers[loads.index(lo)]
+        blocks = r.blocks or ()
+        held = -1  # leading blocks of the request the choice's tree holds (-1: not known)
+        if blocks and not (hi - lo > BALANCE_ABS_THRESHOLD and hi > lo * BALANCE_REL_THRESHOLD):
+            k = self._deepest(blocks, workers)
+            if k and r.input_len and sum(sizes[:k]) / r.input_len > CACHE_THRESHOLD:
+                h = self.where[blocks[k - 1]]
+                choice = min((w for w in workers if w in h), key=lambda w: w.load)
+                held = k
+        if blocks:
+            if held < 0:
+                held = self._held(blocks, choice)
+            where = self.where
+            for b in blocks[held:]:
+                holders = where.get(b)
+                if holders is None:
+                    where[b] = {choice: None}
+                else:
+                    holders[choice] = None
+        return choice
+
+    # A tree holds whole prefixes (a request inserts all its leading blocks, and equal block ids mean equal prefixes,
+    # the Mooncake hash_ids rule), so "block i is in the tree" is monotone in i: binary searches, not walks.
+    def _deepest(self, blocks: Sequence[Any], workers: Sequence[Any]) -> int:
+        """The longest run of leading blocks some worker's tree holds."""
+        where = self.where
+        lo, hi = 0, len(blocks)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            h = where.get(blocks[mid - 1])
+            if h is not None and any(w in h for w in workers):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _held(self, blocks: Sequence[Any], w: Any) -> int:
+        where = self.where
+        lo, hi = 0, len(blocks)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            h = where.get(blocks[mid - 1])
+            if h is not None and w in h:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+def _make_room(d: _Decoder, extra: float) -> None:
+    """Evict least recently released cached blocks until the pool holds what is locked, the private prompts, the
+    generated tokens and `extra` more (SGLang evicts when an allocation needs room: `evict_from_tree_cache`)."""
+    pool = d.pool
+    over = pool.locked_tokens + pool.private_tokens + pool.evictable_tokens + d.generated() + extra - pool.cap
+    ev = pool.evictable
+    while over > 0 and ev:
+        key, s = ev.popitem(last=False)
+        del pool.size[key]
+        pool.evictable_tokens -= s
+        over -= s
+
+
 class _Decoder:
     """A group's running batch (aggregated: a whole group; PD: a decode group). All running requests advance
     together: `v` counts the tokens each has generated since the group started; a request that joined at v0 with n
     tokens still to make finishes at v0 + n."""
 
     __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
-                 "pending_tokens", "lat", "admitted")
+                 "pending_tokens", "lat", "admitted", "pool", "wait", "running", "g0", "rem0", "long", "fifo_rem",
+                 "ratio", "load")
 
     def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
-        self.kv_free = kv
+        self.kv_free = kv  # PD decode: KV not reserved (prompt + whole output per request)
         self.v = 0.0
         self.heap: list[tuple[float, int]] = []
         self.ctx0 = 0.0  # sum over running of (prompt - v0): the batch's context is ctx0 + n * v
@@ -157,29 +278,89 @@ class _Decoder:
         # decode steps] (mean ITL = the first over the second), [sum of TTFTs, first tokens]
         self.lat = [0.0, 0.0, 0.0, 0]
         self.admitted = 0  # requests routed here
+        # aggregated (SGLang's scheduler of one group): the KV pool and radix block cache (kvcache.KVPool: blocks and
+        # private prompt tokens; the tokens generated in the current stint are `n * v + g0`), the waiting queue of
+        # requests the router sent here, the running requests {rid: [v at the end, v at the start, prompt]}, the
+        # admission estimate's terms (module docstring: sum of (tokens left at the start + v0) over running, the
+        # running requests with more than CLIP_MAX_NEW_TOKENS left, the clipped outputs of admitted requests not
+        # decoding yet), new_token_ratio, and the router's load (requests sent here and not finished)
+        self.pool = KVPool(kv)
+        self.wait: deque[int] = deque()
+        self.running: dict[int, list[float]] = {}
+        self.g0 = 0.0
+        self.rem0 = 0.0
+        self.long: dict[int, float] = {}
+        self.fifo_rem = 0
+        self.ratio = INIT_NEW_TOKEN_RATIO
+        self.load = 0
 
     def join(self, rid: int, prompt: int, remaining: int) -> None:
-        heapq.heappush(self.heap, (self.v + remaining, rid))
+        end = self.v + remaining
+        heapq.heappush(self.heap, (end, rid))
+        self.running[rid] = [end, self.v, float(prompt)]
         self.ctx0 += prompt - self.v
+        self.g0 -= self.v
+        self.rem0 += end
+        if remaining > CLIP_MAX_NEW_TOKENS:
+            self.long[rid] = end
         self.n += 1
 
+    def leave(self, rid: int) -> float:
+        """Take a running request out of the batch (finished or retracted); returns the tokens it generated in
+        this stint."""
+        end, v0, prompt = self.running.pop(rid)
+        self.n -= 1
+        self.ctx0 -= prompt - v0
+        self.g0 += v0
+        self.rem0 -= end
+        self.long.pop(rid, None)
+        if not self.n:
+            self.ctx0 = self.g0 = self.rem0 = 0.0
+        return min(self.v, end) - v0
+
+    def generated(self) -> float:
+        """KV tokens the running requests generated in their current stint (SGLang allocates one per decode step)."""
+        return self.n * self.v + self.g0 if self.n else 0.0
+
+    def used(self) -> int:
+        """`sglang:kv_used_tokens` (aggregated): locked blocks + private prompt tokens + generated tokens."""
+        return int(self.pool.locked_tokens + self.pool.private_tokens + self.generated())
+
+    def reserved(self) -> float:
+        """SGLang's admission reserve for what is admitted (schedule_policy.py PrefillAdder
+        `_get_running_request_total_token_offset`): new_token_ratio x min(tokens left, CLIP_MAX_NEW_TOKENS) of every
+        running request, plus the clipped output of admitted requests still waiting for their prefill."""
+        left = self.rem0 - self.n * self.v if self.n else 0.0
+        for end in self.long.values():  # only requests with more than CLIP left are clipped
+            left -= max(0.0, end - self.v - CLIP_MAX_NEW_TOKENS)
+        return self.ratio * (max(0.0, left) + self.fifo_rem)
+
     def idle(self) -> bool:
-        return not self.n and not self.fifo and not self.pending
+        return not self.n and not self.fifo and not self.pending and not self.wait
 
 
 class _Prefill:
     """A PD prefill group: requests routed to it run FIFO (start, end of prefill, KV arrival at the decode group)."""
 
-    __slots__ = ("gid", "ready_at", "draining", "free_at", "busy_until", "jobs", "prompt", "cached", "done")
+    __slots__ = ("gid", "ready_at", "draining", "free_at", "busy_until", "jobs", "prompt", "cached", "done", "pool",
+                 "ends")
 
-    def __init__(self, gid: int, ready_at: float):
+    def __init__(self, gid: int, ready_at: float, kv: int = 0):
         self.gid = gid
+        # its radix cache (the blocks it prefilled, least recently used evicted at the pool's size) and the prefill
+        # end times of the requests routed here (FIFO, so increasing): the router's load is those not ended yet
+        self.pool = KVPool(kv)
+        self.ends: deque[float] = deque()
         self.ready_at = ready_at
         self.draining = False
         self.free_at = -math.inf  # end of the last prefill routed here
         self.busy_until = -math.inf  # end of its last KV transfer
         self.jobs: deque[tuple[float, float, float, int, int]] = deque()  # (start, end, arrive, prompt, uncached)
         self.prompt = self.cached = self.done = 0  # SGLang's tokenizer counters (at a request's end)
+
+    @property
+    def load(self) -> int:
+        return len(self.ends)
 
     def sample(self, now: float, bootstrap: int, metrics_cls: Any) -> Any:
         """What the operator scrapes from this group at `now` (scrape.GroupMetrics)."""
@@ -260,7 +441,14 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     n_req = len(reqs)
     m, acc, prec, g_gpus = cfg.model, cfg.accelerator, cfg.precision, cfg.gpus
     kv_bytes = tp.kv_bytes_per_token(m, acc, cfg.kv_dtype)
-    work = [tp.prefill_seconds(m, acc, g_gpus, prec, miss[i], r.input_len - miss[i]) for i, r in enumerate(reqs)]
+    sizes_of = [block_sizes(r) if r.blocks else [] for r in reqs]
+    private = [r.input_len - sum(sz) for r, sz in zip(reqs, sizes_of, strict=True)]
+    out_left = [r.output_len for r in reqs]  # tokens still to generate
+    gen_before = [0] * n_req  # tokens generated before a retraction (re-prefilled with the prompt)
+    retractions = [0]
+    actual_miss = list(miss)  # the uncached prompt where the request was prefilled (its group's cache)
+    router = _Router()
+    pre_router = _Router()
     pre_t = -cfg.cold_start_s  # the initial fleet starts a cold start before t = 0
     lives: list[list[Any]] = []  # [role, gid, provisioned from, released at (None: still held)]
     next_gid = [0]
@@ -277,7 +465,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                 life[3] = at
 
     decoders = [_Decoder(cfg.group_kv_tokens, provision("decode", pre_t)) for _ in range(decode_groups)]
-    prefills = [_Prefill(provision("prefill", pre_t), 0.0) for _ in range(prefill_groups if pd else 0)]
+    prefills = [_Prefill(provision("prefill", pre_t), 0.0, cfg.group_kv_tokens)
+                for _ in range(prefill_groups if pd else 0)]
     first = [math.nan] * n_req
     done = [math.nan] * n_req
     home: list[_Decoder | None] = [None] * n_req
@@ -300,67 +489,151 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     def kv_transfer(tokens: int) -> float:
         return tp.kv_transfer_seconds(tokens, kv_bytes, cfg.link_bytes_per_s)
 
+    def prefill_cost(new: int, cached: int) -> float:
+        return tp.prefill_seconds(m, acc, g_gpus, prec, new, cached)
+
     def admit(rid: int, now: float) -> bool:
+        """PD: pre-allocate the request's KV in the decode group with the most free KV, then prefill it in the
+        prefill group SMG's cache_aware policy picks (its own radix cache gives the uncached part)."""
         r = reqs[rid]
         need = r.input_len + r.output_len
         best = None
         for d in decoders:
             if d.kv_free >= need and d.ready_at <= now and not d.draining:
-                key = (d.work, -d.kv_free) if not pd else (-d.kv_free, 0)
-                if best is None or key < best[0]:
-                    best = (key, d)
+                if best is None or d.kv_free > best.kv_free:
+                    best = d
         if best is None:
             return False
-        pre = None
-        if pd:
-            routable = [p for p in prefills if p.ready_at <= now and not p.draining]
-            if not routable:
-                return False
-            pre = min(routable, key=lambda p: p.free_at)
-        d = best[1]
+        routable = [p for p in prefills if p.ready_at <= now and not p.draining]
+        if not routable:
+            return False
+        for p in routable:
+            while p.ends and p.ends[0] <= now:
+                p.ends.popleft()
+        keys, sizes = r.blocks or (), sizes_of[rid]
+        pre = pre_router.pick(r, sizes, routable)
+        k = pre.pool.match(keys, sizes)
+        cached = pre.pool.admit(rid, keys, sizes, private[rid], 0, k=k)
+        pre.pool.release(rid)  # the prefill group keeps the blocks cached (evictable), the KV goes to the decode side
+        d = best
         d.kv_free -= need
         d.admitted += 1
         home[rid] = d
         admitted_at[rid] = now
         iv["admitted"] += 1
-        if pre is not None:
-            start = max(now, pre.free_at)
-            end = start + work[rid]
-            pre.free_at = end
-            arrive = end + kv_transfer(r.input_len)
-            pre.busy_until = arrive
-            pre.jobs.append((start, end, arrive, r.input_len, miss[rid]))
-            first[rid] = arrive
-            d.pending += 1
-            d.pending_tokens += r.input_len
-            heapq.heappush(joins, (arrive, rid))
-        else:
-            spt = work[rid] / miss[rid] if miss[rid] else 0.0
-            d.fifo.append([float(rid), work[rid], spt])
-            d.work += work[rid]
+        start = max(now, pre.free_at)
+        end = start + prefill_cost(r.input_len - cached, cached)
+        pre.free_at = end
+        pre.ends.append(end)
+        arrive = end + kv_transfer(r.input_len)
+        pre.busy_until = arrive
+        pre.jobs.append((start, end, arrive, r.input_len, r.input_len - cached))
+        actual_miss[rid] = r.input_len - cached
+        first[rid] = arrive
+        d.pending += 1
+        d.pending_tokens += r.input_len
+        heapq.heappush(joins, (arrive, rid))
         return True
+
+    def route(rid: int, now: float) -> bool:
+        """Aggregated: SMG's cache_aware policy sends the request to a group, where it waits in that group's queue
+        (SGLang's waiting queue) until the group's scheduler admits it; False: no group is serving."""
+        routable = [d for d in decoders if d.ready_at <= now and not d.draining]
+        if not routable:
+            return False
+        d = router.pick(reqs[rid], sizes_of[rid], routable)
+        d.load += 1
+        d.admitted += 1
+        home[rid] = d
+        d.wait.append(rid)
+        try_admit(d, now)
+        return True
+
+    def try_admit(d: _Decoder, now: float) -> None:
+        """SGLang's admission from the group's waiting queue, FCFS (the default `--schedule-policy fcfs`; a
+        retracted request goes to the back, scheduler.py `_add_request_to_queue`): schedule_policy.py
+        PrefillAdder.add_one_req — the uncached prompt + min(output left, CLIP_MAX_NEW_TOKENS) must fit in what is
+        neither used nor reserved for running requests (`rem_total_tokens` = available + evictable - the running
+        requests' new_token_ratio x min(left, CLIP)); the evictable blocks it hits are pinned out of the budget."""
+        pool = d.pool
+        while d.wait:
+            rid = d.wait[0]
+            r = reqs[rid]
+            keys, sizes = r.blocks or (), sizes_of[rid]
+            k = pool.match(keys, sizes)
+            priv = private[rid] + gen_before[rid]
+            cached = sum(sizes[:k])
+            new = r.input_len + gen_before[rid] - cached
+            out = min(out_left[rid], CLIP_MAX_NEW_TOKENS)
+            budget = (pool.cap - pool.locked_tokens - pool.private_tokens - d.generated() - d.reserved()
+                      - pool.hit_evictable(keys, k))
+            if new + out > budget:
+                return
+            d.wait.popleft()
+            pool.admit(rid, keys, sizes, priv, 0, k=k)
+            _make_room(d, 0)
+            w = prefill_cost(new, cached)
+            d.fifo.append([float(rid), w, w / new if new else 0.0, float(out)])
+            d.work += w
+            d.fifo_rem += out
+            if math.isnan(admitted_at[rid]):
+                admitted_at[rid] = now
+                actual_miss[rid] = new
+                iv["admitted"] += 1
+
+    def retract(d: _Decoder, room_needed: float, now: float) -> None:
+        """SGLang's retraction (managers/schedule_batch.py ScheduleBatch.retract_decode, called by the scheduler when
+        `check_decode_mem` fails): the requests with the fewest output tokens (then the longest prompt) leave the
+        batch until the next steps fit, at least one stays; their KV is freed (their cached blocks stay evictable),
+        they go back to the waiting queue and are prefilled again with what they generated; new_token_ratio becomes
+        (decoded + RETRACT_DECODE_STEPS x batch) / (sum of max_new_tokens + 1) over the rest
+        (NewTokenRatioTracker.estimate_new_token_ratio_after_retract)."""
+        pool = d.pool
+        order = sorted(d.running, key=lambda i: (reqs[i].output_len - out_left[i] + d.v - d.running[i][1],
+                                                 -reqs[i].input_len), reverse=True)
+        while len(order) > 1 and pool.locked_tokens + pool.private_tokens + d.generated() + room_needed > pool.cap:
+            rid = order.pop()
+            g = int(d.leave(rid))
+            out_left[rid] -= g
+            gen_before[rid] += g
+            pool.release(rid)
+            d.wait.append(rid)
+            retractions[0] += 1
+            room_needed = d.n * room_needed / (d.n + 1)
+        decoded = sum(reqs[i].output_len - out_left[i] + d.v - d.running[i][1] for i in d.running)
+        max_new = sum(reqs[i].output_len for i in d.running)
+        d.ratio = min(1.0, (decoded + RETRACT_DECODE_STEPS * d.n) / (max_new + 1))
 
     def finish(rid: int, t: float) -> None:
         r = reqs[rid]
         done[rid] = t
         d = home[rid]
         assert d is not None
-        d.kv_free += r.input_len + r.output_len
+        if pd:
+            d.kv_free += r.input_len + r.output_len
+        else:
+            d.pool.release(rid)
+            d.load -= 1
         iv["done"] += 1
         iv["service"] += t - admitted_at[rid]
         iv["prompt"] += r.input_len
-        iv["miss"] += miss[rid]
+        iv["miss"] += actual_miss[rid]
 
     def start_decode(d: _Decoder, rid: int, t: float) -> None:
-        r = reqs[rid]
-        if r.output_len <= 1:
+        """The end of a prefill: its forward samples one token (the first, or the next after a retraction)."""
+        out_left[rid] -= 1
+        if out_left[rid] <= 0:
             finish(rid, t)
         else:
-            d.join(rid, r.input_len, r.output_len - 1)
+            d.join(rid, reqs[rid].input_len + gen_before[rid], out_left[rid])
 
     def drain(now: float) -> None:
-        while queue and admit(queue[0], now):
-            queue.popleft()
+        if pd:
+            while queue and admit(queue[0], now):
+                queue.popleft()
+        else:
+            while queue and route(queue[0], now):
+                queue.popleft()
 
     # -- the autoscalers: what the operator measures at a step, its laws, and their actuation --------------------
     law_state = LawState()
@@ -380,15 +653,13 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     peaks = {"prefill": prefill_groups if pd else 0, "decode": decode_groups}
 
     def used_kv(d: _Decoder) -> int:
-        used = d.ctx0 + d.n * d.v if d.n else 0.0
         if pd:
-            return int(used + d.pending_tokens)
-        if d.fifo:  # the request being prefilled holds its KV; the others wait in SGLang's queue
-            used += reqs[int(d.fifo[0][0])].input_len
-        return int(used)
+            return int((d.ctx0 + d.n * d.v if d.n else 0.0) + d.pending_tokens)
+        return d.used()
 
     def queued_reqs(d: _Decoder) -> int:
-        return max(0, len(d.fifo) - 1)  # aggregated: waiting for a chunked prefill (SGLang's waiting queue)
+        # aggregated: SGLang's waiting queue = not admitted, and admitted behind the chunked prefill in progress
+        return len(d.wait) + max(0, len(d.fifo) - 1)
 
     def law_step(now: float) -> None:
         nonlocal law_state, scale_events
@@ -535,7 +806,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             if r.input_len + r.output_len > cfg.group_kv_tokens:
                 rejected += 1
                 continue
-            if queue or not admit(rid, max(t, r.arrival)):
+            if queue or not (admit if pd else route)(rid, max(t, r.arrival)):
                 queue.append(rid)
         while joins and joins[0][0] < te:
             at, rid = heapq.heappop(joins)
@@ -548,6 +819,18 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         for d in decoders:
             left = dt
             steps = 0.0
+            if not pd:
+                if d.wait:
+                    try_admit(d, t)
+                if d.n:  # the decode steps of this slice must find KV (check_decode_mem), else retract
+                    grow = d.n * math.ceil(dt / step_s(d.n, (d.ctx0 + d.n * d.v) / d.n))
+                    pool = d.pool
+                    if pool.locked_tokens + pool.private_tokens + d.generated() + grow > pool.cap:
+                        retract(d, grow, t)
+                        grow = d.n * math.ceil(dt / step_s(d.n, (d.ctx0 + d.n * d.v) / d.n))
+                    _make_room(d, grow)
+                elif not d.fifo and not d.wait:
+                    d.ratio = INIT_NEW_TOKEN_RATIO  # scheduler.py: an idle scheduler resets new_token_ratio
             tstep = step_s(d.n, (d.ctx0 + d.n * d.v) / d.n) if d.n else 0.0
             started: list[tuple[int, float]] = []
             while d.fifo and left > 1e-12:
@@ -563,8 +846,9 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                     # an empty queue is exactly no backlog: float residue below 0 made the least-backlog routing
                     # send every arrival to one group forever (found by the latency-aware law, 2026-12-02)
                     d.work = d.work - head[1] if d.fifo else 0.0
+                    if len(head) > 3:
+                        d.fifo_rem -= int(head[3])
                     rid = int(head[0])
-                    first[rid] = te - left
                     started.append((rid, te - left))
                 else:
                     head[1] -= left * rate
@@ -576,26 +860,30 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             if d.n and steps > 0:
                 d.lat[0] += d.n * dt
                 d.lat[1] += d.n * steps
+                d.ratio = max(MIN_NEW_TOKEN_RATIO, d.ratio - NEW_TOKEN_RATIO_DECAY * steps)
                 v0, v1 = d.v, d.v + steps
                 d.v = v1
                 while d.heap and d.heap[0][0] <= v1:
                     ve, rid = heapq.heappop(d.heap)
-                    d.n -= 1
-                    d.ctx0 -= reqs[rid].input_len - (ve - (reqs[rid].output_len - 1))
+                    e = d.running.get(rid)
+                    if e is None or e[0] != ve:  # retracted since (and maybe running again with another end)
+                        continue
+                    d.leave(rid)
+                    out_left[rid] = 0
                     finish(rid, t + dt * (ve - v0) / (v1 - v0))
                     freed = True
-                if not d.n:
-                    d.ctx0 = 0.0
             for rid, at in started:
-                d.lat[2] += at - reqs[rid].arrival
-                d.lat[3] += 1
+                if math.isnan(first[rid]):
+                    first[rid] = at
+                    d.lat[2] += at - reqs[rid].arrival
+                    d.lat[3] += 1
                 start_decode(d, rid, at)
-                if reqs[rid].output_len <= 1:
+                if out_left[rid] <= 0:
                     freed = True
         if freed and queue:
             drain(te)
         t = te
-        busy = queue or joins or any(d.n or d.fifo for d in decoders)
+        busy = queue or joins or any(d.n or d.fifo or d.wait for d in decoders)
         if t > last and not busy and ai >= n_req:
             break
         if t > last + 7 * 86400:  # a fleet that cannot serve the trace: stop a week after the last arrival
@@ -623,6 +911,9 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         b[1] += ok
     span = max(end, last)
     record(span)
+    prompt_in = sum(r.input_len for i, r in enumerate(reqs) if not math.isnan(done[i]))
+    cache_hit = 1.0 - sum(actual_miss[i] for i in range(n_req) if not math.isnan(done[i])) / prompt_in \
+        if prompt_in else 0.0
     # GPU-hours: every group from when it was asked for (the initial ones a cold start before t = 0) to its release
     # (a drained group at the step that saw it empty) or the end of the run
     group_s = {"prefill": 0.0, "decode": 0.0}
@@ -644,7 +935,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         mean_decode_groups=group_s["decode"] / run_s if run_s else 0.0, scale_events=scale_events,
         timeline=timeline if auto else timeline[:1] + timeline[-1:], reasons=reasons,
         slo_timeline=[(k * SLO_BIN_S, v[0], v[1]) for k, v in sorted(bins.items())],
-        admitted_per_group=[d.admitted for d in sorted(decoders, key=lambda d: d.gid)])
+        admitted_per_group=[d.admitted for d in sorted(decoders, key=lambda d: d.gid)],
+        retracted=retractions[0], cache_hit=cache_hit)
 
 
 def replay_autoscaled(reqs: Sequence[Request], cfg: PDConfig, mode: str, uncached: Sequence[int] | None = None,

@@ -191,17 +191,64 @@ def test_cli_pd_autoscale_prints_four_modes(tmp_path, capsys) -> None:  # type: 
     assert data["pd_autoscaled"]["autoscaled"] and data["pd_autoscaled"]["timeline"]
 
 
-def test_least_backlog_routing_spreads_arrivals_over_every_group() -> None:
-    # the replay's routing is least prefill backlog, then most free KV: a static fleet shares uneven arrivals evenly
-    # (the fixed float-residue fault, a backlog below 0, needed an autoscaled fleet's late groups to show)
+def test_requests_without_a_prefix_go_to_the_least_loaded_group() -> None:
+    # SMG cache_aware: no match above cache_threshold -> the worker with the fewest requests in flight; a static fleet
+    # shares uneven arrivals evenly (a float-residue fault once sent every arrival to one group)
     import random
 
     rnd = random.Random(7)
-    # uneven prompts (float residue), each prefilled before the next arrives, decoding for ~20 s
     reqs = [Request(i * 0.5, rnd.randint(2000, 10000), 2000) for i in range(400)]
     four = pd.replay(reqs, CFG, "aggregated", 0, 4)
     assert four.completed == 400 and sum(four.admitted_per_group) == 400
     assert max(four.admitted_per_group) <= 1.5 * min(four.admitted_per_group), four.admitted_per_group
+
+
+def _sessions(n_sessions: int, turns: int, gap: float, ctx_blocks: int, grow: int, out: int) -> list[Request]:
+    """Sessions whose every turn repeats the last turn's context and adds `grow` blocks (ids unique per session)."""
+    reqs = []
+    for s in range(n_sessions):
+        blocks: list[int] = [s * 100_000 + b for b in range(ctx_blocks)]
+        for t in range(turns):
+            reqs.append(Request(s * 0.1 + t * gap, len(blocks) * 512, out, tuple(blocks)))
+            blocks = blocks + [s * 100_000 + len(blocks) + b for b in range(grow)]
+    return sorted(reqs, key=lambda r: r.arrival)
+
+
+def test_cache_aware_routing_pins_a_session_to_the_group_holding_its_prefix() -> None:
+    reqs = _sessions(n_sessions=4, turns=6, gap=30.0, ctx_blocks=40, grow=4, out=50)
+    res = pd.replay(reqs, CFG, "aggregated", 0, 4)
+    assert res.completed == len(reqs)
+    # every session's first turn goes to an idle group (least load), its later turns follow their prefix there
+    assert res.admitted_per_group == [6, 6, 6, 6]
+    # each later turn reuses all but its 4 new blocks: 1 - (first turns + new blocks) / all prompt tokens
+    prompt = sum(r.input_len for r in reqs)
+    assert abs(res.cache_hit - (1 - (4 * 40 + 4 * 5 * 4) * 512 / prompt)) < 1e-9
+
+
+def test_imbalance_sends_a_matching_request_to_the_least_loaded_group() -> None:
+    # 100 long requests of one prefix pile onto group 0 (cache affinity) until it has more than 64 more in flight
+    # than group 1 (and 1.5x as many): the 66th goes to group 1 despite the match; from then on both trees hold the
+    # prefix and the tie goes to the less loaded group, so group 1 takes the rest
+    reqs = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(100)]
+    res = pd.replay(reqs, CFG, "aggregated", 0, 2)
+    assert res.completed == 100
+    assert res.admitted_per_group == [pd.BALANCE_ABS_THRESHOLD + 1, 100 - pd.BALANCE_ABS_THRESHOLD - 1]
+
+
+def test_sglang_admits_on_an_estimate_and_retracts_when_the_outputs_outgrow_the_pool() -> None:
+    from dataclasses import replace
+
+    # 40 requests of 2k prompt + 4k output in a 150k-token pool: the whole outputs (240k) do not fit, SGLang's
+    # estimate (new_token_ratio 0.7 of the running requests' outputs, decaying) admits more than fit, decoding runs
+    # the pool out and the scheduler retracts the youngest; every request still completes
+    cfg = replace(CFG, group_kv_tokens=150_000)
+    reqs = [Request(i * 0.05, 2000, 4000) for i in range(40)]
+    res = pd.replay(reqs, cfg, "aggregated", 0, 1)
+    assert res.completed == 40 and res.retracted > 0
+    whole = pd.replay(reqs, replace(cfg, group_kv_tokens=40 * 6000), "aggregated", 0, 1)
+    assert whole.retracted == 0 and whole.completed == 40
+    # a retracted request is prefilled again and decodes its rest later: the small pool finishes later
+    assert res.end_s > whole.end_s
 
 
 def test_latency_targets_make_the_law_scale_on_compute() -> None:
