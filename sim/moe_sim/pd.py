@@ -259,7 +259,7 @@ class _Decoder:
 
     __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
                  "pending_tokens", "lat", "admitted", "pool", "wait", "running", "g0", "rem0", "long", "fifo_rem",
-                 "ratio", "load")
+                 "ratio", "load", "fifo_new")
 
     def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
         self.kv_free = kv  # PD decode: KV not reserved (prompt + whole output per request)
@@ -291,6 +291,7 @@ class _Decoder:
         self.rem0 = 0.0
         self.long: dict[int, float] = {}
         self.fifo_rem = 0
+        self.fifo_new = 0  # their uncached prompt tokens (the prefill batch SGLang has formed)
         self.ratio = INIT_NEW_TOKEN_RATIO
         self.load = 0
 
@@ -551,12 +552,14 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
 
     def try_admit(d: _Decoder, now: float) -> None:
         """SGLang's admission from the group's waiting queue, FCFS (the default `--schedule-policy fcfs`; a
-        retracted request goes to the back, scheduler.py `_add_request_to_queue`): schedule_policy.py
+        retracted request goes to the back, scheduler.py `_add_request_to_queue`), one prefill batch at a time: only
+        while the admitted, not yet prefilled prompts are under one chunk (`chunked_prefill_size`, the
+        PrefillAdder's `rem_chunk_tokens`; the rest waits without KV), and schedule_policy.py
         PrefillAdder.add_one_req — the uncached prompt + min(output left, CLIP_MAX_NEW_TOKENS) must fit in what is
         neither used nor reserved for running requests (`rem_total_tokens` = available + evictable - the running
         requests' new_token_ratio x min(left, CLIP)); the evictable blocks it hits are pinned out of the budget."""
         pool = d.pool
-        while d.wait:
+        while d.wait and d.fifo_new < cfg.chunk_tokens:
             rid = d.wait[0]
             r = reqs[rid]
             keys, sizes = r.blocks or (), sizes_of[rid]
@@ -573,9 +576,10 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             pool.admit(rid, keys, sizes, priv, 0, k=k)
             _make_room(d, 0)
             w = prefill_cost(new, cached)
-            d.fifo.append([float(rid), w, w / new if new else 0.0, float(out)])
+            d.fifo.append([float(rid), w, w / new if new else 0.0, float(out), float(new)])
             d.work += w
             d.fifo_rem += out
+            d.fifo_new += new
             if math.isnan(admitted_at[rid]):
                 admitted_at[rid] = now
                 actual_miss[rid] = new
@@ -848,8 +852,11 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                     d.work = d.work - head[1] if d.fifo else 0.0
                     if len(head) > 3:
                         d.fifo_rem -= int(head[3])
+                        d.fifo_new -= int(head[4])
                     rid = int(head[0])
                     started.append((rid, te - left))
+                    if d.wait:  # the next prefill batch forms at once (not at the next slice)
+                        try_admit(d, te - left)
                 else:
                     head[1] -= left * rate
                     d.work = max(0.0, d.work - left * rate)
