@@ -393,3 +393,18 @@ def test_latency_pressure_holds_scale_down():
         d = decide(i * 15.0, lat_groups(current, itl=0.05 * 3 / current), current, 0, state, LAT)
         state, current = d.state, d.desired_groups
     assert current == 5
+
+
+def test_with_latency_targets_a_queue_with_free_kv_is_compute_backlog_not_kv_exhaustion() -> None:
+    # 4 groups at 2 % KV, 3 requests each waiting for a prefill batch, latency at 0.5 x the target: SGLang's waiting
+    # queue holds them while the KV is free, so the latency law holds (the KV-only law adds its queue group)
+    free = [GroupSample(int(0.02 * CAP), CAP, 10, 3, queued_tokens=0.01 * CAP, itl_s=0.025, ttft_s=1.0)
+            for _ in range(4)]
+    d = decide(0.0, free, 4, 0, LawState(), LAT)
+    assert d.desired_groups == 4 and "3 queued" not in d.reason and "12 queued (compute backlog)" in d.reason
+    kv_only = decide(0.0, free, 4, 0, LawState(), replace(LAT, itl_target_s=None, ttft_target_s=None))
+    assert kv_only.desired_groups == 5
+    # the same queue where the queued prompts would take one group's KV past the target: KV exhaustion, one more
+    tight = free[:3] + [GroupSample(int(0.65 * CAP), CAP, 10, 3, queued_tokens=0.1 * CAP, itl_s=0.025, ttft_s=1.0)]
+    d = decide(0.0, tight, 4, 0, LawState(), LAT)
+    assert d.desired_groups == 5 and "3 queued (KV exhausted)" in d.reason

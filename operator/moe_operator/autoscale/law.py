@@ -54,7 +54,11 @@ Law, each call:
                    / target) (`_latency_groups`; SGLang's ITL and TTFT histograms between two calls; idle groups
                    0), the compute load in groups at the targets; ceil(L / latency_headroom) now (0.7: requests
                    spread around a group's mean) and ceil((L + linear growth of L over H) / 0.9)
-     and, while requests queue and no group is starting, at least one group more than the fleet has.
+     and, while requests queue for KV and no group is starting, at least one group more than the fleet has
+     (with latency targets a queue counts as waiting for KV only in groups whose KV in use + queued tokens reach
+     the target: SGLang's waiting queue also holds requests waiting for a prefill batch while the KV is free, a
+     compute backlog the latency term sizes; the compute replay's per-group queues showed the law adding a group
+     per cold start for it, to the 64-group cap at 2 % KV).
      Why latency and not only KV: at long contexts the KV is rarely what runs out first — chunked prefill of
      every turn's new tokens stalls the decode batch of its group, and the batch's step time grows with its size
      and context; the compute replay (moe_sim.pd) shows the KV-only law at goodput 0.91 on the agent workload where
@@ -408,7 +412,17 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
         lat_growth = demand_growth(lat_hist, horizon, acceleration=False)[0] if lat_spans else 0.0
         rec = max(rec, math.ceil(lat_groups / p.latency_headroom - 1e-9),
                   math.ceil((lat_groups + lat_growth) / max(p.latency_headroom, p.forecast_max_utilization) - 1e-9))
-    queue_hit = queued >= p.queue_threshold and queued > 0
+    # A queue means KV exhaustion only where the group's KV cannot take it: SGLang's waiting queue also holds
+    # requests waiting for a prefill batch (compute) while the KV is free. With latency targets that backlog is the
+    # latency term's (TTFT includes it), so only the queues of groups whose KV in use + queued tokens reach the
+    # target count here; without them every queue does (the KV-only law's one handle on compute backlog).
+    kv_queued = queued
+    if lat_groups is not None:
+        kv_queued = sum(s.queued_reqs for s in samples if s.ready and s.queued_reqs > 0 and (
+            s.kv_used_tokens + (s.queued_tokens if s.queued_tokens is not None
+                                else s.queued_reqs * (tokens_per_req or 0.0))
+            >= s.kv_total_tokens * p.target_kv_utilization))
+    queue_hit = kv_queued >= p.queue_threshold and kv_queued > 0
     if queue_hit and starting == 0:
         rec = max(rec, current + 1)
     # the scale-down recommendation: the same with the target lowered by the hysteresis band
@@ -431,7 +445,9 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
     if lat_groups is not None:
         desc += f", latency {lat_groups:.2f} groups at target"
     if queue_hit:
-        desc = f"{queued} queued (KV exhausted), " + desc
+        desc = f"{kv_queued} queued (KV exhausted), " + desc
+    elif queued:
+        desc = f"{queued} queued (compute backlog), " + desc
     last_up, last_down = state.last_scale_up_t, state.last_scale_down_t
 
     if current < p.min_groups or current > p.max_groups:
