@@ -61,8 +61,9 @@ Law, each call:
      per cold start for it, to the 64-group cap at 2 % KV).
      Why latency and not only KV: at long contexts the KV is rarely what runs out first — chunked prefill of
      every turn's new tokens stalls the decode batch of its group, and the batch's step time grows with its size
-     and context; the compute replay (moe_sim.pd) shows the KV-only law at goodput 0.91 on the agent workload where
-     the latency term gets 0.97-0.98 (docs/benchmarks.md).
+     and context; in the compute replay (moe_sim.pd, SMG's cache_aware routing) the KV-only law on the agent
+     workload either misses (goodput 0.39 at a 300 s cold start) or buys goodput with 64 groups (0.995 at 1.87x the
+     static fleet's GPU-hours, 60 s), where the latency term gets 0.93-0.95 at 0.65-0.76x (docs/benchmarks.md).
   4. Scale up when the recommendation exceeds the fleet, in ONE step to the recommendation. The fleet counted
      includes the groups still starting, so a group on its way is credited with what it will absorb and the law
      never asks for it twice; a backlog that new groups take over shows as admissions and a shorter queue in the
