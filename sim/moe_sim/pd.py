@@ -10,7 +10,8 @@ is constant. (The serving-side PD roles of the rig's simulator are `moe_sim.pd_s
   `cache_threshold`, else, or when the load is imbalanced, to the group with the fewest requests in flight). The
   request is pinned there: it waits in that group's queue, not in a global one, and a group that starts later takes
   only later arrivals. (Until 2026-12-02 this replay had one global FIFO, an ideal never-evicting global prefix cache
-  and least-backlog routing: an optimistic router.)
+  and least-backlog routing: an optimistic router.) Aggregated groups with attention DP are `router_ranks` SMG
+  workers each, as the operator renders them (`--dp-aware`: one worker per DP rank, load and imbalance per rank).
 * Prefix reuse per group: each group's radix block cache is `kvcache.KVPool` (the offline KV replay's and the rig
   engine's model: locked blocks counted once, released blocks evictable, evicted least recently released first when
   an allocation needs room); a request reuses the leading blocks resident in the group that prefills it. Prefix ids
@@ -107,6 +108,11 @@ class PDConfig:
     slice_s: float = 0.25
     goodput_target: float = 0.99
     max_groups: int = 64
+    # SMG workers per aggregated group: the group's attention-DP width where the operator renders `--dp-aware`
+    # (render/argv.py: aggregated plans with attention DP > 1; SMG then registers one worker per rank, `<url>@<rank>`,
+    # and its load, tree and imbalance test are per rank), else 1. The PD roles stay one worker per group (no
+    # --dp-aware in PD mode).
+    router_ranks: int = 1
 
 
 @dataclass
@@ -171,8 +177,10 @@ class _Router:
     render/inputs.py `router_policy`; model_gateway/src/policies/cache_aware.rs `CacheAwarePolicy::select_worker` and
     `select_worker_with_text`, HTTP workers: an approximate tree of the request texts routed to each worker).
 
-    * Load = requests the router sent to a worker and not finished (`Worker::load`). Imbalanced when max - min >
-      `balance_abs_threshold` (64) AND max > `balance_rel_threshold` (1.5) x min: then the least loaded worker.
+    * Workers: the groups, or their DP ranks (`_RankWorker`, PDConfig.router_ranks) where the operator renders
+      `--dp-aware`. Load = requests the router sent to a worker and not finished (`Worker::load`). Imbalanced when
+      max - min > `balance_abs_threshold` (64) AND max > `balance_rel_threshold` (1.5) x min: then the least loaded
+      worker.
     * Else the prefix of the request matched against each worker's tree: match rate = matched / request length; above
       `cache_threshold` (0.3) the best-matching worker, else the least loaded one. The chosen worker's tree gets the
       request (`insert_text`), in both branches.
@@ -184,6 +192,8 @@ class _Router:
 
     __slots__ = ("where",)
 
+    # workers: groups (`_Prefill`, or `_Decoder` with one worker) or `_RankWorker`s, in registration order; each has
+    # `load` and `seq` (its registration order, the tie-break)
     def __init__(self) -> None:
         self.where: dict[Any, dict[Any, None]] = {}  # block -> the workers whose tree holds it
 
@@ -197,7 +207,7 @@ class _Router:
             k = self._deepest(blocks, workers)
             if k and r.input_len and sum(sizes[:k]) / r.input_len > CACHE_THRESHOLD:
                 h = self.where[blocks[k - 1]]
-                choice = min((w for w in workers if w in h), key=lambda w: w.load)
+                choice = min((w for w in workers if w in h), key=_load_seq)
                 held = k
         if blocks:
             if held < 0:
@@ -216,11 +226,12 @@ class _Router:
     def _deepest(self, blocks: Sequence[Any], workers: Sequence[Any]) -> int:
         """The longest run of leading blocks some worker's tree holds."""
         where = self.where
+        live = set(workers)
         lo, hi = 0, len(blocks)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             h = where.get(blocks[mid - 1])
-            if h is not None and any(w in h for w in workers):
+            if h is not None and (not live.isdisjoint(h) if len(h) < len(live) else any(w in h for w in workers)):
                 lo = mid
             else:
                 hi = mid - 1
@@ -237,6 +248,22 @@ class _Router:
             else:
                 hi = mid - 1
         return lo
+
+
+def _load_seq(w: Any) -> tuple[int, int]:
+    return w.load, w.seq
+
+
+class _RankWorker:
+    """One SMG worker of an aggregated group: a DP rank when the operator renders `--dp-aware` (PDConfig.router_ranks;
+    SMG's `Worker::load` is this rank's requests in flight). The group's scheduler gets the request: the group keeps
+    one waiting queue and one KV pool (module docstring), so a prefix routed to another rank of the same group still
+    hits there, where SGLang's per-rank radix caches would miss: optimistic within a group."""
+
+    __slots__ = ("group", "load", "seq")
+
+    def __init__(self, group: _Decoder, seq: int):
+        self.group, self.load, self.seq = group, 0, seq
 
 
 def _make_room(d: _Decoder, extra: float) -> None:
@@ -259,9 +286,9 @@ class _Decoder:
 
     __slots__ = ("kv_free", "v", "heap", "ctx0", "n", "fifo", "work", "gid", "ready_at", "draining", "pending",
                  "pending_tokens", "lat", "admitted", "pool", "wait", "running", "g0", "rem0", "long", "fifo_rem",
-                 "ratio", "load", "fifo_new")
+                 "ratio", "workers", "fifo_new")
 
-    def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0):
+    def __init__(self, kv: int, gid: int = 0, ready_at: float = 0.0, ranks: int = 1):
         self.kv_free = kv  # PD decode: KV not reserved (prompt + whole output per request)
         self.v = 0.0
         self.heap: list[tuple[float, int]] = []
@@ -293,7 +320,7 @@ class _Decoder:
         self.fifo_rem = 0
         self.fifo_new = 0  # their uncached prompt tokens (the prefill batch SGLang has formed)
         self.ratio = INIT_NEW_TOKEN_RATIO
-        self.load = 0
+        self.workers = [_RankWorker(self, gid * ranks + i) for i in range(ranks)]  # the router's view (SMG workers)
 
     def join(self, rid: int, prompt: int, remaining: int) -> None:
         end = self.v + remaining
@@ -362,6 +389,10 @@ class _Prefill:
     @property
     def load(self) -> int:
         return len(self.ends)
+
+    @property
+    def seq(self) -> int:  # registration order (_Router's tie-break)
+        return self.gid
 
     def sample(self, now: float, bootstrap: int, metrics_cls: Any) -> Any:
         """What the operator scrapes from this group at `now` (scrape.GroupMetrics)."""
@@ -450,6 +481,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     actual_miss = list(miss)  # the uncached prompt where the request was prefilled (its group's cache)
     router = _Router()
     pre_router = _Router()
+    worker_of: dict[int, _RankWorker] = {}  # aggregated: the SMG worker each routed, unfinished request went to
     pre_t = -cfg.cold_start_s  # the initial fleet starts a cold start before t = 0
     lives: list[list[Any]] = []  # [role, gid, provisioned from, released at (None: still held)]
     next_gid = [0]
@@ -465,7 +497,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             if life[1] == gid and life[3] is None:
                 life[3] = at
 
-    decoders = [_Decoder(cfg.group_kv_tokens, provision("decode", pre_t)) for _ in range(decode_groups)]
+    ranks = 1 if pd else max(1, cfg.router_ranks)  # SMG workers per group (PDConfig.router_ranks)
+    decoders = [_Decoder(cfg.group_kv_tokens, provision("decode", pre_t), ranks=ranks) for _ in range(decode_groups)]
     prefills = [_Prefill(provision("prefill", pre_t), 0.0, cfg.group_kv_tokens)
                 for _ in range(prefill_groups if pd else 0)]
     first = [math.nan] * n_req
@@ -542,8 +575,10 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         routable = [d for d in decoders if d.ready_at <= now and not d.draining]
         if not routable:
             return False
-        d = router.pick(reqs[rid], sizes_of[rid], routable)
-        d.load += 1
+        w = router.pick(reqs[rid], sizes_of[rid], [w for d in routable for w in d.workers])
+        w.load += 1
+        worker_of[rid] = w
+        d = w.group
         d.admitted += 1
         home[rid] = d
         d.wait.append(rid)
@@ -617,7 +652,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             d.kv_free += r.input_len + r.output_len
         else:
             d.pool.release(rid)
-            d.load -= 1
+            worker_of.pop(rid).load -= 1
         iv["done"] += 1
         iv["service"] += t - admitted_at[rid]
         iv["prompt"] += r.input_len
@@ -711,7 +746,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
                 cur += 1
             while cur < desired:
                 decoders.append(_Decoder(cfg.group_kv_tokens, provision("decode", now),
-                                         now + cfg.cold_start_s))
+                                         now + cfg.cold_start_s, ranks))
                 cur += 1
         elif desired < cur:
             excess = cur - desired

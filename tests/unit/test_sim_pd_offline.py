@@ -235,6 +235,20 @@ def test_imbalance_sends_a_matching_request_to_the_least_loaded_group() -> None:
     assert res.admitted_per_group == [pd.BALANCE_ABS_THRESHOLD + 1, 100 - pd.BALANCE_ABS_THRESHOLD - 1]
 
 
+def test_with_dp_aware_the_router_balances_dp_ranks_not_groups() -> None:
+    from dataclasses import replace
+
+    # the operator renders --dp-aware for attention-DP plans: SMG's workers are the groups' DP ranks (2 per group
+    # here), each with its own load and tree. Group 0's rank 0 takes 65 of one prefix; then the imbalance test (65 - 0
+    # > 64) sends one each to the idle ranks in registration order (g0r1, g1r0, g1r1); from then on max - min = 64 is
+    # balanced and the three ranks with 1 share the rest, least loaded first: group 0 = 65 + 1 + 11, group 1 = 23.
+    # Per group (router_ranks = 1) the same requests split 65 / 35.
+    reqs = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(100)]
+    res = pd.replay(reqs, replace(CFG, router_ranks=2), "aggregated", 0, 2)
+    assert res.completed == 100
+    assert res.admitted_per_group == [77, 23]
+
+
 def test_sglang_admits_on_an_estimate_and_retracts_when_the_outputs_outgrow_the_pool() -> None:
     from dataclasses import replace
 
