@@ -5,9 +5,10 @@ throughput model (`moe_operator.planner.throughput`): prefill time from the grou
 the group's batch and context. Time advances in slices of `slice_s` (default 0.25 s); inside a slice a group's batch
 is constant. (The serving-side PD roles of the rig's simulator are `moe_sim.pd_serve`, a different thing.)
 
-* Routing (aggregated, and the PD prefill role): SMG's `cache_aware` policy, the router the operator renders
+* Routing (aggregated, and the PD prefill role): SMG 1.13.0's `cache_aware` policy, the router the operator renders
   (`_Router`: the request goes to the group whose router tree holds the longest share of its prompt above
-  `cache_threshold`, else, or when the load is imbalanced, to the group with the fewest requests in flight). The
+  `cache_threshold` unless that group's load is far above the fleet's mean (the spill gate), else to the group with
+  the fewest requests in flight; groups SMG's load poll finds overloaded are left out while others are not). The
   request is pinned there: it waits in that group's queue, not in a global one, and a group that starts later takes
   only later arrivals. (Until 2026-12-02 this replay had one global FIFO, an ideal never-evicting global prefix cache
   and least-backlog routing: an optimistic router.) Aggregated groups with attention DP are `router_ranks` SMG
@@ -89,6 +90,13 @@ NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / NEW_TOKEN
 CACHE_THRESHOLD = 0.3
 BALANCE_ABS_THRESHOLD = 64
 BALANCE_REL_THRESHOLD = 1.5
+SPILL_MIN_MARGIN = 4  # --balance-abs-threshold's help: the margin is "never under four unless this value is lower"
+# worker overload protection, on by default in 1.13.0 (worker_overload_protection = True): a worker whose engine
+# reports this many waiting requests (summed over its DP ranks) or this mean KV token usage is left out of routing
+# while another worker is under both; the load monitor polls every load_monitor_interval
+WORKER_OVERLOAD_WAITING_REQUESTS = 8
+WORKER_OVERLOAD_TOKEN_USAGE = 0.8
+LOAD_MONITOR_INTERVAL_S = 10.0
 DEFAULT_LINK_GBYTES_PER_S = 50.0  # one 400 Gb/s ConnectX-7 NIC per transfer (LMSYS 96 H100: 400 Gb/s per GPU)
 
 
@@ -173,42 +181,59 @@ def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
 
 
 class _Router:
-    """SMG's `cache_aware` policy in front of one role's groups (SMG 1.13.0, the policy the operator renders:
-    render/inputs.py `router_policy`; model_gateway/src/policies/cache_aware.rs `CacheAwarePolicy::select_worker` and
-    `select_worker_with_text`, HTTP workers: an approximate tree of the request texts routed to each worker).
+    """SMG's `cache_aware` policy in front of one role's groups, as the pinned SMG 1.13.0 defines it (the policy the
+    operator renders: render/inputs.py `router_policy`). The 1.13.0 wheel ships compiled Rust, so the rules here are
+    its own option definitions and help texts (smg/router_args.py `RouterArgs`, `add_cli_args`: --cache-threshold,
+    --balance-abs-threshold / --balance-rel-threshold "spill gate", --worker-overload-*; their defaults are checked
+    against the wheel by tests/conformance/test_sim_scheduler.py). HTTP workers: an approximate tree of the request
+    texts routed to each worker.
 
     * Workers: the groups, or their DP ranks (`_RankWorker`, PDConfig.router_ranks) where the operator renders
-      `--dp-aware`. Load = requests the router sent to a worker and not finished (`Worker::load`). Imbalanced when
-      max - min > `balance_abs_threshold` (64) AND max > `balance_rel_threshold` (1.5) x min: then the least loaded
-      worker.
-    * Else the prefix of the request matched against each worker's tree: match rate = matched / request length; above
-      `cache_threshold` (0.3) the best-matching worker, else the least loaded one. The chosen worker's tree gets the
-      request (`insert_text`), in both branches.
+      `--dp-aware`. Load = requests the router sent to a worker and not finished (`Worker::load`).
+    * Worker overload protection (on by default in 1.13.0): a worker whose engine reported, at the last load poll
+      (every `load_monitor_interval`, 10 s), >= 8 waiting requests summed over its DP ranks or >= 0.8 mean KV token
+      usage is left out while another worker is under both; when every worker is over them, all are candidates
+      (the request goes to the least loaded; `--worker-overload-shed` is off). Aggregated groups only here.
+    * Among the candidates the prefix of the request is matched against each worker's tree: match rate = matched /
+      request length; above `cache_threshold` (0.3) the best-matching worker (ties: the least loaded, then the first
+      registered), else the least loaded one.
+    * Spill gate on a matched worker: it is skipped for the least loaded candidate when its load exceeds the
+      healthy-fleet mean by the margin AND `balance_rel_threshold` (1.5) x the mean; the margin is
+      `balance_abs_threshold` (64) capped at the in-flight count's natural swing at the mean, two standard
+      deviations of a count with that mean (2 sqrt(mean)), never under 4. (SMG <= 1.9 compared the fleet's max and
+      min load instead and then routed EVERY request to the least loaded worker: one backlogged worker turned cache
+      affinity off fleet-wide; this replay modelled that rule until 2026-12-02.)
+    * The chosen worker's tree gets the request (`insert_text`), in every branch.
     * Here the tree is per block (a 512-token block = the text it stands for; the match counts tokens, SMG counts
-      characters: the same ratio for text of even density). Ties: among the workers with the longest match, the
-      least loaded, then the first registered (`min_by_key` keeps the first). Trees are not evicted: SMG evicts a
-      worker's tree beyond `max_tree_size` (2^26 characters, about 16 M tokens) least recently used first, and what
-      ages out here is finished sessions, which no later request matches."""
+      characters: the same ratio for text of even density). Trees are not evicted: SMG evicts a worker's tree
+      beyond `max_tree_size` (2^26 characters, about 16 M tokens) least recently used first, and what ages out here
+      is finished sessions, which no later request matches."""
 
     __slots__ = ("where",)
 
-    # workers: groups (`_Prefill`, or `_Decoder` with one worker) or `_RankWorker`s, in registration order; each has
-    # `load` and `seq` (its registration order, the tie-break)
+    # workers: groups (`_Prefill`) or `_RankWorker`s, in registration order; each has `load` and `seq` (its
+    # registration order, the tie-break)
     def __init__(self) -> None:
         self.where: dict[Any, dict[Any, None]] = {}  # block -> the workers whose tree holds it
 
-    def pick(self, r: Request, sizes: Sequence[int], workers: Sequence[Any]) -> Any:
-        loads = [w.load for w in workers]
-        lo, hi = min(loads), max(loads)
-        choice = workers[loads.index(lo)]
+    def pick(self, r: Request, sizes: Sequence[int], workers: Sequence[Any],
+             overloaded: set[Any] | None = None) -> Any:
+        """The worker for `r` among the routable `workers`; `overloaded`: the engines (groups) the last load poll
+        found over the overload thresholds."""
+        cands = workers
+        if overloaded:
+            cands = [w for w in workers if w.group not in overloaded] or workers
+        loads = [w.load for w in cands]
+        choice = cands[loads.index(min(loads))]
         blocks = r.blocks or ()
         held = -1  # leading blocks of the request the choice's tree holds (-1: not known)
-        if blocks and not (hi - lo > BALANCE_ABS_THRESHOLD and hi > lo * BALANCE_REL_THRESHOLD):
-            k = self._deepest(blocks, workers)
+        if blocks:
+            k = self._deepest(blocks, cands)
             if k and r.input_len and sum(sizes[:k]) / r.input_len > CACHE_THRESHOLD:
                 h = self.where[blocks[k - 1]]
-                choice = min((w for w in workers if w in h), key=_load_seq)
-                held = k
+                best = min((w for w in cands if w in h), key=_load_seq)
+                if not _spills(best.load, workers):
+                    choice, held = best, k
         if blocks:
             if held < 0:
                 held = self._held(blocks, choice)
@@ -252,6 +277,13 @@ class _Router:
 
 def _load_seq(w: Any) -> tuple[int, int]:
     return w.load, w.seq
+
+
+def _spills(load: int, workers: Sequence[Any]) -> bool:
+    """SMG 1.13.0's spill gate (_Router): a matched worker with this load is skipped for the least loaded one."""
+    mean = sum(w.load for w in workers) / len(workers)
+    margin = min(BALANCE_ABS_THRESHOLD, max(SPILL_MIN_MARGIN, 2.0 * math.sqrt(mean)))
+    return load > mean + margin and load > BALANCE_REL_THRESHOLD * mean
 
 
 class _RankWorker:
@@ -482,6 +514,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     router = _Router()
     pre_router = _Router()
     worker_of: dict[int, _RankWorker] = {}  # aggregated: the SMG worker each routed, unfinished request went to
+    overloaded: set[_Decoder] = set()  # aggregated: the groups SMG's last load poll found overloaded (_Router)
     pre_t = -cfg.cold_start_s  # the initial fleet starts a cold start before t = 0
     lives: list[list[Any]] = []  # [role, gid, provisioned from, released at (None: still held)]
     next_gid = [0]
@@ -575,7 +608,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         routable = [d for d in decoders if d.ready_at <= now and not d.draining]
         if not routable:
             return False
-        w = router.pick(reqs[rid], sizes_of[rid], [w for d in routable for w in d.workers])
+        w = router.pick(reqs[rid], sizes_of[rid], [w for d in routable for w in d.workers], overloaded)
         w.load += 1
         worker_of[rid] = w
         d = w.group
@@ -824,6 +857,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     dt = cfg.slice_s
     t = 0.0
     next_step = 0.0
+    next_poll = 0.0
     last = reqs[order[-1]].arrival if n_req else 0.0
     while True:
         te = t + dt
@@ -834,6 +868,11 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
             record(t)
             iv.update(admitted=0, done=0, service=0.0, prompt=0, miss=0, arrived_miss=0, since=t)
             next_step += STEP_SECONDS
+        if not pd and t >= next_poll - 1e-9:  # SMG's load monitor (worker overload protection, _Router)
+            overloaded.clear()
+            overloaded.update(d for d in decoders if len(d.wait) >= WORKER_OVERLOAD_WAITING_REQUESTS
+                              or d.used() >= WORKER_OVERLOAD_TOKEN_USAGE * d.pool.cap)
+            next_poll += LOAD_MONITOR_INTERVAL_S
         if queue and scaling is not None:  # groups that became Ready (or were routed again) take the queue
             drain(t)
         # arrivals in [t, t + dt) are admitted at their arrival instant (their prefill starts then)

@@ -225,28 +225,49 @@ def test_cache_aware_routing_pins_a_session_to_the_group_holding_its_prefix() ->
     assert abs(res.cache_hit - (1 - (4 * 40 + 4 * 5 * 4) * 512 / prompt)) < 1e-9
 
 
-def test_imbalance_sends_a_matching_request_to_the_least_loaded_group() -> None:
-    # 100 long requests of one prefix pile onto group 0 (cache affinity) until it has more than 64 more in flight
-    # than group 1 (and 1.5x as many): the 66th goes to group 1 despite the match; from then on both trees hold the
-    # prefix and the tie goes to the less loaded group, so group 1 takes the rest
-    reqs = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(100)]
-    res = pd.replay(reqs, CFG, "aggregated", 0, 2)
-    assert res.completed == 100
-    assert res.admitted_per_group == [pd.BALANCE_ABS_THRESHOLD + 1, 100 - pd.BALANCE_ABS_THRESHOLD - 1]
+def test_spill_gate_sends_a_matching_request_to_the_least_loaded_group() -> None:
+    # SMG 1.13.0's spill gate: a matched worker is skipped when its load exceeds the fleet mean by the margin
+    # (min(64, max(4, 2 sqrt(mean)))) AND 1.5x the mean. Long requests of one prefix (none finishes within the second
+    # they arrive in, and no load poll falls inside it): group 0 takes 9 (at 9 in flight: 9 > 4.5 + 4.24), the 10th
+    # goes to group 1; from then on both trees hold the prefix and the less loaded holder wins: 50 / 50.
+    # (SMG <= 1.9's fleet-wide max - min > 64 rule split the same 100 requests 65 / 35.)
+    def run(n: int) -> list[int]:
+        reqs = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(n)]
+        res = pd.replay(reqs, CFG, "aggregated", 0, 2)
+        assert res.completed == n
+        return res.admitted_per_group
+
+    assert run(9) == [9, 0]
+    assert run(10) == [9, 1]
+    assert run(100) == [50, 50]
 
 
 def test_with_dp_aware_the_router_balances_dp_ranks_not_groups() -> None:
     from dataclasses import replace
 
     # the operator renders --dp-aware for attention-DP plans: SMG's workers are the groups' DP ranks (2 per group
-    # here), each with its own load and tree. Group 0's rank 0 takes 65 of one prefix; then the imbalance test (65 - 0
-    # > 64) sends one each to the idle ranks in registration order (g0r1, g1r0, g1r1); from then on max - min = 64 is
-    # balanced and the three ranks with 1 share the rest, least loaded first: group 0 = 65 + 1 + 11, group 1 = 23.
-    # Per group (router_ranks = 1) the same requests split 65 / 35.
+    # here: g0r0, g0r1, g1r0, g1r1), each with its own load and tree, and the spill gate compares a rank with the
+    # mean rank. g0r0 takes 6 (6 > 1.5 + 4), the 7th spills to g0r1, which catches up; at 9 + 9 g0r0 spills to g1r0,
+    # which catches up; then three ranks at x and one at 0 never spill again (x > 1.5 x 0.75x fails), so the three
+    # share the rest in turn: 34 + 33 on group 0, 33 on group 1, where per group the same requests split 50 / 50.
     reqs = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(100)]
     res = pd.replay(reqs, replace(CFG, router_ranks=2), "aggregated", 0, 2)
     assert res.completed == 100
-    assert res.admitted_per_group == [77, 23]
+    assert res.admitted_per_group == [67, 33]
+
+
+def test_overload_protection_leaves_a_group_with_a_full_kv_out() -> None:
+    from dataclasses import replace
+
+    # 25k-token groups; 9 requests of one 20k-token prefix pin to group 0 (the spill gate lets 9 through, above),
+    # which runs one at a time (the prefix + 4k output fill it). At the load poll at t = 10 s its KV token usage is
+    # >= 0.8, so SMG leaves it out and the second burst all goes to group 1: 9 / 20. Without the protection the
+    # second burst would spill once, fill group 1 up to 9 and then alternate: 15 / 14.
+    first = [Request(i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(9)]
+    second = [Request(10.5 + i * 0.01, 40 * 512, 4000, tuple(range(40))) for i in range(20)]
+    res = pd.replay(first + second, replace(CFG, group_kv_tokens=25_000), "aggregated", 0, 2)
+    assert res.completed == 29
+    assert res.admitted_per_group == [9, 20]
 
 
 def test_sglang_admits_on_an_estimate_and_retracts_when_the_outputs_outgrow_the_pool() -> None:
