@@ -81,8 +81,7 @@ def _load(w: dict[str, Any]) -> tuple[list[Any], Any]:
     cfg = pd.PDConfig(model=model, accelerator=acc, precision=precision, gpus=pl.gpus_per_group,
                       group_kv_tokens=pl.attn_dp_size * pl.max_total_tokens_per_dp, kv_dtype=kv,
                       chunk_tokens=pl.chunked_prefill_size, ttft_slo_s=TTFT_SLO_S, itl_slo_s=ITL_SLO_S,
-                      goodput_target=w.get("goodput_target", GOODPUT_TARGET), max_groups=64,
-                      router_ranks=pl.attn_dp_size)
+                      goodput_target=w.get("goodput_target", GOODPUT_TARGET), max_groups=64)
     return reqs, cfg
 
 

@@ -78,7 +78,7 @@ def run_setting(s: dict[str, Any], max_groups: int) -> dict[str, Any]:
     cfg = pd.PDConfig(model=model, accelerator=acc, precision=precision, gpus=pl.gpus_per_group,
                       group_kv_tokens=pl.attn_dp_size * pl.max_total_tokens_per_dp, kv_dtype=kv,
                       chunk_tokens=pl.chunked_prefill_size, ttft_slo_s=s["ttft_slo_s"], itl_slo_s=s["itl_slo_s"],
-                      goodput_target=s["goodput_target"], max_groups=max_groups, router_ranks=pl.attn_dp_size)
+                      goodput_target=s["goodput_target"], max_groups=max_groups)
     t0 = time.perf_counter()
     res = pd.compare(reqs, cfg)
     static_wall = time.perf_counter() - t0

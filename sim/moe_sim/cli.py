@@ -179,8 +179,7 @@ def pd_config(args: argparse.Namespace, cfg: Any, echo: dict[str, Any]) -> Any:
     return pd.PDConfig(model=args.model, accelerator=args.accelerator, precision=args.precision, gpus=g["gpus"],
                        group_kv_tokens=g["kv_tokens"], kv_dtype=args.kv_dtype, chunk_tokens=g["chunked_prefill_size"],
                        ttft_slo_s=args.ttft_slo, itl_slo_s=args.itl_slo, link_bytes_per_s=args.kv_link_gbps / 8 * 1e9,
-                       cold_start_s=cfg.cold_start_s, goodput_target=args.goodput_target, max_groups=args.max_groups,
-                       router_ranks=g["attn_dp_size"])
+                       cold_start_s=cfg.cold_start_s, goodput_target=args.goodput_target, max_groups=args.max_groups)
 
 
 PD_ROWS = (

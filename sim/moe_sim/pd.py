@@ -11,8 +11,8 @@ is constant. (The serving-side PD roles of the rig's simulator are `moe_sim.pd_s
   the fewest requests in flight; groups SMG's load poll finds overloaded are left out while others are not). The
   request is pinned there: it waits in that group's queue, not in a global one, and a group that starts later takes
   only later arrivals. (Until 2026-12-02 this replay had one global FIFO, an ideal never-evicting global prefix cache
-  and least-backlog routing: an optimistic router.) Aggregated groups with attention DP are `router_ranks` SMG
-  workers each, as the operator renders them (`--dp-aware`: one worker per DP rank, load and imbalance per rank).
+  and least-backlog routing: an optimistic router.) One SMG worker per group (`PDConfig.router_ranks` models
+  `--dp-aware`'s worker per DP rank; why the benchmarks do not use it: its comment).
 * Prefix reuse per group: each group's radix block cache is `kvcache.KVPool` (the offline KV replay's and the rig
   engine's model: locked blocks counted once, released blocks evictable, evicted least recently released first when
   an allocation needs room); a request reuses the leading blocks resident in the group that prefills it. Prefix ids
@@ -116,10 +116,13 @@ class PDConfig:
     slice_s: float = 0.25
     goodput_target: float = 0.99
     max_groups: int = 64
-    # SMG workers per aggregated group: the group's attention-DP width where the operator renders `--dp-aware`
-    # (render/argv.py: aggregated plans with attention DP > 1; SMG then registers one worker per rank, `<url>@<rank>`,
-    # and its load, tree and imbalance test are per rank), else 1. The PD roles stay one worker per group (no
-    # --dp-aware in PD mode).
+    # SMG workers per aggregated group. With `--dp-aware` (render/argv.py: aggregated plans with attention DP > 1)
+    # SMG registers one worker per DP rank (`<url>@<rank>`): load, tree and spill gate per rank. The benchmarks keep
+    # 1: this replay has ONE KV pool per group, so per-rank routing would charge its cost (ranks of one group are
+    # adjacent in SMG's order, so its (load, processed, idx) rotation sends 8 consecutive arrivals to one group:
+    # Mooncake 30 min on 8 groups, goodput 0.953 -> 0.899) without its benefit (each rank's own radix cache, which
+    # the shared pool already gives every rank). Per-rank pools would make router_ranks = attn DP the honest
+    # setting. The PD roles are one worker per group (no --dp-aware in PD mode).
     router_ranks: int = 1
 
 
@@ -195,8 +198,10 @@ class _Router:
       usage is left out while another worker is under both; when every worker is over them, all are candidates
       (the request goes to the least loaded; `--worker-overload-shed` is off). Aggregated groups only here.
     * Among the candidates the prefix of the request is matched against each worker's tree: match rate = matched /
-      request length; above `cache_threshold` (0.3) the best-matching worker (ties: the least loaded, then the first
-      registered), else the least loaded one.
+      request length; above `cache_threshold` (0.3) the best-matching worker (ties: the least loaded), else the least
+      loaded one; equal loads go to the worker that has processed the fewest requests, then the first registered
+      (`select_worker`'s (load, processed_requests, idx) key, SMG since #1714: equally loaded workers take turns;
+      first-registered alone put every tie on the first group's DP ranks).
     * Spill gate on a matched worker: it is skipped for the least loaded candidate when its load exceeds the
       healthy-fleet mean by the margin AND `balance_rel_threshold` (1.5) x the mean; the margin is
       `balance_abs_threshold` (64) capped at the in-flight count's natural swing at the mean, two standard
@@ -223,8 +228,7 @@ class _Router:
         cands = workers
         if overloaded:
             cands = [w for w in workers if w.group not in overloaded] or workers
-        loads = [w.load for w in cands]
-        choice = cands[loads.index(min(loads))]
+        choice = min(cands, key=_load_seq)
         blocks = r.blocks or ()
         held = -1  # leading blocks of the request the choice's tree holds (-1: not known)
         if blocks:
@@ -244,6 +248,7 @@ class _Router:
                     where[b] = {choice: None}
                 else:
                     holders[choice] = None
+        choice.processed += 1
         return choice
 
     # A tree holds whole prefixes (a request inserts all its leading blocks, and equal block ids mean equal prefixes,
@@ -275,8 +280,10 @@ class _Router:
         return lo
 
 
-def _load_seq(w: Any) -> tuple[int, int]:
-    return w.load, w.seq
+def _load_seq(w: Any) -> tuple[int, int, int]:
+    """SMG's min-load order: (load, processed requests, index) — model_gateway/src/policies/cache_aware.rs
+    `select_worker` "(load, processed_requests, idx) tie-break (#1714)", so equally loaded workers take turns."""
+    return w.load, w.processed, w.seq
 
 
 def _spills(load: int, workers: Sequence[Any]) -> bool:
@@ -292,10 +299,10 @@ class _RankWorker:
     one waiting queue and one KV pool (module docstring), so a prefix routed to another rank of the same group still
     hits there, where SGLang's per-rank radix caches would miss: optimistic within a group."""
 
-    __slots__ = ("group", "load", "seq")
+    __slots__ = ("group", "load", "processed", "seq")
 
     def __init__(self, group: _Decoder, seq: int):
-        self.group, self.load, self.seq = group, 0, seq
+        self.group, self.load, self.processed, self.seq = group, 0, 0, seq
 
 
 def _make_room(d: _Decoder, extra: float) -> None:
@@ -403,10 +410,11 @@ class _Prefill:
     """A PD prefill group: requests routed to it run FIFO (start, end of prefill, KV arrival at the decode group)."""
 
     __slots__ = ("gid", "ready_at", "draining", "free_at", "busy_until", "jobs", "prompt", "cached", "done", "pool",
-                 "ends")
+                 "ends", "processed")
 
     def __init__(self, gid: int, ready_at: float, kv: int = 0):
         self.gid = gid
+        self.processed = 0  # requests the router sent here (SMG's tie-break)
         # its radix cache (the blocks it prefilled, least recently used evicted at the pool's size) and the prefill
         # end times of the requests routed here (FIFO, so increasing): the router's load is those not ended yet
         self.pool = KVPool(kv)

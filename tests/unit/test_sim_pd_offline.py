@@ -41,8 +41,9 @@ def test_single_request_latencies_follow_the_compute_model() -> None:
 
 
 def test_prefill_stalls_decode_in_aggregated_mode_only() -> None:
-    # long prompts arriving while others decode: aggregated ITL carries the chunked prefill, PD's does not
-    reqs = steady(n=60, gap=2.0, prompt=30000, out=300)
+    # long prompts arriving while others decode: aggregated ITL carries the chunked prefill, PD's does not (the
+    # router alternates the two aggregated groups, so each prefills a 30k prompt every 2 s)
+    reqs = steady(n=60, gap=1.0, prompt=30000, out=300)
     agg = pd.replay(reqs, CFG, "aggregated", 0, 2)
     dis = pd.replay(reqs, CFG, "pd", 1, 1)
     assert agg.completed == dis.completed == 60
