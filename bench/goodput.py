@@ -189,7 +189,10 @@ def pictures(runs: list[dict[str, Any]], outdir: str) -> list[str]:
         top.legend(loc="upper right", fontsize=7)
         top.grid(alpha=0.3)
         bot.set_ylabel("SLO misses\n(per 5 min of arrivals)")
-        bot.set_xlabel("minutes")
+        # the trace and 30 minutes of drain tail: a policy that queues everything (hpa) finishes days later and
+        # would squeeze every other line into the left edge
+        bot.set_xlim(0, run["span_s"] / 60 + 30)
+        bot.set_xlabel("minutes (the trace + 30 min; later completions are off the picture)")
         bot.grid(alpha=0.3)
         top.set_title(f"{run['workload']['name']}, cold start {run['cold_start_s']:.0f} s: provisioned groups per "
                       f"policy (compute-aware replay; SLOs TTFT {TTFT_SLO_S:g} s, ITL {ITL_SLO_S * 1e3:g} ms)",
