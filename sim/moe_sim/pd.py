@@ -216,8 +216,8 @@ class _Router:
 
     __slots__ = ("where",)
 
-    # workers: groups (`_Prefill`) or `_RankWorker`s, in registration order; each has `load` and `seq` (its
-    # registration order, the tie-break)
+    # workers: groups (`_Prefill`) or `_RankWorker`s, in registration order; each has `load`, `processed` and `seq`
+    # (its registration order), the min-load key `_load_seq`
     def __init__(self) -> None:
         self.where: dict[Any, dict[Any, None]] = {}  # block -> the workers whose tree holds it
 
@@ -238,7 +238,6 @@ class _Router:
                 best = min((w for w in cands if w in h), key=_load_seq)
                 if not _spills(best.load, workers):
                     choice, held = best, k
-        if blocks:
             if held < 0:
                 held = self._held(blocks, choice)
             where = self.where
@@ -261,7 +260,7 @@ class _Router:
         while lo < hi:
             mid = (lo + hi + 1) // 2
             h = where.get(blocks[mid - 1])
-            if h is not None and (not live.isdisjoint(h) if len(h) < len(live) else any(w in h for w in workers)):
+            if h is not None and not h.keys().isdisjoint(live):  # (iterates the shorter of the two)
                 lo = mid
             else:
                 hi = mid - 1
