@@ -53,7 +53,6 @@ _EFFECTIVE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import parse_router_argv as p
-from smg.router_args import RouterArgs as A
 argv = json.loads(sys.stdin.read())
 got = p.parse(argv)
 helps = {}
