@@ -408,3 +408,22 @@ def test_with_latency_targets_a_queue_with_free_kv_is_compute_backlog_not_kv_exh
     tight = free[:3] + [GroupSample(int(0.65 * CAP), CAP, 10, 3, queued_tokens=0.1 * CAP, itl_s=0.025, ttft_s=1.0)]
     d = decide(0.0, tight, 4, 0, LawState(), LAT)
     assert d.desired_groups == 5 and "3 queued (KV exhausted)" in d.reason
+
+
+def test_latency_load_gets_the_kv_forecast_a_convex_ramp_is_asked_for_earlier():
+    # the compute load of growing agent sessions is convex like their KV (more sessions, each with a longer context):
+    # the law extrapolates it with the same acceleration as the KV demand (and the same switch), so it asks sooner
+    def first_scale_up(params: LawParams) -> float:
+        state, t = LawState(), 0.0
+        while t < 1200:
+            load = 0.5 + 4.0 * (t / 600.0) ** 2  # the 4 groups' compute load in groups at the ITL target: convex
+            itl = 0.05 * load / 4
+            d = decide(t, lat_groups(4, itl=itl), 4, 0, state, params)
+            state = d.state
+            if d.desired_groups > 4:
+                return t
+            t += 15.0
+        return t
+    p = replace(LAT, ttft_target_s=None, trend_window_min_s=180.0)
+    fast, slow = first_scale_up(p), first_scale_up(replace(p, acceleration=False))
+    assert fast < slow < 1200

@@ -53,7 +53,10 @@ Law, each call:
                    targetTimeToFirstTokenSeconds): L = sum over serving groups of min(max_pressure, mean latency
                    / target) (`_latency_groups`; SGLang's ITL and TTFT histograms between two calls; idle groups
                    0), the compute load in groups at the targets; ceil(L / latency_headroom) now (0.7: requests
-                   spread around a group's mean) and ceil((L + linear growth of L over H) / 0.9)
+                   spread around a group's mean) and ceil((L + growth of L over H) / 0.9), the growth by
+                   `demand_growth` as for the KV demand (a ramp of agent sessions makes the compute load convex
+                   too: a straight line gave goodput 0.960 on agents at a 300 s cold start, this 0.975 at 6 % fewer
+                   GPU-hours; swarm 900 s 0.571 -> 0.815; docs/benchmarks.md, fourth run)
      and, while requests queue for KV and no group is starting, at least one group more than the fleet has
      (with latency targets a queue counts as waiting for KV only in groups whose KV in use + queued tokens reach
      the target: SGLang's waiting queue also holds requests waiting for a prefill batch while the KV is free, a
@@ -410,7 +413,7 @@ def decide(now_s: float, samples: Sequence[GroupSample], current_groups: int, st
         # the compute load gets the same forecast as the KV demand: a ramp's latency load grows while groups start
         lat_hist = (lat_hist + [(now_s, lat_groups)])[-HISTORY_MAX:]
         lat_spans = lat_hist[-1][0] - lat_hist[0][0] >= p.trend_s / 2
-        lat_growth = demand_growth(lat_hist, horizon, acceleration=False)[0] if lat_spans else 0.0
+        lat_growth = demand_growth(lat_hist, horizon, p.acceleration_cap, p.acceleration)[0] if lat_spans else 0.0
         rec = max(rec, math.ceil(lat_groups / p.latency_headroom - 1e-9),
                   math.ceil((lat_groups + lat_growth) / max(p.latency_headroom, p.forecast_max_utilization) - 1e-9))
     # A queue means KV exhaustion only where the group's KV cannot take it: SGLang's waiting queue also holds
