@@ -119,6 +119,30 @@ def test_every_field_described_and_bounded(kind: str, schema: dict[str, Any]) ->
 
 
 @pytest.mark.parametrize(("kind", "schema"), schemas(), ids=[k for k, _ in schemas()])
+def test_every_fractional_minimum_has_a_cel_twin(kind: str, schema: dict[str, Any]) -> None:
+    """The apiserver compares an integer value with a number field's `minimum` truncated to an int (0 passes
+    `minimum: 0.001`; found on the rig, tests/cluster/test_crd_validation.py): every fractional minimum needs a CEL
+    rule on its object, where numbers compare as doubles."""
+    missing = []
+
+    def visit(node: dict[str, Any], where: str) -> None:
+        rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+        for name, child in (node.get("properties") or {}).items():
+            low = child.get("minimum")
+            if child.get("type") == "number" and low is not None and float(low) != int(float(low)) and not any(
+                    f"self.{name} >= {low}" in r for r in rules):
+                missing.append(f"{where}.{name} (minimum {low})")
+            visit(child, f"{where}.{name}")
+        if isinstance(node.get("items"), dict):
+            visit(node["items"], f"{where}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            visit(node["additionalProperties"], f"{where}.*")
+
+    visit(schema, "")
+    assert missing == [], "fractional minimums without a CEL twin: " + ", ".join(missing)
+
+
+@pytest.mark.parametrize(("kind", "schema"), schemas(), ids=[k for k, _ in schemas()])
 def test_defaults_validate_against_their_schema(kind: str, schema: dict[str, Any]) -> None:
     seen = 0
     for path, node in walk(schema):

@@ -503,6 +503,18 @@ MAX_PD_NAME_LENGTH = 37
 class PrefillAutoscaling(ApiModel):
     """Prefill groups from the prompt tokens that arrive and the prefill backlog."""
 
+    # the structural minimum lets an integer 0 through (Autoscaling's twins say why)
+    cel_rules = (
+        Rule(
+            rule="!has(self.targetUtilization) || self.targetUtilization >= 0.1",
+            message="disaggregation.prefill.autoscaling.targetUtilization must be >= 0.1",
+            message_expression="'disaggregation.prefill.autoscaling.targetUtilization (%s) must be >= 0.1'"
+            ".format([self.targetUtilization])",
+            field_path=".targetUtilization",
+            check=_at_least("target_utilization", 0.1),
+        ),
+    )
+
     enabled: bool = Field(
         default=False,
         description="Let the operator size the prefill role from the observed prompt rate and the prefill backlog "
