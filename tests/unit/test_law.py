@@ -376,11 +376,12 @@ def test_latency_pressure_scales_up_when_kv_is_idle():
 
 
 def test_latency_pressure_is_bounded_credits_starting_groups_and_ignores_idle_groups():
-    d = decide(0.0, lat_groups(4, itl=5.0), 4, 0, LawState(), LAT)  # 100 x the target: one step asks 2 x at most
-    assert d.desired_groups == 12  # ceil(4 x 2 / 0.7)
-    # the same pressure while the 8 asked for start: the total is credited, nothing more is asked
-    again = decide(15.0, lat_groups(4, itl=5.0), 12, 8, d.state, LAT)
-    assert again.desired_groups == 12
+    d = decide(0.0, lat_groups(4, itl=5.0), 4, 0, LawState(), LAT)  # 100 x the target: one step asks 4 x at most
+    assert d.desired_groups == 23  # ceil(4 x 4 / 0.7)
+    assert decide(0.0, lat_groups(4, itl=5.0), 4, 0, LawState(), replace(LAT, max_pressure=2.0)).desired_groups == 12
+    # the same pressure while the 19 asked for start: the total is credited, nothing more is asked
+    again = decide(15.0, lat_groups(4, itl=5.0), 23, 19, d.state, LAT)
+    assert again.desired_groups == 23
     # two busy groups at the target, two idle ones (no tokens decoded: pressure 0, not the busy groups' mean)
     mixed = lat_groups(2, itl=0.05) + [GroupSample(0, CAP, 0, 0), GroupSample(0, CAP, 0, 0)]
     assert decide(0.0, mixed, 4, 0, LawState(), LAT).desired_groups == 4  # ceil(2 / 0.7) = 3 <= 4: hold

@@ -85,7 +85,7 @@ sees it, for ceil(D1 / (G x target)) groups (G = KV tokens per group; a step bey
 rate at once, so it is seen in full) and nothing more from the trend (the step is in one half-window only); while
 the step's requests queue it adds only what working off that queue within one cold start needs (queued tokens x
 service / H, at most the queue), and after a step down it removes one group per stabilization window until
-ceil(D1 / (G x (target - hysteresis))) is reached. A latency step asks at most max_pressure (2) / headroom x the
+ceil(D1 / (G x (target - hysteresis))) is reached. A latency step asks at most max_pressure (4) / headroom x the
 serving groups in one call, and, the groups starting being credited, nothing more until they serve. Unit tests pin
 these (tests/unit/test_law.py).
 
@@ -128,7 +128,10 @@ class LawParams:
     itl_target_s: float | None = None  # mean inter-token latency per group
     ttft_target_s: float | None = None  # mean time to first token per group (includes its prefill queue)
     latency_headroom: float = 0.7  # groups are asked for so that the mean pressure stays <= this (as the KV target)
-    max_pressure: float = 2.0  # one group's pressure counts at most this (bounded step response)
+    # one group's pressure counts at most this (bounded step response). 4, not 2: a group saturated by a backlog
+    # reports a pressure far above its share of the load, and at 2 a 900 s cold start grew the fleet ~2.9x per cold
+    # start behind a ramp of agent sessions (goodput 0.71-0.76 on agents, 0.91 at 4; 3 gave 0.78: docs/benchmarks.md)
+    max_pressure: float = 4.0
 
     @property
     def horizon_s(self) -> float:
