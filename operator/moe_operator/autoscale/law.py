@@ -66,7 +66,7 @@ Law, each call:
      every turn's new tokens stalls the decode batch of its group, and the batch's step time grows with its size
      and context; in the compute replay (moe_sim.pd, SMG's cache_aware routing) the KV-only law on the agent
      workload either misses (goodput 0.27 at a 300 s cold start) or buys goodput with 64 groups (0.985 at 1.30x the
-     static fleet's GPU-hours, 60 s), where the latency term gets 0.955-0.960 at 0.70-0.91x (docs/benchmarks.md).
+     static fleet's GPU-hours, 60 s), where the latency term gets 0.968 at 0.72-0.79x (docs/benchmarks.md, fourth run).
   4. Scale up when the recommendation exceeds the fleet, in ONE step to the recommendation. The fleet counted
      includes the groups still starting, so a group on its way is credited with what it will absorb and the law
      never asks for it twice; a backlog that new groups take over shows as admissions and a shorter queue in the
