@@ -55,8 +55,8 @@ Law, each call:
                    0), the compute load in groups at the targets; ceil(L / latency_headroom) now (0.7: requests
                    spread around a group's mean) and ceil((L + growth of L over H) / 0.9), the growth by
                    `demand_growth` as for the KV demand (a ramp of agent sessions makes the compute load convex
-                   too: a straight line gave goodput 0.960 on agents at a 300 s cold start, this 0.975 at 6 % fewer
-                   GPU-hours; swarm 900 s 0.571 -> 0.815; docs/benchmarks.md, fourth run)
+                   too: with the pressure cap at 2, a straight line gave goodput 0.960 on agents at a 300 s cold
+                   start, this 0.975 at 6 % fewer GPU-hours, swarm 900 s 0.571 -> 0.815, single replays of moe+lat)
      and, while requests queue for KV and no group is starting, at least one group more than the fleet has
      (with latency targets a queue counts as waiting for KV only in groups whose KV in use + queued tokens reach
      the target: SGLang's waiting queue also holds requests waiting for a prefill batch while the KV is free, a
