@@ -69,12 +69,49 @@ TIMELINE_S = 15.0  # the result's timeline resolution
 
 # ---- traces -----------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Request:
-    arrival: float
-    input_len: int
-    output_len: int
-    blocks: tuple[int, ...] | None = None  # prefix blocks (BLOCK_TOKENS each, the last one partial)
+    """One trace request. `blocks`: its prefix blocks, the Mooncake `hash_ids` (BLOCK_TOKENS each, the last one
+    partial; None: no prefix information).
+
+    `runs` (optional, what `workloads.generate` gives): the same blocks as runs, (keys, tokens). A run is a range of
+    consecutive block ids that is only ever used whole: every request holding one of its blocks holds all of them,
+    at the same place in its prompt (the full blocks one turn appended to a session's context; the partial last
+    block is a run of its own). Its key is its first id, and `blocks` is the runs' ids expanded. Why: the KV replay
+    (`simulate`) locks, releases, matches and evicts a run as one block of its tokens, which is what it would do to
+    the run's blocks one by one (they always share a lock count and are released together, so they are evicted
+    in a row: a run that is partly evicted is unreachable, as the whole run is, since a prefix match stops at its
+    first missing block) at O(runs) instead of O(blocks) per request: a 132-block agent turn has ~15 runs
+    (docs/benchmarks.md "Replay speed"; tests/unit/test_simulate.py checks both give the same result)."""
+
+    __slots__ = ("arrival", "input_len", "output_len", "_blocks", "runs")
+
+    def __init__(self, arrival: float, input_len: int, output_len: int, blocks: tuple[int, ...] | None = None,
+                 runs: tuple[tuple[int, ...], tuple[int, ...]] | None = None):
+        self.arrival, self.input_len, self.output_len = arrival, input_len, output_len
+        self._blocks, self.runs = blocks, runs
+
+    @property
+    def blocks(self) -> tuple[int, ...] | None:
+        if self._blocks is None and self.runs is not None:
+            keys, sizes = self.runs
+            out: list[int] = []
+            for k, s in zip(keys, sizes, strict=True):
+                out.extend(range(k, k - (-s // BLOCK_TOKENS)))
+            self._blocks = tuple(out)  # kept: pd.replay and the JSONL writer read it again
+        return self._blocks
+
+    def _key(self) -> tuple[Any, ...]:
+        return self.arrival, self.input_len, self.output_len, self.blocks
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Request(arrival={self.arrival!r}, input_len={self.input_len!r}, output_len={self.output_len!r}, "
+                f"blocks={self.blocks!r})")
 
 
 def load_trace(path: str, rate_scale: float = 1.0, load_scale: int = 1) -> list[Request]:
@@ -131,6 +168,16 @@ def block_sizes(r: Request) -> list[int]:
     assert r.blocks is not None
     n = len(r.blocks)
     return [BLOCK_TOKENS] * (n - 1) + [r.input_len - BLOCK_TOKENS * (n - 1)] if n else []
+
+
+def prompt_keys(r: Request) -> tuple[Sequence[int], Sequence[int]] | None:
+    """What the KV model keys a request's prompt by: its runs when it has them, else its blocks; None without
+    prefix information."""
+    if r.runs is not None:
+        return r.runs
+    if r.blocks is None:
+        return None
+    return r.blocks, block_sizes(r)
 
 
 # ---- fleet ------------------------------------------------------------------------------------------------------
@@ -332,11 +379,12 @@ def demand_curve(reqs: Sequence[Request], decode_tps: float, prefill_tps: float,
             j += 1
             peak[j] = max(peak[j], tokens)
         r = reqs[i]
-        if r.blocks is None:
+        pk = prompt_keys(r)
+        if pk is None:
             tokens += kind * (r.input_len + r.output_len)
         else:
             tokens += kind * r.output_len
-            for b, s in zip(r.blocks, block_sizes(r), strict=True):
+            for b, s in zip(*pk, strict=True):
                 c = ref.get(b, 0) + kind
                 if c == 1 and kind == 1:
                     tokens += s
@@ -607,11 +655,12 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     def try_place(now: float, rid: int) -> bool:
         nonlocal hit_tokens, prompt_tokens
         r = reqs[rid]
-        keys: tuple[int, ...] = ()
-        sizes: list[int] = []
+        keys: Sequence[int] = ()
+        sizes: Sequence[int] = ()
         private = r.input_len  # no prefix information: the whole prompt is private to the request
-        if r.blocks is not None:
-            keys, sizes, private = r.blocks, block_sizes(r), 0
+        pk = prompt_keys(r)
+        if pk is not None:
+            (keys, sizes), private = pk, 0
         ranks = routable_ranks(now)
 
         def freest(among: list[KVPool]) -> KVPool | None:

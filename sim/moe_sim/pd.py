@@ -72,7 +72,7 @@ from moe_operator.autoscale.prefill import decide as prefill_decide
 from moe_operator.planner import throughput as tp
 
 from .kvcache import KVPool
-from .offline import BLOCK_TOKENS, Request, _pct, block_sizes
+from .offline import BLOCK_TOKENS, Request, _pct, prompt_keys
 
 MODES = ("aggregated", "pd")
 DEFAULT_TTFT_SLO_S = 2.0  # Dynamo planner goodput-per-GPU sweep: ttft_ms=2000, itl_ms=50
@@ -169,17 +169,17 @@ def uncached_tokens(reqs: Sequence[Request]) -> list[int]:
     seen: set[int] = set()
     out = []
     for r in reqs:
-        if not r.blocks:
+        pk = prompt_keys(r)  # runs or blocks: the same leading tokens either way (offline.Request)
+        if not pk or not pk[0]:
             out.append(r.input_len)
             continue
-        sizes = block_sizes(r)
         hit = 0
-        for b, s in zip(r.blocks, sizes, strict=True):
+        for b, s in zip(*pk, strict=True):
             if b not in seen:
                 break
             hit += s
         out.append(r.input_len - hit)
-        seen.update(r.blocks)
+        seen.update(pk[0])
     return out
 
 
@@ -221,15 +221,15 @@ class _Router:
     def __init__(self) -> None:
         self.where: dict[Any, dict[Any, None]] = {}  # block -> the workers whose tree holds it
 
-    def pick(self, r: Request, sizes: Sequence[int], workers: Sequence[Any],
+    def pick(self, r: Request, blocks: Sequence[Any], sizes: Sequence[int], workers: Sequence[Any],
              overloaded: set[Any] | None = None) -> Any:
-        """The worker for `r` among the routable `workers`; `overloaded`: the engines (groups) the last load poll
-        found over the overload thresholds."""
+        """The worker for `r` (its prompt keyed by `blocks` and their `sizes`: offline.prompt_keys) among the
+        routable `workers`; `overloaded`: the engines (groups) the last load poll found over the overload
+        thresholds."""
         cands = workers
         if overloaded:
             cands = [w for w in workers if w.group not in overloaded] or workers
         choice = min(cands, key=_load_seq)
-        blocks = r.blocks or ()
         held = -1  # leading blocks of the request the choice's tree holds (-1: not known)
         if blocks:
             k = self._deepest(blocks, cands)
@@ -512,7 +512,12 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
     n_req = len(reqs)
     m, acc, prec, g_gpus = cfg.model, cfg.accelerator, cfg.precision, cfg.gpus
     kv_bytes = tp.kv_bytes_per_token(m, acc, cfg.kv_dtype)
-    sizes_of = [block_sizes(r) if r.blocks else [] for r in reqs]
+    # what the KV pools and the router trees key a prompt by: its runs or its blocks (offline.prompt_keys; a run is
+    # only ever used whole, so both give the same replay, at O(runs) per request)
+    keyed = [prompt_keys(r) or ((), ()) for r in reqs]
+    keys_of = [k for k, _ in keyed]
+    sizes_of = [sz for _, sz in keyed]
+    del keyed
     private = [r.input_len - sum(sz) for r, sz in zip(reqs, sizes_of, strict=True)]
     out_left = [r.output_len for r in reqs]  # tokens still to generate
     gen_before = [0] * n_req  # tokens generated before a retraction (re-prefilled with the prompt)
@@ -584,8 +589,8 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         for p in routable:
             while p.ends and p.ends[0] <= now:
                 p.ends.popleft()
-        keys, sizes = r.blocks or (), sizes_of[rid]
-        pre = pre_router.pick(r, sizes, routable)
+        keys, sizes = keys_of[rid], sizes_of[rid]
+        pre = pre_router.pick(r, keys, sizes, routable)
         k = pre.pool.match(keys, sizes)
         cached = pre.pool.admit(rid, keys, sizes, private[rid], 0, k=k)
         pre.pool.release(rid)  # the prefill group keeps the blocks cached (evictable), the KV goes to the decode side
@@ -615,7 +620,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         routable = [d for d in decoders if d.ready_at <= now and not d.draining]
         if not routable:
             return False
-        w = router.pick(reqs[rid], sizes_of[rid], [w for d in routable for w in d.workers], overloaded)
+        w = router.pick(reqs[rid], keys_of[rid], sizes_of[rid], [w for d in routable for w in d.workers], overloaded)
         w.load += 1
         worker_of[rid] = w
         d = w.group
@@ -637,7 +642,7 @@ def replay(reqs: Sequence[Request], cfg: PDConfig, mode: str, prefill_groups: in
         while d.wait and d.fifo_new < cfg.chunk_tokens:
             rid = d.wait[0]
             r = reqs[rid]
-            keys, sizes = r.blocks or (), sizes_of[rid]
+            keys, sizes = keys_of[rid], sizes_of[rid]
             k = pool.match(keys, sizes)
             priv = private[rid] + gen_before[rid]
             cached = sum(sizes[:k])

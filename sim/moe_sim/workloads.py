@@ -30,7 +30,9 @@ Model (every number a parameter of `AgentWorkload`, defaults in brackets):
 * Prefix ids: Mooncake 512-token blocks. A full block of a session's context keeps its id as the context grows
   (`hash_ids` chain: equal ids = equal prefix); the last, partial block gets a fresh id each request (its content
   changes). Sub-agents share their orchestrator's full blocks. Every request has exactly ceil(input_length / 512)
-  ids (what `moe_sim.offline.load_trace` checks).
+  ids (what `moe_sim.offline.load_trace` checks). The requests carry them as runs (`offline.Request.runs`: the full
+  blocks one append created, consecutive ids, plus the partial block), which the KV replay keys by; `blocks` gives
+  the ids.
 
 `generate()` returns `offline.Request`s sorted by arrival; `write_jsonl()` writes Mooncake JSONL (timestamp in ms,
 input_length, output_length, hash_ids) for `moe-operator simulate --trace` and the rig's load generator.
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import itertools
 import json
 import math
 import random
@@ -118,36 +119,55 @@ def _lognormal(rng: random.Random, median: float, sigma: float, lo: float, hi: f
 
 class _Ids:
     """Block ids: full blocks keep theirs (keyed by the context they belong to and their index), partial ones are
-    fresh each time. 1, 2, 3, ... from a C counter (a day at 50 groups draws ~10^8 of them)."""
+    fresh each time. 1, 2, 3, ... (a day at 50 groups draws ~10^8 of them); `take(n)` hands out n consecutive ids
+    and returns the first."""
 
     def __init__(self) -> None:
-        self.counter = itertools.count(1)
-        self.fresh = self.counter.__next__
+        self.next = 1
+
+    def take(self, n: int) -> int:
+        first = self.next
+        self.next += n
+        return first
+
+    def fresh(self) -> int:
+        return self.take(1)
 
 
 @dataclass
 class _Context:
-    """A growing token sequence as blocks: `full` are the ids of its complete blocks, `tail` the tokens past them."""
+    """A growing token sequence as blocks, kept as runs (`offline.Request.runs`): `keys` the first id of each run of
+    complete blocks appended at once (consecutive ids), `sizes` its tokens, `tail` the tokens past them."""
 
-    full: list[int]
+    keys: list[int]
+    sizes: list[int]
+    full: int  # tokens in complete blocks (sum of sizes)
     tail: int
 
     @property
     def tokens(self) -> int:
-        return len(self.full) * BLOCK_TOKENS + self.tail
+        return self.full + self.tail
 
     def append(self, n: int, ids: _Ids) -> None:
-        # the partial tail block's content changes: once it fills it becomes a new full block
+        # the partial tail block's content changes: once it fills it becomes a new full block (with the blocks the
+        # same append fills: one run, never split, as every later request holds all of it or none)
         total = self.tail + n
-        self.full.extend(itertools.islice(ids.counter, total // BLOCK_TOKENS))
+        full = total // BLOCK_TOKENS
+        if full:
+            self.keys.append(ids.take(full))
+            self.sizes.append(full * BLOCK_TOKENS)
+            self.full += full * BLOCK_TOKENS
         self.tail = total % BLOCK_TOKENS
 
     def request(self, arrival: float, output: int, ids: _Ids) -> Request:
-        blocks = (*self.full, ids.fresh()) if self.tail else tuple(self.full)
-        return Request(arrival, self.tokens, output, blocks)
+        if self.tail:
+            runs = ((*self.keys, ids.fresh()), (*self.sizes, self.tail))
+        else:
+            runs = (tuple(self.keys), tuple(self.sizes))
+        return Request(arrival, self.tokens, output, runs=runs)
 
     def fork(self) -> _Context:
-        return _Context(list(self.full), self.tail)
+        return _Context(list(self.keys), list(self.sizes), self.full, self.tail)
 
 
 def _session_starts(w: AgentWorkload, rng: random.Random) -> list[float]:
@@ -181,7 +201,7 @@ def generate(w: AgentWorkload) -> list[Request]:
 def _generate(w: AgentWorkload) -> list[Request]:
     rng = random.Random(w.seed)
     ids = _Ids()
-    system = _Context([], 0)
+    system = _Context([], [], 0, 0)
     system.append(w.system_prefix_tokens, ids)  # one shared system prefix for every session
     out: list[Request] = []
 
@@ -199,7 +219,7 @@ def _generate(w: AgentWorkload) -> list[Request]:
 
     def run_agent(ctx: _Context, t: float, turns: int) -> tuple[float, int]:
         """A sub-agent's own turns from `t`; returns (when its last turn ends, its final output tokens)."""
-        last_out, cached = 0, len(ctx.full) * BLOCK_TOKENS  # the orchestrator's context is cached
+        last_out, cached = 0, ctx.full  # the orchestrator's context (its full blocks) is cached
         for _ in range(turns):
             r = send(ctx, t)
             if r is None:

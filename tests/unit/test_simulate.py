@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
+from moe_sim import kvcache
 from moe_sim import offline as sim
+from moe_sim import workloads as wl
 from moe_sim.offline import Request, SimConfig, Static, load_trace, simulate
 
 
@@ -157,3 +160,36 @@ def test_keda_queries_every_sync_and_keda2_adds_a_queue_trigger():
                       0, 1_000_000)
     assert sim.KEDA(0.7, 1, 64, 2).decide(queued) == 1  # KV in use alone says 0.6 groups: it even scales down
     assert sim.KEDA2(0.7, 1, 64, 2).decide(queued) == 6  # ceil(40 / 5) = 8, HPA's scale-up limit 2 + 4 = 6
+
+
+def test_a_trace_keyed_by_runs_replays_exactly_as_its_blocks(monkeypatch):
+    # Request.runs: the generator's runs of blocks used only whole; the KV replay keys by them (O(runs) per request).
+    # The same trace as plain Mooncake blocks must replay identically, tick for tick, through evictions (a run
+    # partly evicted block by block is unreachable, as the whole run is): every field of the result but wall time.
+    w = wl.AgentWorkload(peak_sessions_per_min=10, ramp_up_s=600, plateau_s=900, ramp_down_s=600, context_limit=24_576,
+                         swarm_prob=0.05, swarm_min=3, swarm_max=6, seed=5)
+    reqs = wl.generate(w)
+    plain = [Request(r.arrival, r.input_len, r.output_len, r.blocks) for r in reqs]
+    assert all(p.runs is None and p == r for p, r in zip(plain, reqs, strict=True))
+    assert sum(len(r.runs[0]) for r in reqs) * 4 < sum(len(r.blocks) for r in reqs)  # runs are the cheaper key
+    evicted = []
+
+    class Counting(kvcache.KVPool):
+        __slots__ = ()
+
+        def admit(self, rid, keys, sizes, private, output, decode_start=float("inf"), k=-1):
+            new = sum(1 for key in keys if key not in self.size)
+            before = len(self.size)
+            got = super().admit(rid, keys, sizes, private, output, decode_start, k)
+            evicted.append(before + new - len(self.size))
+            return got
+
+    monkeypatch.setattr(sim, "KVPool", Counting)
+    cfg = SimConfig(dp_ranks=2, rank_tokens=60_000, cold_start_s=120.0)
+    for policy in ("moe", "hpa"):
+        a = asdict(simulate(reqs, cfg, sim.make_policy(policy, reqs, cfg)))
+        b = asdict(simulate(plain, cfg, sim.make_policy(policy, plain, cfg)))
+        a.pop("wall_s"), b.pop("wall_s")
+        assert a == b, policy
+        assert 0 < a["cache_hit_rate"] < 1
+    assert sum(evicted) > 1000  # the caches were full: eviction ran, partial runs included

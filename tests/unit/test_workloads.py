@@ -20,6 +20,24 @@ def test_requests_carry_exactly_their_prompt_in_blocks_and_fit_the_context():
     assert wl.generate(SMALL) == reqs  # seeded: the same workload every time
 
 
+def test_runs_are_used_whole_and_expand_to_the_blocks():
+    # Request.runs is what the KV replay keys by: a run (its first id, its tokens) must mean the same blocks in
+    # every request that holds it, and the blocks of a run must never appear outside it
+    reqs = wl.generate(wl.with_overrides(SMALL, swarm_prob=0.1, swarm_min=3, swarm_max=5))
+    run_of: dict[int, tuple[int, int]] = {}
+    for r in reqs:
+        keys, sizes = r.runs
+        assert sum(sizes) == r.input_len and all(s % BLOCK_TOKENS == 0 for s in sizes[:-1])
+        at = 0
+        for k, s in zip(keys, sizes, strict=True):
+            n = -(-s // BLOCK_TOKENS)
+            assert r.blocks[at:at + n] == tuple(range(k, k + n))
+            for b in r.blocks[at:at + n]:
+                assert run_of.setdefault(b, (k, s)) == (k, s)
+            at += n
+        assert at == len(r.blocks)
+
+
 def test_a_session_grows_turn_by_turn_over_its_own_prefix():
     reqs = wl.generate(SMALL)
     # the system prefix is shared by every session
