@@ -47,6 +47,7 @@ import itertools
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from operator import attrgetter
 from typing import Any
 
 UNLIMITED = sys.maxsize
@@ -83,11 +84,16 @@ class BlockIndex:
     def __init__(self) -> None:
         self.entries: dict[Hashable, list[Any]] = {}
         self.routable_pools = 0
+        self.routable: set[KVPool] = set()  # the routable pools (best() intersects with it in C, not per pool)
 
     def set_routable(self, pool: KVPool, routable: bool) -> None:
         if pool.routable == routable:
             return
         pool.routable = routable
+        if routable:
+            self.routable.add(pool)
+        else:
+            self.routable.discard(pool)
         d = 1 if routable else -1
         self.routable_pools += d
         entries = self.entries
@@ -148,7 +154,7 @@ class BlockIndex:
             if alive is None:
                 if (i == 0 or e[ROUTABLE] == everyone) and size >= s:
                     continue
-                alive = {p for p in holders0 if p.routable}
+                alive = holders0.keys() & self.routable
             pools = e[POOLS]
             if len(alive) > _FEW:
                 if size >= s and (i == 0 or e[ROUTABLE] == everyone or alive <= pools.keys()):
@@ -169,7 +175,7 @@ class BlockIndex:
             alive = set()
             break
         if alive is None:
-            alive = {p for p in holders0 if p.routable}
+            alive = holders0.keys() & self.routable
         if alive:
             levels.setdefault(depth, set()).update(alive)
         total = sum(sizes) + private
@@ -190,14 +196,16 @@ def _freest_admissible(members: set[KVPool], order: dict[KVPool, None], keys: Se
     `base` tokens plus the evictable blocks among the first `d` of `keys` it hits there."""
     if len(members) == 1:
         cands = list(members)
+    elif len(members) == len(order):  # every holder (e.g. a new session: the shared system prefix only)
+        cands = list(order)
     else:
         cands = [p for p in order if p in members]
-    top = max(cands, key=KVPool.free)  # the first of the freest
+    top = max(cands, key=_AVAIL)  # the first of the freest
     if top.admissible(base + top.hit_evictable(keys, d)):
         return top
-    cands.sort(key=KVPool.free, reverse=True)  # stable: ties keep the order
+    cands.sort(key=_AVAIL, reverse=True)  # stable: ties keep the order
     for p in cands:
-        if p.free() < base:  # nor can any pool after it (the evictable blocks it hits only add to the need)
+        if p.avail < base:  # nor can any pool after it (the evictable blocks it hits only add to the need)
             break
         if p is not top and p.admissible(base + p.hit_evictable(keys, d)):
             return p
@@ -208,7 +216,7 @@ class KVPool:
     """One attention-DP rank's KV pool and radix block cache (module docstring)."""
 
     __slots__ = ("cap", "max_running", "index", "routable", "size", "locked", "evictable", "locked_tokens",
-                 "evictable_tokens", "private_tokens", "reserved_out", "running")
+                 "evictable_tokens", "private_tokens", "reserved_out", "running", "avail")
 
     def __init__(self, cap: int, max_running: int = UNLIMITED, index: BlockIndex | None = None):
         self.cap, self.max_running, self.index = cap, max_running, index
@@ -221,6 +229,7 @@ class KVPool:
         self.private_tokens = 0  # private prompt tokens of running requests
         self.reserved_out = 0  # whole outputs of running requests (the admission reservation)
         self.running: dict[Hashable, Held] = {}  # running requests by id
+        self.avail = cap  # free(), kept up to date by admit and release (the router reads it for every pool)
 
     # ---- admission ----------------------------------------------------------------------------------------------
     def committed(self) -> int:
@@ -228,8 +237,8 @@ class KVPool:
         return self.locked_tokens + self.private_tokens + self.reserved_out
 
     def free(self) -> int:
-        """KV that admission may use (evictable cache counts as free)."""
-        return self.cap - self.locked_tokens - self.private_tokens - self.reserved_out
+        """KV that admission may use (evictable cache counts as free): cap - locked - private - reserved out."""
+        return self.avail
 
     def match(self, keys: Sequence[Hashable], sizes: Sequence[int]) -> int:
         """How many leading blocks are resident here with at least the request's size."""
@@ -268,7 +277,7 @@ class KVPool:
         return uncached + output + self.hit_evictable(keys, k), uncached
 
     def admissible(self, need: int) -> bool:
-        return len(self.running) < self.max_running and need <= self.free()
+        return len(self.running) < self.max_running and need <= self.avail
 
     def admit(self, rid: Hashable, keys: Sequence[Hashable], sizes: Sequence[int], private: int, output: int,
               decode_start: float = float("inf"), k: int = -1) -> int:
@@ -315,6 +324,7 @@ class KVPool:
         self.locked_tokens += added
         self.private_tokens += private
         self.reserved_out += output
+        self.avail -= added + private + output
         evictable_tokens = self.evictable_tokens - from_cache
         self.running[rid] = Held(keys, private, output, decode_start)
         over = self.locked_tokens + self.private_tokens + self.reserved_out + evictable_tokens - self.cap
@@ -355,6 +365,7 @@ class KVPool:
             evictable[key] = s
         self.locked_tokens -= freed
         self.evictable_tokens += freed
+        self.avail += freed + h.private + h.output
 
     def flush(self) -> None:
         """Drop the evictable cache (SGLang's /flush_cache; locked blocks stay)."""
@@ -380,6 +391,9 @@ class KVPool:
                 g = 1 + int((now - start) * tps)
                 gen += g if g < h.output else h.output
         return self.locked_tokens + self.private_tokens + gen
+
+
+_AVAIL = attrgetter("avail")  # KVPool.free as a C-level key
 
 
 def _grown(e: list[Any], size: int) -> None:

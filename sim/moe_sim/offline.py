@@ -633,10 +633,11 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
     # block -> ranks it is resident in, and which ranks are routable: placement finds the longest cached prefix
     # without matching every rank's cache (kvcache.BlockIndex.best; O(ranks x blocks) per request before)
     index = BlockIndex()
-    cache: dict[str, Any] = {"ranks": None, "set": set(), "known": set()}
+    cache: dict[str, Any] = {"ranks": None, "set": set(), "known": set(), "draining": None}
 
     def invalidate() -> None:
         cache["ranks"] = None
+        cache["draining"] = None
 
     def routable_ranks(now: float) -> list[KVPool]:
         if cache["ranks"] is None:
@@ -763,16 +764,27 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
 
     for _ in range(policy.initial()):
         add_group(0.0, warm=True)
-    for i, r in enumerate(reqs):
-        heapq.heappush(heap, (r.arrival, ARRIVE, i, 0))
+    # arrivals are merged in from the trace in (arrival, index) order instead of sitting in the heap (a day's
+    # millions would make every pop log2(millions) deep); ARRIVE sorts first at equal times, so an arrival goes
+    # before any heap event at its instant, as it did when it was one
+    arrivals = [r.arrival for r in reqs]
+    order: Sequence[int] = range(len(reqs))
+    if any(arrivals[i] > arrivals[i + 1] for i in range(len(reqs) - 1)):
+        order = sorted(order, key=arrivals.__getitem__)  # stable: ties keep the index order
+    n_arrivals, next_arrival = len(reqs), 0
     if policy.tick_s:
         heapq.heappush(heap, (warmup, TICK, -1, 0))
     heapq.heappush(heap, (0.0, SAMPLE, -1, 0))
     timeline: list[tuple[float, int, int]] = []
     intervals: list[tuple[float, float]] = []
     end_of_ticks = span
-    while heap:
-        t, kind, ident, _ = heapq.heappop(heap)
+    while heap or next_arrival < n_arrivals:
+        if next_arrival < n_arrivals and (not heap or arrivals[order[next_arrival]] <= heap[0][0]):
+            ident = order[next_arrival]
+            t, kind = arrivals[ident], ARRIVE
+            next_arrival += 1
+        else:
+            t, kind, ident, _ = heapq.heappop(heap)
         account(t)
         if kind == ARRIVE:
             r = reqs[ident]
@@ -788,8 +800,12 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             completed += 1
             miss, at = admitted.pop(ident)
             acc.finished(reqs[ident].input_len, miss, t - at)
-            for g in [g for g in groups if g.draining and g.running() == 0]:
-                remove_group(g)
+            draining = cache["draining"]
+            if draining is None:
+                draining = cache["draining"] = [g for g in groups if g.draining]
+            if draining:
+                for g in [g for g in draining if g.running() == 0]:
+                    remove_group(g)
             if queue:
                 drain_queue(t)
         elif kind == READY:
