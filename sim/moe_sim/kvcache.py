@@ -138,6 +138,7 @@ class BlockIndex:
         levels: dict[int, set[KVPool]] = {}  # depth -> the pools whose match ends there
         alive: set[KVPool] | None = None  # None: every routable holder of keys[0] (nothing dropped yet)
         depth = n  # where the pools still alive stop
+        rest: tuple[int, set[KVPool]] | None = None  # (i, survivors): the other routable holders end at depth i
         e = e0
         for i in range(n):
             if i:
@@ -151,11 +152,22 @@ class BlockIndex:
             if 0 <= size < s:  # every resident copy is too short
                 depth = i
                 break
+            pools = e[POOLS]
             if alive is None:
                 if (i == 0 or e[ROUTABLE] == everyone) and size >= s:
                     continue
+                if len(pools) <= _FEW:
+                    # the first drop, to the few pools holding block i (a session's own context, past the shared
+                    # system prefix): they go on; every other routable holder of keys[0] ends here, a set made
+                    # only if no deeper depth admits (its size is the fleet's: two C-level set operations saved
+                    # per request)
+                    key = keys[i]
+                    alive = {p for p in pools if p.routable and p in holders0 and (size >= s or p.size[key] >= s)}
+                    rest = (i, alive)
+                    if not alive:
+                        break
+                    continue
                 alive = holders0.keys() & self.routable
-            pools = e[POOLS]
             if len(alive) > _FEW:
                 if size >= s and (i == 0 or e[ROUTABLE] == everyone or alive <= pools.keys()):
                     continue
@@ -179,9 +191,18 @@ class BlockIndex:
         if alive:
             levels.setdefault(depth, set()).update(alive)
         total = sum(sizes) + private
-        for d in sorted(levels, reverse=True):
+        depths = set(levels)
+        if rest is not None:
+            depths.add(rest[0])
+        for d in sorted(depths, reverse=True):
+            members = levels.get(d)
+            if rest is not None and d == rest[0]:
+                members = ((holders0.keys() & self.routable) - rest[1]) | (members or set())
+                if not members:
+                    continue
+            assert members is not None
             uncached = total - sum(sizes[:d])
-            pool = _freest_admissible(levels[d], holders0, keys, d, uncached + output)
+            pool = _freest_admissible(members, holders0, keys, d, uncached + output)
             if pool is not None:
                 return pool, d, uncached
         return None
@@ -290,8 +311,17 @@ class KVPool:
         size, locked, evictable, index = self.size, self.locked, self.evictable, self.index
         entries = index.entries if index is not None else None
         routable = 1 if self.routable else 0
-        added = from_cache = 0  # (locals: this loop runs for every block of every request)
-        for key, s in zip(keys, sizes, strict=True):
+        added = from_cache = 0  # (locals: these loops run for every block of every request)
+        for key in keys[:k]:  # the match: resident with at least this request's size, so no growth, no index change
+            c = locked.get(key)
+            if c is not None:
+                locked[key] = c + 1
+            else:
+                have = evictable.pop(key)
+                from_cache += have
+                added += have
+                locked[key] = 1
+        for key, s in zip(keys[k:], sizes[k:], strict=True):
             c = locked.get(key)
             if c is not None:
                 locked[key] = c + 1
