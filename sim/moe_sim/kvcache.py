@@ -36,6 +36,9 @@ Rules, and where they come from in SGLang 0.5.23 (`python/sglang/srt/`):
   of the token it feeds back (`managers/schedule_batch.py` `prepare_for_decode`: `alloc_for_decode(token_per_req=1)`),
   so a request that has produced g tokens holds prompt + g.
 
+A key need not be one 512-token block: the offline replays key a generated request by its runs (`offline.Request`
+`runs`: blocks only ever used together, one key of their summed tokens), which gives what keying by the blocks gives.
+
 `BlockIndex` (optional, shared by the pools of one simulation) records which pools each block is resident in, so the
 offline router finds the pools with the longest cached prefix of a request without matching every pool's cache
 (`BlockIndex.best`; O(ranks x blocks) per request before, which dominated a 50-group day).
