@@ -2,7 +2,7 @@
 sized so that the control law (`--policy moe`) provisions about 50 groups at the daily peak, generated and replayed
 with the same code path as
 
-    moe-operator simulate --workload agents-diurnal --workload-param peak_sessions_per_min=300 \\
+    moe-operator simulate --workload agents-diurnal --workload-param peak_sessions_per_min=430 \\
         --workload-param duration_s=86400 --model kimi-k2.5 --precision int4 --accelerator h200 --policy moe -o json
 
 (duration_s=604800 for the week). Targets: the day in < 300 s, the week in < 1800 s, on 2 cores. This script prints
@@ -27,9 +27,9 @@ from typing import Any
 
 MODEL = ("kimi-k2.5", "int4", "h200", "fp8_e4m3")  # the CLI's README setup (its --kv-dtype default)
 PLAN_SESSIONS = 100  # the CLI's --plan-sessions default
-# 400/min (measured 2026-12-02): 18 groups over the first 2 h, whose first hour has 113,510 requests against the
-# peak hour's 405,033 (3.6x), so the day peaks at about 64 groups (the cap); 300/min peaks near 50
-PEAK_SESSIONS_PER_MIN = 300.0
+# measured 2026-12-03: the law's day peaks at 35 groups at 300 sessions/min (4,186,425 requests) and at 51 groups at
+# 430/min (5,999,662 requests): 430 is the 50-group day
+PEAK_SESSIONS_PER_MIN = 430.0
 SPANS = {"quick": 7200.0, "day": 86400.0, "week": 604800.0}
 TARGETS = {"quick": None, "day": 300.0, "week": 1800.0}
 
