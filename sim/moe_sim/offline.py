@@ -80,8 +80,8 @@ class Request:
     (`simulate`) locks, releases, matches and evicts a run as one block of its tokens, which is what it would do to
     the run's blocks one by one (they always share a lock count and are released together, so they are evicted
     in a row: a run that is partly evicted is unreachable, as the whole run is, since a prefix match stops at its
-    first missing block) at O(runs) instead of O(blocks) per request: a 132-block agent turn has ~15 runs
-    (docs/benchmarks.md "Replay speed"; tests/unit/test_simulate.py checks both give the same result)."""
+    first missing block) at O(runs) instead of O(blocks) per request: agent turns have 23 runs for 132 blocks on
+    average (docs/benchmarks.md "Replay speed"; tests/unit/test_simulate.py checks both give the same result)."""
 
     __slots__ = ("arrival", "input_len", "output_len", "_blocks", "runs")
 
@@ -93,11 +93,12 @@ class Request:
     @property
     def blocks(self) -> tuple[int, ...] | None:
         if self._blocks is None and self.runs is not None:
+            # expanded on each read, not kept: the replays key by the runs, and a day's trace as ids would not fit
             keys, sizes = self.runs
             out: list[int] = []
             for k, s in zip(keys, sizes, strict=True):
                 out.extend(range(k, k - (-s // BLOCK_TOKENS)))
-            self._blocks = tuple(out)  # kept: pd.replay and the JSONL writer read it again
+            return tuple(out)
         return self._blocks
 
     def _key(self) -> tuple[Any, ...]:

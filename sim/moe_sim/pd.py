@@ -209,10 +209,10 @@ class _Router:
       min load instead and then routed EVERY request to the least loaded worker: one backlogged worker turned cache
       affinity off fleet-wide; this replay modelled that rule until 2026-12-02.)
     * The chosen worker's tree gets the request (`insert_text`), in every branch.
-    * Here the tree is per block (a 512-token block = the text it stands for; the match counts tokens, SMG counts
-      characters: the same ratio for text of even density). Trees are not evicted: SMG evicts a worker's tree
-      beyond `max_tree_size` (2^26 characters, about 16 M tokens) least recently used first, and what ages out here
-      is finished sessions, which no later request matches."""
+    * Here the tree is per block or run of blocks (offline.prompt_keys; a 512-token block = the text it stands
+      for; the match counts tokens, SMG counts characters: the same ratio for text of even density). Trees are not
+      evicted: SMG evicts a worker's tree beyond `max_tree_size` (2^26 characters, about 16 M tokens) least recently
+      used first, and what ages out here is finished sessions, which no later request matches."""
 
     __slots__ = ("where",)
 
