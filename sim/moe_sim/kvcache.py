@@ -86,8 +86,11 @@ class BlockIndex:
 
     def __init__(self) -> None:
         self.entries: dict[Hashable, list[Any]] = {}
-        self.routable_pools = 0
         self.routable: set[KVPool] = set()  # the routable pools (best() intersects with it in C, not per pool)
+
+    @property
+    def routable_pools(self) -> int:
+        return len(self.routable)
 
     def set_routable(self, pool: KVPool, routable: bool) -> None:
         if pool.routable == routable:
@@ -98,7 +101,6 @@ class BlockIndex:
         else:
             self.routable.discard(pool)
         d = 1 if routable else -1
-        self.routable_pools += d
         entries = self.entries
         for key in pool.size:
             entries[key][ROUTABLE] += d
@@ -136,7 +138,7 @@ class BlockIndex:
         if e0 is None or not e0[ROUTABLE]:
             return None
         holders0: dict[KVPool, None] = e0[POOLS]
-        everyone = self.routable_pools
+        everyone = len(self.routable)
         n = len(keys)
         levels: dict[int, set[KVPool]] = {}  # depth -> the pools whose match ends there
         alive: set[KVPool] | None = None  # None: every routable holder of keys[0] (nothing dropped yet)
@@ -198,12 +200,11 @@ class BlockIndex:
         if rest is not None:
             depths.add(rest[0])
         for d in sorted(depths, reverse=True):
-            members = levels.get(d)
+            members = levels.get(d, set())
             if rest is not None and d == rest[0]:
-                members = ((holders0.keys() & self.routable) - rest[1]) | (members or set())
-                if not members:
-                    continue
-            assert members is not None
+                members = members | ((holders0.keys() & self.routable) - rest[1])
+            if not members:
+                continue
             uncached = total - sum(sizes[:d])
             pool = _freest_admissible(members, holders0, keys, d, uncached + output)
             if pool is not None:
