@@ -16,12 +16,14 @@ numbers and never asserts: wall times depend on the machine and its load, which 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -49,8 +51,34 @@ def command(peak: float, span: float, cold: float) -> str:
             f"--cold-start {cold:g} -o json")
 
 
-def one(name: str, peak: float, cold: float) -> dict[str, Any]:
+def _timed(reqs: Iterator[Any], seen: dict[str, float]) -> Iterator[Any]:
+    """`reqs`, recording the seconds spent generating them, how many and the longest (prompt + output)."""
+    clock, pull = time.perf_counter, reqs.__next__
+    gen = 0.0
+    n = longest = 0
+    while True:
+        t = clock()
+        try:
+            r = pull()
+        except StopIteration:
+            gen += clock() - t
+            break
+        gen += clock() - t
+        n += 1
+        if r.input_len + r.output_len > longest:
+            longest = r.input_len + r.output_len
+        yield r
+    seen.update(generation_s=gen, requests=n, longest=longest)
+
+
+def _plan(context: int) -> Any:
     from moe_operator.planner import PlanRequest, plan
+
+    return plan(PlanRequest(model=MODEL[0], precision=MODEL[1], sessions=PLAN_SESSIONS, context=context,
+                            accelerator=MODEL[2], kv_dtype=MODEL[3]))
+
+
+def one(name: str, peak: float, cold: float) -> dict[str, Any]:
     from moe_sim import offline as sim
     from moe_sim import workloads
 
@@ -58,18 +86,20 @@ def one(name: str, peak: float, cold: float) -> dict[str, Any]:
     load0 = _load()
     t0 = time.perf_counter()
     w = workloads.with_overrides(workloads.PRESETS["agents-diurnal"], peak_sessions_per_min=peak, duration_s=span)
-    reqs = workloads.generate(w)
-    t1 = time.perf_counter()
-    load1 = _load()
-    # what the CLI's build() does: plan the group for the trace's longest request
-    context = max(r.input_len + r.output_len for r in reqs)
-    pl = plan(PlanRequest(model=MODEL[0], precision=MODEL[1], sessions=PLAN_SESSIONS, context=context,
-                          accelerator=MODEL[2], kv_dtype=MODEL[3]))
+    # streamed: the trace is generated while it is replayed and never held whole (a week is ~42 M requests). The
+    # CLI plans the group for the trace's longest request; a stream's is known only at its end, so this plans for
+    # the workload's context limit (no request is longer) and checks afterwards that the longest gives that plan.
+    pl = _plan(w.context_limit)
     cfg = sim.SimConfig(dp_ranks=pl.attn_dp_size, rank_tokens=pl.max_total_tokens_per_dp, cold_start_s=cold)
-    policy = sim.make_policy("moe", reqs, cfg)
-    res = sim.simulate(reqs, cfg, policy)
+    # the law starts from the warm-up window's demand (make_policy reads only those requests)
+    window = (int(cfg.warmup_s // sim.ORACLE_SLOT_S) + 1) * sim.ORACLE_SLOT_S
+    early = list(itertools.takewhile(lambda r: r.arrival < window, workloads.stream(w)))
+    policy = sim.make_policy("moe", early, cfg)
+    seen: dict[str, float] = {}
+    res = sim.simulate(_timed(workloads.stream(w), seen), cfg, policy)
     t2 = time.perf_counter()
     load2 = _load()
+    same_plan = _plan(int(seen["longest"])).max_total_tokens_per_dp == pl.max_total_tokens_per_dp
     d = asdict(res)
     for k in ("reasons", "timeline", "exhaustion"):
         d.pop(k)
@@ -77,12 +107,14 @@ def one(name: str, peak: float, cold: float) -> dict[str, Any]:
     total = t2 - t0
     return {
         "trace": name, "span_s": span, "peak_sessions_per_min": peak, "cold_start_s": cold,
-        "requests": len(reqs), "peak_groups": res.peak_groups, "mean_groups": res.mean_groups,
+        "requests": int(seen["requests"]), "peak_groups": res.peak_groups, "mean_groups": res.mean_groups,
         "group_hours": res.group_hours, "kv_exhaustion_seconds_after_warmup": res.kv_exhaustion_seconds_after_warmup,
         "cache_hit_rate": res.cache_hit_rate,
-        "generation_wall_s": t1 - t0, "replay_wall_s": t2 - t1, "total_wall_s": total,
+        "generation_wall_s": seen["generation_s"], "replay_wall_s": total - seen["generation_s"],
+        "total_wall_s": total, "longest_request_tokens": int(seen["longest"]),
+        "plan_for_longest_request_is_the_same": same_plan,
         "target_s": target, "met": None if target is None else total < target,
-        "loadavg_start": load0, "loadavg_after_generation": load1, "loadavg_end": load2,
+        "loadavg_start": load0, "loadavg_end": load2,
         "max_rss_mb": _rss_mb(), "group": {"gpus": pl.gpus_per_group, "attn_dp_size": pl.attn_dp_size,
                                            "kv_tokens": cfg.group_tokens},
         "command": command(peak, span, cold), "result": d,

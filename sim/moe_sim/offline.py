@@ -36,11 +36,12 @@ from __future__ import annotations
 import bisect
 import csv
 import datetime as dt
+import gc
 import heapq
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,7 @@ class Request:
     (`simulate`) locks, releases, matches and evicts a run as one block of its tokens, which is what it would do to
     the run's blocks one by one (they always share a lock count and are released together, so they are evicted
     in a row: a run that is partly evicted is unreachable, as the whole run is, since a prefix match stops at its
-    first missing block) at O(runs) instead of O(blocks) per request: agent turns have 23 runs for 132 blocks on
+    first missing block) at O(runs) instead of O(blocks) per request: agent turns have 13 runs for 132 blocks on
     average (docs/benchmarks.md "Replay speed"; tests/unit/test_simulate.py checks both give the same result)."""
 
     __slots__ = ("arrival", "input_len", "output_len", "_blocks", "runs")
@@ -453,10 +454,23 @@ class SimResult:
 
 
 def _pct(xs: list[float], q: float) -> float:
+    return _pct_sorted(sorted(xs), q)
+
+
+def _pct_sorted(xs: list[float], q: float) -> float:
     if not xs:
         return 0.0
-    xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def _sorted_stream(reqs: Iterable[Request]) -> Iterator[tuple[int, Request]]:
+    last = -math.inf
+    for i, r in enumerate(reqs):
+        if r.arrival < last:
+            raise ValueError(f"a streamed trace must be sorted by arrival: request {i} arrives at {r.arrival} s, "
+                             f"before the one ahead of it ({last} s)")
+        last = r.arrival
+        yield i, r
 
 
 def needs(curve: Sequence[float], cfg: SimConfig, utilization: float) -> list[int]:
@@ -574,14 +588,44 @@ class _Interval:
         return rate, service, self.mean_uncached
 
 
-def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
+def simulate(reqs: Sequence[Request] | Iterable[Request], cfg: SimConfig, policy: Policy,
              on_tick: Callable[[View, int], None] | None = None) -> SimResult:
+    """Replay `reqs` against `policy`. A sequence is replayed in (arrival, index) order; any other iterable (e.g.
+    `workloads.stream`, a trace too large to hold) must come sorted by arrival and is read one request ahead, only
+    the requests not yet finished kept: the same result as the list of it."""
+    # without the cyclic collector: the replay makes and drops millions of containers (held requests, cache index
+    # entries) and would have it walk every live one again and again, a fifth of a 50-group replay; the few
+    # cycles it leaves (pools and their shared index) are collected once it is back on
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(reqs, cfg, policy, on_tick)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _simulate(reqs: Sequence[Request] | Iterable[Request], cfg: SimConfig, policy: Policy,
+              on_tick: Callable[[View, int], None] | None) -> SimResult:
     import time as _time
 
     wall0 = _time.perf_counter()
     ARRIVE, FINISH, READY, TICK, SAMPLE = 0, 1, 2, 3, 4  # noqa: N806  (ties: arrivals first, then finishes, ...)
     heap: list[tuple[float, int, int, int]] = []  # (t, kind, seq/rid, payload)
-    span = reqs[-1].arrival if reqs else 0.0
+    # arrivals are merged in from the trace in (arrival, index) order instead of sitting in the heap (a day's
+    # millions would make every pop log2(millions) deep); ARRIVE sorts first at equal times, so an arrival goes
+    # before any heap event at its instant, as it did when it was one
+    incoming: Iterator[tuple[int, Request]]
+    if isinstance(reqs, Sequence):
+        span = reqs[-1].arrival if reqs else 0.0
+        order: Sequence[int] = range(len(reqs))
+        if any(reqs[i].arrival > reqs[i + 1].arrival for i in range(len(reqs) - 1)):
+            order = sorted(order, key=lambda i: reqs[i].arrival)  # stable: ties keep the index order
+        incoming = ((i, reqs[i]) for i in order)
+    else:
+        span = math.inf  # the last arrival, known once the stream is read to its end (one request ahead)
+        incoming = _sorted_stream(reqs)
+    live: dict[int, Request] = {}  # arrived and not finished (nor rejected)
     groups: list[Group] = []
     next_gid = 0
     queue: deque[int] = deque()
@@ -656,7 +700,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
 
     def try_place(now: float, rid: int) -> bool:
         nonlocal hit_tokens, prompt_tokens
-        r = reqs[rid]
+        r = live[rid]
         keys: Sequence[int] = ()
         sizes: Sequence[int] = ()
         private = r.input_len  # no prefix information: the whole prompt is private to the request
@@ -765,33 +809,33 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
 
     for _ in range(policy.initial()):
         add_group(0.0, warm=True)
-    # arrivals are merged in from the trace in (arrival, index) order instead of sitting in the heap (a day's
-    # millions would make every pop log2(millions) deep); ARRIVE sorts first at equal times, so an arrival goes
-    # before any heap event at its instant, as it did when it was one
-    arrivals = [r.arrival for r in reqs]
-    order: Sequence[int] = range(len(reqs))
-    if any(arrivals[i] > arrivals[i + 1] for i in range(len(reqs) - 1)):
-        order = sorted(order, key=arrivals.__getitem__)  # stable: ties keep the index order
-    n_arrivals, next_arrival = len(reqs), 0
+    nxt = next(incoming, None)
+    n = 0  # requests arrived
+    if nxt is None:
+        span = 0.0
     if policy.tick_s:
         heapq.heappush(heap, (warmup, TICK, -1, 0))
     heapq.heappush(heap, (0.0, SAMPLE, -1, 0))
     timeline: list[tuple[float, int, int]] = []
     intervals: list[tuple[float, float]] = []
-    end_of_ticks = span
-    while heap or next_arrival < n_arrivals:
-        if next_arrival < n_arrivals and (not heap or arrivals[order[next_arrival]] <= heap[0][0]):
-            ident = order[next_arrival]
-            t, kind = arrivals[ident], ARRIVE
-            next_arrival += 1
+    while heap or nxt is not None:
+        if nxt is not None and (not heap or nxt[1].arrival <= heap[0][0]):
+            ident, r = nxt
+            t, kind = r.arrival, ARRIVE
+            n += 1
+            nxt = next(incoming, None)
+            if nxt is None:
+                span = t  # a stream's end: every event so far was at or before it
         else:
             t, kind, ident, _ = heapq.heappop(heap)
+            if t > span and kind in (TICK, SAMPLE):
+                continue  # pushed while a stream's end was not known: neither ticks nor samples run past it
         account(t)
         if kind == ARRIVE:
-            r = reqs[ident]
             if not fits_anywhere(r):
                 rejected += 1
                 continue
+            live[ident] = r
             if queue or not try_place(t, ident):
                 if not queue:
                     q_since = t
@@ -800,7 +844,7 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             placed.pop(ident).release(ident)
             completed += 1
             miss, at = admitted.pop(ident)
-            acc.finished(reqs[ident].input_len, miss, t - at)
+            acc.finished(live.pop(ident).input_len, miss, t - at)
             draining = cache["draining"]
             if draining is None:
                 draining = cache["draining"] = [g for g in groups if g.draining]
@@ -826,17 +870,18 @@ def simulate(reqs: Sequence[Request], cfg: SimConfig, policy: Policy,
             if on_tick:
                 on_tick(v, desired)
             actuate(t, desired)
-            if policy.tick_s and t + policy.tick_s <= end_of_ticks:
+            if policy.tick_s and t + policy.tick_s <= span:
                 heapq.heappush(heap, (t + policy.tick_s, TICK, -1, 0))
     account(span)
-    waited = [w for w in wait if w > 1e-9]
-    n = len(reqs)
+    waited = sum(1 for w in wait if w > 1e-9)
+    wait_total = sum(wait)  # in arrival order, before the sort (the float sum depends on the order)
+    wait.sort()  # once, for both percentiles (a week has ~42 M waits)
     return SimResult(
         policy=policy.name, requests=n, completed=completed, rejected=rejected, span_s=span,
         group_hours=gsec / 3600.0, kv_exhaustion_seconds=exhaust, kv_exhaustion_seconds_after_warmup=exhaust_after,
-        warmup_s=warmup, requests_waited=len(waited), queue_wait_total_s=sum(wait),
-        queue_wait_mean_s=sum(wait) / len(wait) if wait else 0.0, queue_wait_p50_s=_pct(wait, 0.5),
-        queue_wait_p99_s=_pct(wait, 0.99), queue_wait_max_s=max(wait, default=0.0), scale_events=scale_events,
+        warmup_s=warmup, requests_waited=waited, queue_wait_total_s=wait_total,
+        queue_wait_mean_s=wait_total / len(wait) if wait else 0.0, queue_wait_p50_s=_pct_sorted(wait, 0.5),
+        queue_wait_p99_s=_pct_sorted(wait, 0.99), queue_wait_max_s=wait[-1] if wait else 0.0, scale_events=scale_events,
         groups_started=started, initial_groups=policy.initial(), peak_groups=peak_groups,
         mean_groups=gsec / span if span else float(n_prov), peak_kv_utilization=peak_util,
         cache_hit_rate=hit_tokens / prompt_tokens if prompt_tokens else 0.0,

@@ -31,10 +31,11 @@ Model (every number a parameter of `AgentWorkload`, defaults in brackets):
   (`hash_ids` chain: equal ids = equal prefix); the last, partial block gets a fresh id each request (its content
   changes). Sub-agents share their orchestrator's full blocks. Every request has exactly ceil(input_length / 512)
   ids (what `moe_sim.offline.load_trace` checks). The requests carry them as runs (`offline.Request.runs`: the full
-  blocks one append created, consecutive ids, plus the partial block), which the KV replay keys by; `blocks` gives
+  blocks a turn appended, consecutive ids, plus the partial block), which the KV replay keys by; `blocks` gives
   the ids.
 
-`generate()` returns `offline.Request`s sorted by arrival; `write_jsonl()` writes Mooncake JSONL (timestamp in ms,
+`generate()` returns `offline.Request`s sorted by arrival, `stream()` the same ones one at a time (for traces that
+do not fit in memory: a week); `write_jsonl()` writes Mooncake JSONL (timestamp in ms,
 input_length, output_length, hash_ids) for `moe-operator simulate --trace` and the rig's load generator.
 """
 
@@ -42,12 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import heapq
 import json
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 
 from .offline import BLOCK_TOKENS, Request
 
@@ -137,7 +138,8 @@ class _Ids:
 @dataclass
 class _Context:
     """A growing token sequence as blocks, kept as runs (`offline.Request.runs`): `keys` the first id of each run of
-    complete blocks appended at once (consecutive ids), `sizes` its tokens, `tail` the tokens past them."""
+    complete blocks (consecutive ids), `sizes` its tokens, `tail` the tokens past them (more than a block while
+    appends are pending: `seal` turns them into blocks)."""
 
     keys: list[int]
     sizes: list[int]
@@ -148,25 +150,33 @@ class _Context:
     def tokens(self) -> int:
         return self.full + self.tail
 
-    def append(self, n: int, ids: _Ids) -> None:
-        # the partial tail block's content changes: once it fills it becomes a new full block (with the blocks the
-        # same append fills: one run, never split, as every later request holds all of it or none)
-        total = self.tail + n
-        full = total // BLOCK_TOKENS
+    def append(self, n: int) -> None:
+        # pending until the context is next read as blocks (`seal`): every append between two requests lands in
+        # the same run, as every later request holds all of it or none (one run per turn, not one per append)
+        self.tail += n
+
+    def seal(self, ids: _Ids) -> None:
+        """The complete blocks of the pending tail become one run. The ids are those appending block by block
+        would have drawn (nothing else draws ids between a context's appends and its next request or fork)."""
+        full = self.tail // BLOCK_TOKENS
         if full:
             self.keys.append(ids.take(full))
             self.sizes.append(full * BLOCK_TOKENS)
             self.full += full * BLOCK_TOKENS
-        self.tail = total % BLOCK_TOKENS
+            self.tail -= full * BLOCK_TOKENS
 
     def request(self, arrival: float, output: int, ids: _Ids) -> Request:
+        # the partial tail block's content changes: it gets a fresh id each request; once it fills it is part of
+        # the next run of complete blocks
+        self.seal(ids)
         if self.tail:
             runs = ((*self.keys, ids.fresh()), (*self.sizes, self.tail))
         else:
             runs = (tuple(self.keys), tuple(self.sizes))
         return Request(arrival, self.tokens, output, runs=runs)
 
-    def fork(self) -> _Context:
+    def fork(self, ids: _Ids) -> _Context:
+        self.seal(ids)  # the fork shares these blocks
         return _Context(list(self.keys), list(self.sizes), self.full, self.tail)
 
 
@@ -185,25 +195,42 @@ def _session_starts(w: AgentWorkload, rng: random.Random) -> list[float]:
 
 
 def generate(w: AgentWorkload) -> list[Request]:
-    if w.profile not in PROFILES:
-        raise ValueError(f"unknown profile {w.profile!r}; choose from {', '.join(PROFILES)}")
+    """The whole trace, sorted by arrival (ties in the order generated): `list(stream(w))`."""
+    _check(w)
     # the cyclic collector would walk the growing trace (millions of requests, no cycles among them) again and
     # again: a third of the time of a day's trace
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _generate(w)
+        return list(_stream(w))
     finally:
         if collecting:
             gc.enable()
 
 
-def _generate(w: AgentWorkload) -> list[Request]:
+def stream(w: AgentWorkload) -> Iterator[Request]:
+    """The same requests as `generate(w)`, in the same order, one at a time: what is held is the requests of the
+    sessions still running, not the trace (a week at 430 sessions/min is ~42 M requests, ~38 GB as a list)."""
+    _check(w)
+    return _stream(w)
+
+
+def _check(w: AgentWorkload) -> None:
+    if w.profile not in PROFILES:
+        raise ValueError(f"unknown profile {w.profile!r}; choose from {', '.join(PROFILES)}")
+
+
+def _stream(w: AgentWorkload) -> Iterator[Request]:
     rng = random.Random(w.seed)
     ids = _Ids()
     system = _Context([], [], 0, 0)
-    system.append(w.system_prefix_tokens, ids)  # one shared system prefix for every session
-    out: list[Request] = []
+    system.append(w.system_prefix_tokens)  # one shared system prefix for every session
+    out: list[Request] = []  # the session being generated
+    # sessions are generated whole, one after another in start order; a request is handed out once no later
+    # session can arrive before it (every request of a session arrives at or after the session's start), in
+    # (arrival, generated) order: the stable sort of the whole trace by arrival
+    pending: list[tuple[float, int, Request]] = []
+    seq = 0
 
     def service(r: Request, cached: int) -> float:
         return max(0, r.input_len - cached) / w.nominal_prefill_tps + r.output_len / w.nominal_decode_tps
@@ -219,6 +246,7 @@ def _generate(w: AgentWorkload) -> list[Request]:
 
     def run_agent(ctx: _Context, t: float, turns: int) -> tuple[float, int]:
         """A sub-agent's own turns from `t`; returns (when its last turn ends, its final output tokens)."""
+        ctx.seal(ids)
         last_out, cached = 0, ctx.full  # the orchestrator's context (its full blocks) is cached
         for _ in range(turns):
             r = send(ctx, t)
@@ -226,39 +254,47 @@ def _generate(w: AgentWorkload) -> list[Request]:
                 break
             t += service(r, cached)
             cached = r.input_len
-            ctx.append(r.output_len, ids)
-            ctx.append(int(_lognormal(rng, w.tool_result_tokens, 1.0, 64, 32768)), ids)
+            ctx.append(r.output_len)
+            ctx.append(int(_lognormal(rng, w.tool_result_tokens, 1.0, 64, 32768)))
             t += _lognormal(rng, w.think_s, 1.0, 1.0, 300.0)
             last_out = r.output_len
+        ctx.seal(ids)  # ids for what no request reads: they keep every later id (and the JSONL) as it was
         return t, last_out
 
     for start in _session_starts(w, rng):
-        ctx = system.fork()
-        ctx.append(int(_lognormal(rng, w.repo_context_tokens, 0.6, 2048, 65536)), ids)
+        while pending and pending[0][0] < start:
+            yield heapq.heappop(pending)[2]
+        ctx = system.fork(ids)
+        ctx.append(int(_lognormal(rng, w.repo_context_tokens, 0.6, 2048, 65536)))
         t, cached = start, 0
         for _turn in range(w.max_turns):
             r = send(ctx, t)
             if r is None:
                 break
             t += service(r, cached)
-            ctx.append(r.output_len, ids)
+            ctx.append(r.output_len)
             if w.swarm_prob and rng.random() < w.swarm_prob:
                 ends = []
                 for _ in range(rng.randint(w.swarm_min, w.swarm_max)):
-                    sub = ctx.fork()
-                    sub.append(w.message_tokens, ids)
+                    sub = ctx.fork(ids)
+                    sub.append(w.message_tokens)
                     ends.append(run_agent(sub, t, rng.randint(2, max(2, w.swarm_turns))))
                 t = max(e for e, _ in ends)
-                ctx.append(sum(o2 for _, o2 in ends), ids)  # the sub-agents' reports come back
+                ctx.append(sum(o2 for _, o2 in ends))  # the sub-agents' reports come back
             else:
-                ctx.append(int(_lognormal(rng, w.tool_result_tokens, 1.0, 64, 32768)), ids)
-            ctx.append(w.message_tokens, ids)
+                ctx.append(int(_lognormal(rng, w.tool_result_tokens, 1.0, 64, 32768)))
+            ctx.append(w.message_tokens)
             cached = r.input_len  # the next turn's prompt starts with this one's
             t += _lognormal(rng, w.think_s, 1.0, 1.0, 300.0)
             if rng.random() < w.end_prob:
                 break
-    out.sort(key=attrgetter("arrival"))
-    return out
+        ctx.seal(ids)  # (as in run_agent)
+        for r in out:
+            heapq.heappush(pending, (r.arrival, seq, r))
+            seq += 1
+        out.clear()
+    while pending:
+        yield heapq.heappop(pending)[2]
 
 
 def with_overrides(w: AgentWorkload, **overrides: object) -> AgentWorkload:

@@ -162,6 +162,25 @@ def test_keda_queries_every_sync_and_keda2_adds_a_queue_trigger():
     assert sim.KEDA2(0.7, 1, 64, 2).decide(queued) == 6  # ceil(40 / 5) = 8, HPA's scale-up limit 2 + 4 = 6
 
 
+def test_a_streamed_trace_replays_exactly_as_its_list():
+    # simulate() reads an iterator one request ahead and keeps only the unfinished requests (a week does not fit
+    # as a list): the end of the trace, and with it the last tick and sample, is known only when it is read
+    w = wl.AgentWorkload(peak_sessions_per_min=10, ramp_up_s=600, plateau_s=900, ramp_down_s=600, context_limit=24_576,
+                         seed=5)
+    reqs = wl.generate(w)
+    cfg = SimConfig(dp_ranks=2, rank_tokens=60_000, cold_start_s=120.0)
+    for policy in ("moe", "keda2"):
+        a = asdict(simulate(reqs, cfg, sim.make_policy(policy, reqs, cfg)))
+        b = asdict(simulate(wl.stream(w), cfg, sim.make_policy(policy, reqs, cfg)))
+        a.pop("wall_s"), b.pop("wall_s")
+        assert a == b, policy
+        assert a["timeline"][-1][0] <= a["span_s"] == reqs[-1].arrival
+    empty = simulate(iter(()), cfg, sim.Static(1))
+    assert (empty.requests, empty.span_s, empty.timeline) == (0, 0.0, [(0.0, 1, 0)])
+    with pytest.raises(ValueError, match="sorted by arrival: request 1"):
+        simulate(iter([reqs[1], reqs[0]]), cfg, sim.Static(1))
+
+
 def test_a_trace_keyed_by_runs_replays_exactly_as_its_blocks(monkeypatch):
     # Request.runs: the generator's runs of blocks used only whole; the KV replay keys by them (O(runs) per request).
     # The same trace as plain Mooncake blocks must replay identically, tick for tick, through evictions (a run

@@ -38,6 +38,31 @@ def test_runs_are_used_whole_and_expand_to_the_blocks():
         assert at == len(r.blocks)
 
 
+def test_a_turn_adds_one_run_of_full_blocks():
+    # the appends between two requests of a context (output, tool result, message) are one run: every later
+    # request holds all of them; a run per append (the generator before 2026-12-03) doubles the replay's keys
+    reqs = wl.generate(SMALL)
+    by_full = {r.runs[0][:-1] if r.input_len % BLOCK_TOKENS else r.runs[0]: r for r in reqs}
+    nxt = 0
+    for r in reqs:
+        keys = r.runs[0] if r.input_len % BLOCK_TOKENS == 0 else r.runs[0][:-1]
+        for cut in range(len(keys) - 1, 0, -1):  # the longest earlier turn this one extends
+            if keys[:cut] in by_full and by_full[keys[:cut]].arrival < r.arrival:
+                assert cut == len(keys) - 1, (len(keys), cut)  # one new run since the previous turn
+                nxt += 1
+                break
+    assert nxt > len(reqs) // 2
+
+
+def test_the_stream_is_the_trace_one_request_at_a_time():
+    for w in (SMALL, wl.with_overrides(SMALL, swarm_prob=0.2, swarm_min=3, swarm_max=8)):
+        reqs = wl.generate(w)
+        it = wl.stream(w)
+        assert iter(it) is it and not isinstance(it, list)
+        assert list(it) == reqs
+        assert [r.runs for r in wl.stream(w)] == [r.runs for r in reqs]
+
+
 def test_a_session_grows_turn_by_turn_over_its_own_prefix():
     reqs = wl.generate(SMALL)
     # the system prefix is shared by every session
