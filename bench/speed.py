@@ -16,7 +16,6 @@ numbers and never asserts: wall times depend on the machine and its load, which 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -92,9 +91,7 @@ def one(name: str, peak: float, cold: float) -> dict[str, Any]:
     pl = _plan(w.context_limit)
     cfg = sim.SimConfig(dp_ranks=pl.attn_dp_size, rank_tokens=pl.max_total_tokens_per_dp, cold_start_s=cold)
     # the law starts from the warm-up window's demand (make_policy reads only those requests)
-    window = (int(cfg.warmup_s // sim.ORACLE_SLOT_S) + 1) * sim.ORACLE_SLOT_S
-    early = list(itertools.takewhile(lambda r: r.arrival < window, workloads.stream(w)))
-    policy = sim.make_policy("moe", early, cfg)
+    policy = sim.make_policy("moe", sim.warmup_requests(workloads.stream(w), cfg), cfg)
     seen: dict[str, float] = {}
     res = sim.simulate(_timed(workloads.stream(w), seen), cfg, policy)
     t2 = time.perf_counter()

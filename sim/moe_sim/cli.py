@@ -18,6 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "agents-diurnal (moe_sim.workloads; parameters with --workload-param)")
     p.add_argument("--workload-param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a workload parameter, e.g. peak_sessions_per_min=60 (repeatable)")
+    p.add_argument("--stream", action="store_true",
+                   help="--workload: generate the trace while replaying it instead of holding it (a week of "
+                        "agents-diurnal is ~42 M requests); groups are planned for --context or the workload's "
+                        "context_limit; not with --policy oracle/static (they replay the whole trace many times) "
+                        "nor --pd")
     p.add_argument("--model", required=True, help="catalog model id (see `moe-operator plan --help`)")
     p.add_argument("--precision", required=True)
     p.add_argument("--accelerator", required=True)
@@ -68,15 +73,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
 
 
-def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
+def build(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """(requests: a list, or with --stream an iterator, SimConfig, the parameters echoed in the output)."""
     from moe_operator.planner import PlanRequest, plan
     from moe_sim import offline as sim
+    from moe_sim import workloads
 
-    if args.trace:
+    reqs: Any
+    if getattr(args, "stream", False):
+        if not args.workload:
+            raise ValueError("--stream needs --workload (a trace file is read whole to be sorted and checked)")
+        if args.policy in ("oracle", "static") or getattr(args, "pd", False):
+            raise ValueError("--stream: --policy oracle/static and --pd replay the whole trace more than once; "
+                             "drop --stream")
+        w = workload_spec(args.workload, args.workload_param)
+        reqs = workloads.stream(w)
+        context = args.context or w.context_limit  # no request is longer; the trace's longest is known only at its end
+    elif args.trace:
         reqs = sim.load_trace(args.trace, args.rate_scale, args.load_scale)
+        context = args.context or max(r.input_len + r.output_len for r in reqs)
     else:
         reqs = workload_requests(args.workload, args.workload_param)
-    context = args.context or max(r.input_len + r.output_len for r in reqs)
+        context = args.context or max(r.input_len + r.output_len for r in reqs)
     pl = plan(PlanRequest(model=args.model, precision=args.precision, sessions=args.plan_sessions, context=context,
                           accelerator=args.accelerator, kv_dtype=args.kv_dtype))
     cfg = sim.SimConfig(
@@ -87,7 +105,7 @@ def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
     echo = {
         "trace": args.trace, "workload": args.workload, "workload_params": args.workload_param,
         "kv_dtype": args.kv_dtype, "plan_sessions": args.plan_sessions, "model": args.model,
-        "precision": args.precision, "accelerator": args.accelerator,
+        "precision": args.precision, "accelerator": args.accelerator, "stream": bool(getattr(args, "stream", False)),
         "context": context, "rate_scale": args.rate_scale, "load_scale": args.load_scale,
         "cold_start_s": cfg.cold_start_s, "decode_tps": cfg.decode_tps, "prefill_tps": cfg.prefill_tps,
         "target": cfg.target, "min_groups": cfg.min_groups, "max_groups": cfg.max_groups, "warmup_s": cfg.warmup_s,
@@ -101,6 +119,12 @@ def build(args: argparse.Namespace) -> tuple[list[Any], Any, dict[str, Any]]:
 def workload_requests(name: str, params: list[str]) -> list[Any]:
     from moe_sim import workloads
 
+    return workloads.generate(workload_spec(name, params))
+
+
+def workload_spec(name: str, params: list[str]) -> Any:
+    from moe_sim import workloads
+
     if name not in workloads.PRESETS:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(workloads.PRESETS)}")
     overrides: dict[str, object] = {}
@@ -109,7 +133,13 @@ def workload_requests(name: str, params: list[str]) -> list[Any]:
         if not sep:
             raise ValueError(f"--workload-param {kv!r}: expected NAME=VALUE")
         overrides[k] = v if k == "profile" else float(v) if "." in v or "e" in v else int(v)
-    return workloads.generate(workloads.with_overrides(workloads.PRESETS[name], **overrides))
+    return workloads.with_overrides(workloads.PRESETS[name], **overrides)
+
+
+def workload_stream(args: argparse.Namespace) -> Any:
+    from moe_sim import workloads
+
+    return workloads.stream(workload_spec(args.workload, args.workload_param))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
         return run_pd(args)
     try:
         reqs, cfg, echo = build(args)
-        policy = sim.make_policy(args.policy, reqs, cfg, horizon_s=args.horizon, stabilization_s=args.stabilization,
+        # a streamed trace: the policies it allows read only the warm-up window's requests (from a stream of their own)
+        seen = (sim.warmup_requests(workload_stream(args), cfg) if getattr(args, "stream", False) else reqs)
+        policy = sim.make_policy(args.policy, seen, cfg, horizon_s=args.horizon, stabilization_s=args.stabilization,
                                  trend_window_s=args.trend_window)
     except (OSError, ValueError, KeyError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)

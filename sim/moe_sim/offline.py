@@ -38,6 +38,7 @@ import csv
 import datetime as dt
 import gc
 import heapq
+import itertools
 import json
 import math
 from collections import deque
@@ -531,6 +532,18 @@ def smallest_static(reqs: Sequence[Request], cfg: SimConfig, curve: Sequence[flo
     return Static(hi)
 
 
+def warmup_window_s(cfg: SimConfig) -> float:
+    """The end of the window whose demand a policy without foresight starts from (`observed_initial`)."""
+    return (int(cfg.warmup_s // ORACLE_SLOT_S) + 1) * ORACLE_SLOT_S
+
+
+def warmup_requests(reqs: Iterable[Request], cfg: SimConfig) -> list[Request]:
+    """The requests of a trace sorted by arrival that arrive within the warm-up window: all that `make_policy` reads
+    for a policy other than oracle and static, taken from the head of a stream."""
+    end = warmup_window_s(cfg)
+    return list(itertools.takewhile(lambda r: r.arrival < end, reqs))
+
+
 def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s: float | None = None,
                 stabilization_s: float = 600.0, trend_window_s: float | None = None) -> Policy:
     if name == "oracle":
@@ -539,8 +552,7 @@ def make_policy(name: str, reqs: Sequence[Request], cfg: SimConfig, *, horizon_s
         return smallest_static(reqs, cfg)
     # the other policies see only the warm-up window's demand, which requests arriving after it cannot change:
     # the curve of the whole trace is not computed for them (O(blocks) per request, a fifth of a day's replay)
-    seen = (int(cfg.warmup_s // ORACLE_SLOT_S) + 1) * ORACLE_SLOT_S
-    early = reqs[:bisect.bisect_left(reqs, seen, key=lambda r: r.arrival)]
+    early = reqs[:bisect.bisect_left(reqs, warmup_window_s(cfg), key=lambda r: r.arrival)]
     init = observed_initial(demand_curve(early, cfg.decode_tps, cfg.prefill_tps, ORACLE_SLOT_S) if early else [],
                             cfg)
     if name == "moe":

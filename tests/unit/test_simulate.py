@@ -93,6 +93,28 @@ def test_cli_json(tmp_path, capsys):
                  "--accelerator", "h200"]) == 2
 
 
+def test_cli_stream_replays_the_workload_as_its_list(capsys):
+    # --stream generates while it replays (a week does not fit as a list): the same result as the list, planned
+    # for the same context; policies that replay the whole trace more than once are refused with the reason
+    from moe_operator.cli import main
+
+    base = ["simulate", "--workload", "agents", "--workload-param", "peak_sessions_per_min=4",
+            "--workload-param", "plateau_s=600", "--workload-param", "context_limit=32768", "--model", "kimi-k2.5",
+            "--precision", "int4", "--accelerator", "h200", "--context", "32768", "--cold-start", "60", "-o", "json"]
+    outs = []
+    for extra in ([], ["--stream"]):
+        assert main(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        out.pop("wall_s")
+        outs.append(out)
+    assert outs[1]["parameters"].pop("stream") is True and outs[0]["parameters"].pop("stream") is False
+    assert outs[0] == outs[1] and outs[0]["requests"] > 100
+    assert main(base + ["--stream", "--policy", "oracle"]) == 2
+    assert "--policy oracle/static and --pd replay the whole trace" in capsys.readouterr().err
+    assert main(base[:1] + ["--trace", "x.jsonl"] + base[5 + 4:] + ["--stream"]) == 2
+    assert "--stream needs --workload" in capsys.readouterr().err
+
+
 def test_cli_import_is_light():
     import subprocess
     import sys
