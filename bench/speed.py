@@ -3,7 +3,8 @@ sized so that the control law (`--policy moe`) provisions about 50 groups at the
 with the same code path as
 
     moe-operator simulate --workload agents-diurnal --workload-param peak_sessions_per_min=430 \\
-        --workload-param duration_s=86400 --model kimi-k2.5 --precision int4 --accelerator h200 --policy moe -o json
+        --workload-param duration_s=86400 --model kimi-k2.5 --precision int4 --accelerator h200 --policy moe \
+        --stream -o json
 
 (duration_s=604800 for the week). Targets: the day in < 300 s, the week in < 1800 s, on 2 cores. This script prints
 numbers and never asserts: wall times depend on the machine and its load, which it records next to each one.
@@ -47,7 +48,7 @@ def command(peak: float, span: float, cold: float) -> str:
     return (f"moe-operator simulate --workload agents-diurnal --workload-param peak_sessions_per_min={peak:g} "
             f"--workload-param duration_s={span:.0f} --model {MODEL[0]} --precision {MODEL[1]} "
             f"--accelerator {MODEL[2]} --kv-dtype {MODEL[3]} --plan-sessions {PLAN_SESSIONS} --policy moe "
-            f"--cold-start {cold:g} -o json")
+            f"--cold-start {cold:g} --stream -o json")
 
 
 def _timed(reqs: Iterator[Any], seen: dict[str, float]) -> Iterator[Any]:
