@@ -836,7 +836,7 @@ def _simulate(reqs: Sequence[Request] | Iterable[Request], cfg: SimConfig, polic
             t, kind = r.arrival, ARRIVE
             n += 1
             nxt = next(incoming, None)
-            if nxt is None:
+            if nxt is None and span == math.inf:
                 span = t  # a stream's end: every event so far was at or before it
         else:
             t, kind, ident, _ = heapq.heappop(heap)
