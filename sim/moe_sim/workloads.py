@@ -246,7 +246,7 @@ def _stream(w: AgentWorkload) -> Iterator[Request]:
 
     def run_agent(ctx: _Context, t: float, turns: int) -> tuple[float, int]:
         """A sub-agent's own turns from `t`; returns (when its last turn ends, its final output tokens)."""
-        ctx.seal(ids)
+        ctx.seal(ids)  # its task message's full blocks count as cached below, as when appends drew ids at once
         last_out, cached = 0, ctx.full  # the orchestrator's context (its full blocks) is cached
         for _ in range(turns):
             r = send(ctx, t)
